@@ -1,0 +1,181 @@
+//! The messages of each direction once the handshake is done.
+
+use serde::{Deserialize, Serialize};
+
+/// The identity of one unit of work: which job, which chunk of it, and its first row.
+///
+/// Results are put back in place by this id, and a dead worker's unfinished chunks are
+/// found by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskId {
+    /// The job (one `map`, one `apply`, ...) this chunk belongs to.
+    pub job: u64,
+    /// The chunk's index within its job, from 0.
+    pub chunk: u64,
+    /// Index of the chunk's first item within its job.
+    pub first_row: u64,
+}
+
+/// From the coordinator to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run the task named `task` on `payload` (the task's own encoding of its input).
+    Task {
+        /// Identity to echo in the answer.
+        id: TaskId,
+        /// Name the worker finds the task's code by.
+        task: String,
+        /// The task's parameters and one chunk of items, encoded by the task.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Finish and exit: no more tasks will come.
+    Shutdown,
+}
+
+/// From a worker to the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToCoordinator {
+    /// The task ran; `payload` holds its outputs, one per item, encoded by the task.
+    Done {
+        /// The id of the task this answers.
+        id: TaskId,
+        /// The outputs.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// The task failed; the worker is still able to take more.
+    Failed {
+        /// The id of the task this answers.
+        id: TaskId,
+        /// What went wrong, and where.
+        failure: TaskFailure,
+    },
+}
+
+/// How a task failed inside a worker, sent back as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// The kind of failure.
+    pub kind: FailureKind,
+    /// A one-line description.
+    pub message: String,
+    /// Where it happened (source file and line, for a panic), when known.
+    pub location: Option<String>,
+}
+
+/// The kinds of [`TaskFailure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The task returned an error.
+    Error,
+    /// The task panicked; the worker caught it and lives on.
+    Panic,
+    /// The worker has no task of that name.
+    UnknownTask,
+    /// The payload could not be decoded as the task's input.
+    BadPayload,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            FailureKind::Error => "task failed",
+            FailureKind::Panic => "task panicked",
+            FailureKind::UnknownTask => "unknown task",
+            FailureKind::BadPayload => "bad task payload",
+        };
+        write!(f, "{kind}: {}", self.message)?;
+        if let Some(location) = &self.location {
+            write!(f, " (at {location})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+    use proptest::prelude::*;
+
+    fn task_id() -> impl Strategy<Value = TaskId> {
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(job, chunk, first_row)| TaskId { job, chunk, first_row })
+    }
+
+    fn failure() -> impl Strategy<Value = TaskFailure> {
+        let kind = prop_oneof![
+            Just(FailureKind::Error),
+            Just(FailureKind::Panic),
+            Just(FailureKind::UnknownTask),
+            Just(FailureKind::BadPayload)
+        ];
+        (kind, ".*", proptest::option::of(".*")).prop_map(|(kind, message, location)| TaskFailure {
+            kind,
+            message,
+            location,
+        })
+    }
+
+    fn to_worker() -> impl Strategy<Value = ToWorker> {
+        prop_oneof![
+            (task_id(), ".*", proptest::collection::vec(any::<u8>(), 0..512))
+                .prop_map(|(id, task, payload)| ToWorker::Task { id, task, payload }),
+            Just(ToWorker::Shutdown),
+        ]
+    }
+
+    fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
+        prop_oneof![
+            (task_id(), proptest::collection::vec(any::<u8>(), 0..512))
+                .prop_map(|(id, payload)| ToCoordinator::Done { id, payload }),
+            (task_id(), failure()).prop_map(|(id, failure)| ToCoordinator::Failed { id, failure }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn to_worker_round_trips(message in to_worker()) {
+            prop_assert_eq!(decode::<ToWorker>(&encode(&message).unwrap()).unwrap(), message);
+        }
+
+        #[test]
+        fn to_coordinator_round_trips(message in to_coordinator()) {
+            prop_assert_eq!(decode::<ToCoordinator>(&encode(&message).unwrap()).unwrap(), message);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<ToWorker>(&bytes);
+            let _ = decode::<ToCoordinator>(&bytes);
+        }
+
+        #[test]
+        fn truncated_messages_are_errors(message in to_coordinator(), cut in 1usize..64) {
+            let bytes = encode(&message).unwrap();
+            let keep = bytes.len().saturating_sub(cut);
+            prop_assert!(decode::<ToCoordinator>(&bytes[..keep]).is_err());
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut bytes = encode(&ToWorker::Shutdown).unwrap();
+        bytes.push(0);
+        assert!(decode::<ToWorker>(&bytes).is_err());
+    }
+
+    #[test]
+    fn huge_inner_length_is_refused_without_allocating() {
+        // Variant 0 (Task), then a varint claiming a string of u64::MAX bytes.
+        let mut bytes = encode(&ToWorker::Task {
+            id: TaskId { job: 1, chunk: 2, first_row: 3 },
+            task: String::new(),
+            payload: vec![],
+        })
+        .unwrap();
+        bytes.truncate(4);
+        bytes.extend([253, 255, 255, 255, 255, 255, 255, 255, 255]);
+        assert!(decode::<ToWorker>(&bytes).is_err());
+    }
+}

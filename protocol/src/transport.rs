@@ -1,0 +1,136 @@
+//! How bytes reach a worker: the one module that knows the transport.
+//!
+//! Today it is a local socket (a Unix domain socket) at a filesystem path inside a
+//! private directory; the rest of corepool sees only [`Listener`], [`Link`] and its two
+//! halves, so another transport (MPI, TCP) can take its place here.
+
+use std::{
+    io::{self, Read, Write},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, Stream, ToFsName, prelude::*};
+
+/// Accepts connections from workers.
+///
+/// Dropping it removes its socket file.
+#[derive(Debug)]
+pub struct Listener {
+    inner: interprocess::local_socket::Listener,
+}
+
+impl Listener {
+    /// Listens at `path`, which must not exist yet.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        let name = path.to_fs_name::<GenericFilePath>()?;
+        let inner = ListenerOptions::new().name(name).reclaim_name(true).create_sync()?;
+        Ok(Self { inner })
+    }
+
+    /// Waits for the next connection.
+    pub fn accept(&self) -> io::Result<Link> {
+        Ok(Link { stream: Arc::new(self.inner.accept()?) })
+    }
+}
+
+/// One connection between the coordinator and a worker.
+#[derive(Debug)]
+pub struct Link {
+    stream: Arc<Stream>,
+}
+
+impl Link {
+    /// Connects to a coordinator listening at `path`.
+    pub fn connect(path: &Path) -> io::Result<Self> {
+        let name = path.to_fs_name::<GenericFilePath>()?;
+        Ok(Self { stream: Arc::new(Stream::connect(name)?) })
+    }
+
+    /// The process id of the peer, as the kernel reports it, where it does.
+    pub fn peer_pid(&self) -> Option<u32> {
+        let pid = self.stream.peer_creds().ok()?.pid()?;
+        u32::try_from(pid).ok()
+    }
+
+    /// Bounds how long a read may wait (`None`: for ever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_recv_timeout(timeout)
+    }
+
+    /// Splits the link into halves that two threads can use at once.
+    pub fn split(self) -> (LinkReader, LinkWriter) {
+        (LinkReader { stream: Arc::clone(&self.stream) }, LinkWriter { stream: self.stream })
+    }
+
+    /// Borrows the link as a reader and a writer, for a handshake on one thread.
+    pub fn halves(&self) -> (impl Read + '_, impl Write + '_) {
+        (&*self.stream, &*self.stream)
+    }
+}
+
+/// The receiving half of a [`Link`].
+#[derive(Debug)]
+pub struct LinkReader {
+    stream: Arc<Stream>,
+}
+
+impl Read for LinkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.stream).read(buf)
+    }
+}
+
+/// The sending half of a [`Link`].
+#[derive(Debug)]
+pub struct LinkWriter {
+    stream: Arc<Stream>,
+}
+
+impl Write for LinkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.stream).write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        (&*self.stream).write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.stream).flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{MAX_FRAME_LEN, read_frame, write_frame};
+
+    #[test]
+    fn frames_cross_a_real_socket_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = Listener::bind(&path).unwrap();
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let (mut reader, mut writer) = Link::connect(&path).unwrap().split();
+                write_frame(&mut writer, b"ping").unwrap();
+                let mut buf = Vec::new();
+                assert!(read_frame(&mut reader, &mut buf, MAX_FRAME_LEN).unwrap());
+                buf
+            }
+        });
+        let link = listener.accept().unwrap();
+        assert_eq!(link.peer_pid(), Some(std::process::id()));
+        let (mut reader, mut writer) = link.split();
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut reader, &mut buf, MAX_FRAME_LEN).unwrap());
+        assert_eq!(buf, b"ping");
+        write_frame(&mut writer, b"pong").unwrap();
+        assert_eq!(client.join().unwrap(), b"pong");
+        drop(listener);
+        assert!(!path.exists(), "the listener removes its socket file on drop");
+    }
+}
