@@ -1,0 +1,43 @@
+//! The few calls that differ by operating system, behind one small face.
+
+/// Asks the kernel to kill this process when the process that started it dies, then
+/// checks that it has not died already (the request only covers deaths after it).
+/// Returns `false` if the parent is already gone.
+pub fn die_with_parent(expected_parent: Option<u32>) -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+    match expected_parent {
+        Some(parent) => std::os::unix::process::parent_id() == parent,
+        None => true,
+    }
+}
+
+/// Sets the name that `top`, `htop` and `ps -o comm` show (at most 15 bytes on Linux).
+pub fn set_process_name(name: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut bytes = [0u8; 16];
+        let len = name.len().min(15);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which
+        // `bytes` is for the duration of the call.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
+/// Leaves interrupts from the terminal to the coordinator: a Ctrl-C reaches the whole
+/// foreground process group, and it is the coordinator's to decide what happens to the
+/// work in flight.
+pub fn ignore_terminal_interrupts() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}

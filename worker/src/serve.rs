@@ -1,0 +1,147 @@
+//! The worker's life: connect, prove the secret, then run tasks until told to stop or
+//! until the connection closes.
+
+use std::{
+    io::{BufReader, BufWriter, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use corepool_protocol::{
+    ToCoordinator, ToWorker, codec,
+    frame::{MAX_FRAME_LEN, read_frame, write_frame},
+    handshake::{Secret, worker_handshake},
+    transport::Link,
+};
+
+use crate::{Registry, platform};
+
+/// Environment variable holding the path of the coordinator's socket.
+pub const ENDPOINT_ENV: &str = "COREPOOL_WORKER_ENDPOINT";
+/// Environment variable holding the worker's index in its pool.
+pub const INDEX_ENV: &str = "COREPOOL_WORKER_INDEX";
+/// Environment variable holding the coordinator's process id.
+pub const PARENT_ENV: &str = "COREPOOL_PARENT_PID";
+/// Test-only knob, `INDEX:MILLIS`: the worker of that index sleeps that long before each
+/// chunk, so that tests can load workers unevenly on purpose.
+pub const SLOW_WORKER_ENV: &str = "COREPOOL_TEST_SLOW_WORKER";
+
+/// How a worker was told to run, read from its environment and standard input.
+#[derive(Debug)]
+pub struct WorkerConfig {
+    /// Where the coordinator listens.
+    pub endpoint: PathBuf,
+    /// This worker's index in the pool.
+    pub index: u32,
+    /// The coordinator's process id, if given.
+    pub parent: Option<u32>,
+    /// The run's secret.
+    pub secret: Secret,
+    /// Delay before each chunk (the test-only knob).
+    pub delay: Duration,
+}
+
+/// Why a worker stopped other than by being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The environment or standard input did not say how to run.
+    #[error("not started as a corepool worker: {0}")]
+    Config(String),
+    /// The coordinator could not be reached or did not admit this worker.
+    #[error("cannot join the coordinator at {path}: {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The handshake failed.
+    #[error("handshake with the coordinator failed: {0}")]
+    Handshake(#[from] corepool_protocol::handshake::HandshakeError),
+    /// A frame could not be read or written.
+    #[error("connection to the coordinator failed: {0}")]
+    Frame(#[from] corepool_protocol::frame::FrameError),
+    /// A frame from the coordinator was malformed.
+    #[error("malformed message from the coordinator: {0}")]
+    Codec(#[from] codec::CodecError),
+}
+
+impl WorkerConfig {
+    /// Reads the configuration the coordinator gave: the environment, and the secret as
+    /// the first line of standard input (never on the command line, where `ps` shows it).
+    pub fn from_env_and_stdin() -> Result<Self, WorkerError> {
+        let endpoint =
+            std::env::var_os(ENDPOINT_ENV).ok_or_else(|| WorkerError::Config(format!("{ENDPOINT_ENV} is not set")))?;
+        let index = std::env::var(INDEX_ENV)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| WorkerError::Config(format!("{INDEX_ENV} is not a worker index")))?;
+        let parent = std::env::var(PARENT_ENV).ok().and_then(|text| text.parse().ok());
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| WorkerError::Config(format!("cannot read the secret from standard input: {e}")))?;
+        let secret = Secret::from_hex(&line)
+            .ok_or_else(|| WorkerError::Config("standard input does not start with the run's secret".into()))?;
+        let delay = std::env::var(SLOW_WORKER_ENV)
+            .ok()
+            .and_then(|text| {
+                let (slow_index, millis) = text.split_once(':')?;
+                (slow_index.parse::<u32>().ok()? == index).then_some(Duration::from_millis(millis.parse().ok()?))
+            })
+            .unwrap_or_default();
+        Ok(Self { endpoint: endpoint.into(), index, parent, secret, delay })
+    }
+}
+
+/// Serves tasks from `registry` until the coordinator says stop or goes away.
+pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerError> {
+    platform::set_process_name(&format!("corepool-w{}", config.index));
+    platform::ignore_terminal_interrupts();
+    if !platform::die_with_parent(config.parent) {
+        return Err(WorkerError::Config("the coordinator exited before this worker started".into()));
+    }
+    crate::panics::record_panic_locations();
+
+    let link = Link::connect(&config.endpoint)
+        .map_err(|source| WorkerError::Connect { path: config.endpoint.clone(), source })?;
+    let (reader, writer) = link.split();
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let mut writer = BufWriter::with_capacity(1 << 16, writer);
+    worker_handshake(&mut reader, &mut writer, &config.secret, config.index, std::process::id())?;
+
+    let mut frame = Vec::new();
+    let mut answer = Vec::new();
+    loop {
+        // Answers wait in the buffer while more tasks are already here, so that a burst of
+        // small tasks costs one write; before blocking on a read, they must go out.
+        if !holds_complete_frame(reader.buffer()) {
+            writer.flush().map_err(corepool_protocol::frame::FrameError::Io)?;
+        }
+        if !read_frame(&mut reader, &mut frame, MAX_FRAME_LEN)? {
+            return Ok(());
+        }
+        match codec::decode::<ToWorker>(&frame)? {
+            ToWorker::Shutdown => {
+                writer.flush().map_err(corepool_protocol::frame::FrameError::Io)?;
+                return Ok(());
+            }
+            ToWorker::Task { id, task, payload } => {
+                if !config.delay.is_zero() {
+                    std::thread::sleep(config.delay);
+                }
+                let message = match registry.run(&task, &payload) {
+                    Ok(payload) => ToCoordinator::Done { id, payload },
+                    Err(failure) => ToCoordinator::Failed { id, failure },
+                };
+                answer.clear();
+                codec::encode_into(&message, &mut answer)?;
+                write_frame(&mut writer, &answer)?;
+            }
+        }
+    }
+}
+
+fn holds_complete_frame(buffered: &[u8]) -> bool {
+    buffered.len() >= 4 && (u32::from_le_bytes(buffered[..4].try_into().unwrap()) as usize) <= buffered.len() - 4
+}

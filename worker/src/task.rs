@@ -1,0 +1,99 @@
+//! What a task is, and the registry a worker finds tasks in by name.
+
+use std::{collections::HashMap, panic::AssertUnwindSafe};
+
+use corepool_protocol::{FailureKind, TaskFailure, codec};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A function that workers run over chunks of items.
+///
+/// The task value itself carries the parameters shared by every item (for counting, the
+/// range), and travels with each chunk. Both the coordinator and the worker must know the
+/// type: the coordinator to encode chunks and decode outputs, the worker (through a
+/// [`Registry`]) to run it.
+pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name a worker finds this task by; unique within a [`Registry`].
+    const NAME: &'static str;
+    /// One chunk of items as it travels to a worker.
+    type Chunk: Serialize + DeserializeOwned + Send + 'static;
+    /// The result for one item.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs the task over every item of `chunk`, returning one output per item, in order.
+    ///
+    /// An `Err` travels back to the caller as a [`TaskFailure`]; so does a panic, which the
+    /// worker survives.
+    fn run(&self, chunk: Self::Chunk) -> Result<Vec<Self::Output>, String>;
+}
+
+type Runner = fn(&[u8]) -> Result<Vec<u8>, TaskFailure>;
+
+/// The tasks a worker can run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    runners: HashMap<&'static str, Runner>,
+}
+
+impl Registry {
+    /// A registry with no tasks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry with corepool's own tasks ([`crate::tasks`]).
+    pub fn with_builtin_tasks() -> Self {
+        Self::new()
+            .register::<crate::tasks::CountInRange>()
+            .register::<crate::tasks::CountInRangeStar>()
+            .register::<crate::tasks::NormalizeRows>()
+    }
+
+    /// Adds task `T`.
+    ///
+    /// # Panics
+    /// If another task already has `T::NAME`.
+    pub fn register<T: Task>(mut self) -> Self {
+        let previous = self.runners.insert(T::NAME, run_encoded::<T>);
+        assert!(previous.is_none(), "two tasks are named {:?}", T::NAME);
+        self
+    }
+
+    /// Runs the task named `name` on an encoded `(task, chunk)` payload, returning its
+    /// encoded outputs.
+    pub fn run(&self, name: &str, payload: &[u8]) -> Result<Vec<u8>, TaskFailure> {
+        let runner = self.runners.get(name).ok_or_else(|| TaskFailure {
+            kind: FailureKind::UnknownTask,
+            message: format!("this worker has no task named {name:?}"),
+            location: None,
+        })?;
+        runner(payload)
+    }
+}
+
+/// Encodes one chunk for task `task`, as [`Registry::run`] expects it.
+pub fn encode_payload<T: Task>(task: &T, chunk: &T::Chunk, out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
+    codec::encode_into(&(task, chunk), out)
+}
+
+/// Decodes the outputs of one chunk of task `T`.
+pub fn decode_outputs<T: Task>(payload: &[u8]) -> Result<Vec<T::Output>, codec::CodecError> {
+    codec::decode(payload)
+}
+
+fn run_encoded<T: Task>(payload: &[u8]) -> Result<Vec<u8>, TaskFailure> {
+    let (task, chunk): (T, T::Chunk) = codec::decode(payload).map_err(|e| TaskFailure {
+        kind: FailureKind::BadPayload,
+        message: format!("task {:?}: {e}", T::NAME),
+        location: None,
+    })?;
+    let outputs = match std::panic::catch_unwind(AssertUnwindSafe(|| task.run(chunk))) {
+        Ok(Ok(outputs)) => outputs,
+        Ok(Err(message)) => return Err(TaskFailure { kind: FailureKind::Error, message, location: None }),
+        Err(panic) => return Err(crate::panics::failure_from_panic(panic)),
+    };
+    codec::encode(&outputs).map_err(|e| TaskFailure {
+        kind: FailureKind::Error,
+        message: format!("task {:?}: cannot encode its outputs: {e}", T::NAME),
+        location: None,
+    })
+}

@@ -1,0 +1,287 @@
+//! corepool's own tasks: the tutorial's count in range (per row, and starmap-style with
+//! per-row bounds) and its "normalize each row" exercise.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Task;
+
+/// How many bytes each value takes in a [`RowBlock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Width {
+    /// `i8`.
+    One,
+    /// `i16`.
+    Two,
+    /// `i32`.
+    Four,
+    /// `i64`.
+    Eight,
+}
+
+impl Width {
+    /// The narrowest width that holds every value in `min..=max`.
+    pub fn narrowest(min: i64, max: i64) -> Self {
+        if min >= i64::from(i8::MIN) && max <= i64::from(i8::MAX) {
+            Self::One
+        } else if min >= i64::from(i16::MIN) && max <= i64::from(i16::MAX) {
+            Self::Two
+        } else if min >= i64::from(i32::MIN) && max <= i64::from(i32::MAX) {
+            Self::Four
+        } else {
+            Self::Eight
+        }
+    }
+
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::One => 1,
+            Self::Two => 2,
+            Self::Four => 4,
+            Self::Eight => 8,
+        }
+    }
+}
+
+/// Rows of integers in their compact wire form: each value little-endian in the
+/// narrowest [`Width`] that holds every value of the block, with no per-value framing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowBlock {
+    rows: u64,
+    cols: u64,
+    width: Width,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+impl RowBlock {
+    /// Packs `rows` rows of `cols` values each, taken row after row from `values`.
+    ///
+    /// # Panics
+    /// If `values.len() != rows * cols`.
+    pub fn new(rows: usize, cols: usize, values: &[i64]) -> Self {
+        assert_eq!(values.len(), rows * cols, "a {rows} x {cols} block needs {} values", rows * cols);
+        let (min, max) = values.iter().fold((0, 0), |(lo, hi), &v| (v.min(lo), v.max(hi)));
+        let width = Width::narrowest(min, max);
+        let mut data = Vec::with_capacity(values.len() * width.bytes());
+        match width {
+            Width::One => data.extend(values.iter().map(|&v| v as i8 as u8)),
+            Width::Two => values.iter().for_each(|&v| data.extend_from_slice(&(v as i16).to_le_bytes())),
+            Width::Four => values.iter().for_each(|&v| data.extend_from_slice(&(v as i32).to_le_bytes())),
+            Width::Eight => values.iter().for_each(|&v| data.extend_from_slice(&v.to_le_bytes())),
+        }
+        Self { rows: rows as u64, cols: cols as u64, width, data }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows as usize
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols as usize
+    }
+
+    /// The width each value was packed in.
+    pub fn width(&self) -> Width {
+        self.width
+    }
+
+    /// Unpacks every value, row after row.
+    pub fn to_values(&self) -> Result<Vec<i64>, String> {
+        self.check()?;
+        Ok(match self.width {
+            Width::One => self.data.iter().map(|&b| i64::from(b as i8)).collect(),
+            Width::Two => self.data.chunks_exact(2).map(|b| i64::from(i16::from_le_bytes([b[0], b[1]]))).collect(),
+            Width::Four => {
+                self.data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes(b.try_into().unwrap()))).collect()
+            }
+            Width::Eight => self.data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
+        })
+    }
+
+    /// For each row, how many of its values lie in `min..=max`.
+    pub fn count_in_range(&self, min: i64, max: i64) -> Result<Vec<u32>, String> {
+        self.check()?;
+        if self.cols == 0 {
+            return Ok(vec![0; self.rows()]);
+        }
+        let cols = self.cols();
+        // One loop per width, so that each compiles to a tight loop over its own lane type.
+        Ok(match self.width {
+            Width::One => count_rows(&self.data, cols, |b| i64::from(b[0] as i8), 1, min, max),
+            Width::Two => count_rows(&self.data, cols, |b| i64::from(i16::from_le_bytes([b[0], b[1]])), 2, min, max),
+            Width::Four => {
+                count_rows(&self.data, cols, |b| i64::from(i32::from_le_bytes(b.try_into().unwrap())), 4, min, max)
+            }
+            Width::Eight => count_rows(&self.data, cols, |b| i64::from_le_bytes(b.try_into().unwrap()), 8, min, max),
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let expected = self.rows.checked_mul(self.cols).and_then(|n| n.checked_mul(self.width.bytes() as u64));
+        if expected != Some(self.data.len() as u64) {
+            return Err(format!(
+                "malformed row block: {} x {} values of {} bytes do not fill {} bytes",
+                self.rows,
+                self.cols,
+                self.width.bytes(),
+                self.data.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[inline(always)]
+fn count_rows(data: &[u8], cols: usize, read: impl Fn(&[u8]) -> i64, width: usize, min: i64, max: i64) -> Vec<u32> {
+    data.chunks_exact(cols * width)
+        .map(|row| row.chunks_exact(width).map(|value| u32::from((min..=max).contains(&read(value)))).sum())
+        .collect()
+}
+
+/// The tutorial's task: how many values of each row lie in `min..=max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountInRange {
+    /// Smallest value counted.
+    pub min: i64,
+    /// Largest value counted.
+    pub max: i64,
+}
+
+impl Task for CountInRange {
+    const NAME: &'static str = "count-in-range";
+    type Chunk = RowBlock;
+    type Output = u32;
+
+    fn run(&self, chunk: RowBlock) -> Result<Vec<u32>, String> {
+        chunk.count_in_range(self.min, self.max)
+    }
+}
+
+/// Rows with their own bounds each: the items of `starmap`, `(row, min, max)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundedRows {
+    /// The rows.
+    pub rows: RowBlock,
+    /// Each row's `(min, max)`.
+    pub bounds: Vec<(i64, i64)>,
+}
+
+/// The count in range with the bounds given per row, as the tutorial's `starmap` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CountInRangeStar;
+
+impl Task for CountInRangeStar {
+    const NAME: &'static str = "count-in-range-star";
+    type Chunk = BoundedRows;
+    type Output = u32;
+
+    fn run(&self, chunk: BoundedRows) -> Result<Vec<u32>, String> {
+        if chunk.bounds.len() != chunk.rows.rows() {
+            return Err(format!("{} rows but {} bounds", chunk.rows.rows(), chunk.bounds.len()));
+        }
+        let values = chunk.rows.to_values()?;
+        let cols = chunk.rows.cols().max(1);
+        Ok(chunk
+            .bounds
+            .iter()
+            .zip(values.chunks(cols).chain(std::iter::repeat(&[][..])))
+            .map(|(&(min, max), row)| row.iter().filter(|v| (min..=max).contains(*v)).count() as u32)
+            .collect())
+    }
+}
+
+/// The tutorial's exercise: rescale each row linearly so that its smallest value becomes
+/// 0 and its largest 1. A row whose values are all equal becomes all zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NormalizeRows;
+
+impl Task for NormalizeRows {
+    const NAME: &'static str = "normalize-rows";
+    type Chunk = RowBlock;
+    type Output = Vec<f64>;
+
+    fn run(&self, chunk: RowBlock) -> Result<Vec<Vec<f64>>, String> {
+        let values = chunk.to_values()?;
+        let cols = chunk.cols();
+        if cols == 0 {
+            return Ok(vec![Vec::new(); chunk.rows()]);
+        }
+        Ok(values.chunks_exact(cols).map(normalize_row).collect())
+    }
+}
+
+/// One row rescaled to `0.0..=1.0`; all zeros if its values are all equal.
+pub fn normalize_row(row: &[i64]) -> Vec<f64> {
+    let (Some(&lo), Some(&hi)) = (row.iter().min(), row.iter().max()) else { return Vec::new() };
+    let span = (hi as f64) - (lo as f64);
+    row.iter().map(|&v| if span == 0.0 { 0.0 } else { ((v as f64) - (lo as f64)) / span }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive_counts(values: &[i64], cols: usize, min: i64, max: i64) -> Vec<u32> {
+        values.chunks(cols).map(|row| row.iter().filter(|&&v| v >= min && v <= max).count() as u32).collect()
+    }
+
+    #[test]
+    fn picks_the_narrowest_width() {
+        assert_eq!(RowBlock::new(1, 3, &[0, 9, -128]).width(), Width::One);
+        assert_eq!(RowBlock::new(1, 2, &[0, 128]).width(), Width::Two);
+        assert_eq!(RowBlock::new(1, 1, &[-40_000]).width(), Width::Four);
+        assert_eq!(RowBlock::new(1, 2, &[i64::MIN, i64::MAX]).width(), Width::Eight);
+    }
+
+    #[test]
+    fn counts_the_tutorial_example() {
+        let block = RowBlock::new(2, 5, &[1, 4, 8, 9, 5, 4, 4, 4, 4, 4]);
+        assert_eq!(CountInRange { min: 4, max: 8 }.run(block).unwrap(), [3, 5]);
+    }
+
+    #[test]
+    fn zero_columns_count_zero_per_row() {
+        assert_eq!(RowBlock::new(3, 0, &[]).count_in_range(0, 1).unwrap(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn malformed_block_is_an_error_not_a_panic() {
+        let mut block = RowBlock::new(2, 2, &[1, 2, 3, 4]);
+        block.rows = u64::MAX;
+        assert!(block.count_in_range(0, 9).is_err());
+        assert!(block.to_values().is_err());
+    }
+
+    #[test]
+    fn normalizes_rows_and_constant_rows() {
+        let block = RowBlock::new(2, 3, &[2, 4, 6, 7, 7, 7]);
+        assert_eq!(NormalizeRows.run(block).unwrap(), [vec![0.0, 0.5, 1.0], vec![0.0; 3]]);
+    }
+
+    #[test]
+    fn star_counts_use_each_rows_bounds() {
+        let rows = RowBlock::new(2, 3, &[1, 2, 3, 1, 2, 3]);
+        let chunk = BoundedRows { rows, bounds: vec![(1, 2), (3, 3)] };
+        assert_eq!(CountInRangeStar.run(chunk).unwrap(), [2, 1]);
+    }
+
+    proptest! {
+        #[test]
+        fn packing_round_trips_and_counts_match_naive(
+            cols in 1usize..8,
+            values in proptest::collection::vec(prop_oneof![-200i64..200, any::<i64>(), -70_000i64..70_000], 0..64),
+            min in -300i64..300,
+            span in 0i64..300,
+        ) {
+            let rows = values.len() / cols;
+            let values = &values[..rows * cols];
+            let block = RowBlock::new(rows, cols, values);
+            prop_assert_eq!(block.to_values().unwrap(), values);
+            prop_assert_eq!(block.count_in_range(min, min + span).unwrap(), naive_counts(values, cols, min, min + span));
+        }
+    }
+}
