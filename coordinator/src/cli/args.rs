@@ -1,0 +1,274 @@
+//! The command line, and its conversion into checked settings before anything runs.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Seed of the generator when `--seed` is not given (the year of the tutorial).
+pub const DEFAULT_SEED: u64 = 2019;
+
+/// corepool: Python's multiprocessing.Pool, with real OS processes, in Rust.
+///
+/// Without a command, runs the tutorial's problem (count the values of each row of a
+/// 200,000 x 5 random matrix that lie in [4, 8]) serially and with every pool method,
+/// and compares them.
+#[derive(Debug, Parser)]
+#[command(name = "corepool", version, about, long_about)]
+pub struct Cli {
+    /// What to do (default: the tutorial demo).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the number of processors (logical and physical).
+    Cpus,
+    /// Count, for each row of a matrix, the values that lie in [--min, --max].
+    Count(CountArgs),
+    /// Run the tutorial: serial and every pool method on one matrix, timed and compared.
+    Demo(DemoArgs),
+}
+
+/// Where the matrix comes from.
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
+    /// Read the matrix from FILE: integers separated by commas or white space, one row a line.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rows", "cols", "low", "high", "seed"])]
+    pub input: Option<PathBuf>,
+    /// Rows of the generated matrix.
+    #[arg(long, default_value_t = 200_000)]
+    pub rows: usize,
+    /// Columns of the generated matrix.
+    #[arg(long, default_value_t = 5)]
+    pub cols: usize,
+    /// Smallest generated value.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub low: i64,
+    /// Generated values are below this one (like numpy's randint).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub high: i64,
+    /// Seed of the generator: the same seed gives the same matrix on every platform.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
+}
+
+/// Arguments of `corepool count`.
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    /// Smallest value counted.
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub min: i64,
+    /// Largest value counted.
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true)]
+    pub max: i64,
+    /// Worker processes [default: the number of logical CPUs].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// How to run: serially, or with one of the pool's methods.
+    #[arg(long, value_enum, default_value_t = Mode::Map)]
+    pub mode: Mode,
+    /// Rows per chunk [default: as Python's Pool.map picks it, about 4 chunks per worker].
+    #[arg(long, value_name = "K")]
+    pub chunk_size: Option<usize>,
+    /// Write the counts to FILE (written whole or not at all): one count a line in row order,
+    /// or `row,count` lines with `--order arrival`.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Order of the lines in `--output`: by row, or as results arrived (imap-unordered and
+    /// apply-async only).
+    #[arg(long, value_enum, default_value_t = Order::Row, requires = "output")]
+    pub order: Order,
+    /// Also count serially and fail unless every row agrees.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Arguments of `corepool demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    /// Worker processes [default: the number of logical CPUs].
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// How `count` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// In this process, one row after another.
+    Serial,
+    /// One blocking round trip per row (Pool.apply).
+    Apply,
+    /// Chunks, results in row order (Pool.map).
+    Map,
+    /// Chunks of (row, min, max) items, results in row order (Pool.starmap).
+    Starmap,
+    /// Chunks, results streamed in row order (Pool.imap).
+    Imap,
+    /// Chunks, results streamed as they arrive (Pool.imap_unordered).
+    ImapUnordered,
+    /// One task per row, results through a callback as they arrive (Pool.apply_async).
+    ApplyAsync,
+    /// Chunks in the background, results in row order (Pool.map_async).
+    MapAsync,
+    /// Chunks of (row, min, max) in the background, results in row order (Pool.starmap_async).
+    StarmapAsync,
+}
+
+impl Mode {
+    /// Every mode, serial first, in the tutorial's order.
+    pub const ALL: [Mode; 9] = [
+        Mode::Serial,
+        Mode::Apply,
+        Mode::Map,
+        Mode::Starmap,
+        Mode::Imap,
+        Mode::ImapUnordered,
+        Mode::ApplyAsync,
+        Mode::MapAsync,
+        Mode::StarmapAsync,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Serial => "serial",
+            Mode::Apply => "apply",
+            Mode::Map => "map",
+            Mode::Starmap => "starmap",
+            Mode::Imap => "imap",
+            Mode::ImapUnordered => "imap-unordered",
+            Mode::ApplyAsync => "apply-async",
+            Mode::MapAsync => "map-async",
+            Mode::StarmapAsync => "starmap-async",
+        }
+    }
+
+    /// Whether results reach the caller in arrival order.
+    pub fn arrival_ordered(self) -> bool {
+        matches!(self, Mode::ImapUnordered | Mode::ApplyAsync)
+    }
+}
+
+/// Order of the output lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Order {
+    /// One count a line, in row order.
+    Row,
+    /// `row,count` lines in the order results arrived.
+    Arrival,
+}
+
+/// Where the matrix comes from, checked.
+#[derive(Debug, Clone)]
+pub enum MatrixSource {
+    /// Read from a file.
+    File(PathBuf),
+    /// Made by the seeded generator.
+    Random {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Smallest value.
+        low: i64,
+        /// Values are below this.
+        high: i64,
+        /// Generator seed.
+        seed: u64,
+    },
+}
+
+/// `corepool count`'s settings, checked.
+#[derive(Debug, Clone)]
+pub struct CountSettings {
+    pub source: MatrixSource,
+    pub min: i64,
+    pub max: i64,
+    pub workers: usize,
+    pub mode: Mode,
+    pub chunk_size: Option<usize>,
+    pub output: Option<PathBuf>,
+    pub order: Order,
+    pub verify: bool,
+}
+
+impl MatrixArgs {
+    fn check(self) -> anyhow::Result<MatrixSource> {
+        if let Some(path) = self.input {
+            return Ok(MatrixSource::File(path));
+        }
+        if self.low >= self.high {
+            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
+        }
+        if self.cols == 0 {
+            bail!("--cols must be at least 1");
+        }
+        if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
+            bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
+        }
+        Ok(MatrixSource::Random { rows: self.rows, cols: self.cols, low: self.low, high: self.high, seed: self.seed })
+    }
+}
+
+/// `--workers`, checked: at least one, default one per logical CPU.
+pub fn check_workers(workers: Option<usize>) -> anyhow::Result<usize> {
+    match workers {
+        Some(0) => bail!("--workers must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(corepool::pool::logical_cpus()),
+    }
+}
+
+impl CountArgs {
+    /// Checks every flag against the others; nothing has run yet.
+    pub fn check(self) -> anyhow::Result<CountSettings> {
+        if self.min > self.max {
+            bail!("--min {} is greater than --max {}", self.min, self.max);
+        }
+        if self.chunk_size == Some(0) {
+            bail!("--chunk-size must be at least 1");
+        }
+        if self.order == Order::Arrival && !self.mode.arrival_ordered() {
+            bail!(
+                "--order arrival needs --mode imap-unordered or --mode apply-async (--mode {} gives row order)",
+                self.mode.name()
+            );
+        }
+        if let Some(output) = &self.output {
+            let dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let meta = std::fs::metadata(dir)
+                .with_context(|| format!("--output {}: folder {} is not there", output.display(), dir.display()))?;
+            if !meta.is_dir() {
+                bail!("--output {}: {} is not a folder", output.display(), dir.display());
+            }
+            if output.is_dir() {
+                bail!("--output {}: is a folder", output.display());
+            }
+        }
+        Ok(CountSettings {
+            source: self.matrix.check()?,
+            min: self.min,
+            max: self.max,
+            workers: check_workers(self.workers)?,
+            mode: self.mode,
+            chunk_size: self.chunk_size,
+            output: self.output,
+            order: self.order,
+            verify: self.verify,
+        })
+    }
+}
+
+impl DemoArgs {
+    /// Checks the flags.
+    pub fn check(self) -> anyhow::Result<(MatrixSource, usize)> {
+        Ok((self.matrix.check()?, check_workers(self.workers)?))
+    }
+}

@@ -1,0 +1,186 @@
+//! The `corepool` command: flags in, checked settings, runs, results out.
+
+mod args;
+mod count;
+mod output;
+
+use std::{sync::Arc, time::Instant};
+
+pub use args::Cli;
+use args::{Command, CountSettings, MatrixSource, Mode, Order};
+use count::{Counted, count_serially, count_with, first_difference, load_matrix};
+
+/// Exit code of a run that went wrong after it started (a worker failed for good, a
+/// result disagreed with `--verify`, an output could not be written).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of bad input: flags, or the input file.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// An error, with the exit code it maps to.
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// What went wrong.
+    pub error: anyhow::Error,
+}
+
+fn bad_input(error: anyhow::Error) -> Failure {
+    Failure { code: EXIT_BAD_INPUT, error }
+}
+
+fn failed(error: anyhow::Error) -> Failure {
+    Failure { code: EXIT_FAILED, error }
+}
+
+/// Runs what the command line asks for.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Some(Command::Cpus) => {
+            print_cpus();
+            Ok(())
+        }
+        Some(Command::Count(args)) => {
+            let settings = args.check().map_err(bad_input)?;
+            count(&settings)
+        }
+        Some(Command::Demo(args)) => {
+            let (source, workers) = args.check().map_err(bad_input)?;
+            demo(&source, workers)
+        }
+        None => demo(&tutorial_matrix(), corepool::pool::logical_cpus()),
+    }
+}
+
+fn tutorial_matrix() -> MatrixSource {
+    MatrixSource::Random { rows: 200_000, cols: 5, low: 0, high: 10, seed: args::DEFAULT_SEED }
+}
+
+fn print_cpus() {
+    let logical = corepool::pool::logical_cpus();
+    match sysinfo::System::physical_core_count() {
+        Some(physical) => println!("Number of processors: {logical} logical, {physical} physical"),
+        None => println!("Number of processors: {logical} logical (physical cores unknown)"),
+    }
+}
+
+fn describe(source: &MatrixSource, rows: usize, cols: usize) -> String {
+    match source {
+        MatrixSource::File(path) => format!("{rows} x {cols} matrix from {}", path.display()),
+        MatrixSource::Random { low, high, seed, .. } => {
+            format!("{rows} x {cols} matrix of random integers in {low}..{high} (seed {seed})")
+        }
+    }
+}
+
+fn count(settings: &CountSettings) -> Result<(), Failure> {
+    let started = Instant::now();
+    let matrix = Arc::new(load_matrix(&settings.source).map_err(bad_input)?);
+    let made = started.elapsed();
+    let bounds = (settings.min, settings.max);
+    let run = count_with(&matrix, settings.mode, bounds, settings.workers, settings.chunk_size).map_err(failed)?;
+    if settings.verify {
+        let expected = count_serially(&matrix, settings.min, settings.max);
+        if let Some(difference) = first_difference(&run.counts, &expected) {
+            return Err(failed(anyhow::anyhow!(
+                "--verify: {} disagrees with serial at {difference}",
+                settings.mode.name()
+            )));
+        }
+    }
+    if let Some(path) = &settings.output {
+        let written = match (settings.order, &run.arrival) {
+            (Order::Arrival, Some(arrival)) => {
+                output::write_atomically(path, |out| output::write_arrivals(out, arrival))
+            }
+            _ => output::write_atomically(path, |out| output::write_counts(out, &run.counts)),
+        };
+        written.map_err(failed)?;
+    }
+    let (rows, cols) = (matrix.rows(), matrix.cols());
+    println!("{}, read or made in {}", describe(&settings.source, rows, cols), ms(made));
+    println!(
+        "mode {}: {} workers, {} rows per chunk; counted values in [{}, {}]",
+        settings.mode.name(),
+        if settings.mode == Mode::Serial { 0 } else { settings.workers },
+        run.chunk_size,
+        settings.min,
+        settings.max
+    );
+    println!("first 10 counts: {:?}", &run.counts[..rows.min(10)]);
+    let in_range: u64 = run.counts.iter().map(|&c| u64::from(c)).sum();
+    println!("values in range: {in_range} of {}", rows as u64 * cols as u64);
+    println!(
+        "time: {} total (pool start {}, compute {}, pool stop {}){}",
+        ms(run.total()),
+        ms(run.start),
+        ms(run.compute),
+        ms(run.stop),
+        if settings.verify { "; --verify: every row agrees with serial" } else { "" }
+    );
+    if let Some(path) = &settings.output {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn ms(duration: std::time::Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1e3)
+}
+
+fn demo(source: &MatrixSource, workers: usize) -> Result<(), Failure> {
+    println!("corepool {}: the tutorial's count in range, with real worker processes", env!("CARGO_PKG_VERSION"));
+    print_cpus();
+    let started = Instant::now();
+    let matrix = Arc::new(load_matrix(source).map_err(bad_input)?);
+    let made = started.elapsed();
+    let (min, max) = (4, 8);
+    println!("{}, made in {}", describe(source, matrix.rows(), matrix.cols()), ms(made));
+    println!(
+        "Counting, for each row, the values in [{min}, {max}] with {workers} workers; pool times include starting and stopping the workers."
+    );
+    println!();
+    println!(
+        "{:<15} {:<32} {:>11} {:>11} {:>11} {:>10}  {}",
+        "method", "first 10 counts", "pool start", "compute", "total", "vs serial", "agrees with serial"
+    );
+    let mut serial: Option<Counted> = None;
+    let mut disagreements = Vec::new();
+    for mode in Mode::ALL {
+        let run = count_with(&matrix, mode, (min, max), workers, None).map_err(failed)?;
+        let (relative, agrees) = match &serial {
+            None => ("1.00x".to_owned(), "(reference)".to_owned()),
+            Some(reference) => {
+                let relative = format!("{:.2}x", reference.total().as_secs_f64() / run.total().as_secs_f64().max(1e-9));
+                let agrees = match first_difference(&run.counts, &reference.counts) {
+                    None => "yes, every row".to_owned(),
+                    Some(difference) => {
+                        disagreements.push(format!("{}: {difference}", mode.name()));
+                        format!("NO: {difference}")
+                    }
+                };
+                (relative, agrees)
+            }
+        };
+        let first = format!("{:?}", &run.counts[..run.counts.len().min(10)]);
+        let start = if mode == Mode::Serial { "-".to_owned() } else { ms(run.start) };
+        println!(
+            "{:<15} {:<32} {:>11} {:>11} {:>11} {:>10}  {}",
+            mode.name(),
+            first,
+            start,
+            ms(run.compute),
+            ms(run.total()),
+            relative,
+            agrees
+        );
+        if serial.is_none() {
+            serial = Some(run);
+        }
+    }
+    println!();
+    if !disagreements.is_empty() {
+        return Err(failed(anyhow::anyhow!("methods disagree with serial: {}", disagreements.join("; "))));
+    }
+    println!("All {} pool methods agree with serial on every row.", Mode::ALL.len() - 1);
+    Ok(())
+}

@@ -1,0 +1,682 @@
+//! The supervisor: worker processes, their connections, the queue of chunks, and the map
+//! of chunks in flight.
+//!
+//! Each worker connection has a reader thread, which never writes (so two processes
+//! writing large frames at each other cannot block for ever), and a writer thread fed by
+//! a channel (so handing out work never waits on a socket). All bookkeeping lives in one
+//! [`State`] under one mutex; nothing slow happens while it is held.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io::{BufReader, BufWriter, Write},
+    os::unix::process::{CommandExt, ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        mpsc::{self, Receiver, Sender},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use corepool_protocol::{
+    TaskId, ToCoordinator, ToWorker, codec,
+    frame::{MAX_FRAME_LEN, read_frame},
+    handshake::{Secret, coordinator_handshake},
+    transport::{Link, Listener},
+};
+use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
+
+use super::{PoolError, WorkerStats};
+
+/// Settings fixed when the pool is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub workers: usize,
+    pub program: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub max_retries: u32,
+    pub chunks_in_flight: usize,
+    pub start_timeout: Duration,
+    pub respawn: bool,
+}
+
+/// What a finished chunk delivers to its job.
+pub(crate) struct Outcome {
+    pub id: TaskId,
+    pub rows: usize,
+    pub result: Result<Vec<u8>, PoolError>,
+}
+
+/// Where a job's outcomes go.
+pub(crate) enum Sink {
+    /// To a channel, read by the caller that submitted the job.
+    Channel(Sender<Outcome>),
+    /// To a one-shot callback, run on the pool's callback thread.
+    Callback(Box<dyn FnOnce(Outcome) + Send>),
+}
+
+/// A chunk, encoded as a whole frame ready to write.
+#[derive(Clone)]
+pub(crate) struct Chunk {
+    pub id: TaskId,
+    pub rows: usize,
+    pub frame: Arc<Vec<u8>>,
+    pub attempts: u32,
+}
+
+struct InFlight {
+    chunk: Chunk,
+    worker: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Starting,
+    Ready,
+    Gone,
+}
+
+struct Slot {
+    state: SlotState,
+    generation: u64,
+    child: Option<Child>,
+    pid: u32,
+    outbox: Option<Sender<Arc<Vec<u8>>>>,
+    in_flight: usize,
+    stats: WorkerStats,
+}
+
+pub(crate) struct State {
+    slots: Vec<Slot>,
+    queue: VecDeque<Chunk>,
+    in_flight: HashMap<TaskId, InFlight>,
+    jobs: HashMap<u64, Sink>,
+    next_job: u64,
+    closed: bool,
+    stopping: bool,
+    rejected_peers: u64,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// The part of a pool that its threads share.
+pub(crate) struct Shared {
+    pub settings: Settings,
+    state: Mutex<State>,
+    changed: Condvar,
+    secret: Secret,
+    endpoint: PathBuf,
+    callbacks: Mutex<Option<Sender<Box<dyn FnOnce() + Send>>>>,
+}
+
+fn frame_of(message: &ToWorker) -> Vec<u8> {
+    let mut frame = vec![0; 4];
+    codec::encode_into(message, &mut frame).expect("encoding into memory cannot fail");
+    let len = u32::try_from(frame.len() - 4).expect("frames stay under 4 GiB");
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// Encodes a task message as a whole frame; fails if it is over the frame limit.
+pub(crate) fn task_frame(id: TaskId, task: &str, payload: Vec<u8>) -> Result<Vec<u8>, PoolError> {
+    let frame = frame_of(&ToWorker::Task { id, task: task.to_owned(), payload });
+    if frame.len() - 4 > MAX_FRAME_LEN as usize {
+        return Err(PoolError::Protocol(format!(
+            "chunk at item {} is {} bytes encoded, over the frame limit of {MAX_FRAME_LEN}: use a smaller chunk size",
+            id.first_row,
+            frame.len() - 4
+        )));
+    }
+    Ok(frame)
+}
+
+impl Shared {
+    /// Sets up the socket, starts every worker at once, and waits until all have joined.
+    pub fn start(settings: Settings, socket_dir: &Path) -> Result<(Arc<Self>, Listener), PoolError> {
+        let endpoint = socket_dir.join("pool.sock");
+        let listener = Listener::bind(&endpoint).map_err(PoolError::Socket)?;
+        let secret = Secret::generate().map_err(PoolError::Socket)?;
+        let slots = (0..settings.workers)
+            .map(|_| Slot {
+                state: SlotState::Gone,
+                generation: 0,
+                child: None,
+                pid: 0,
+                outbox: None,
+                in_flight: 0,
+                stats: WorkerStats::default(),
+            })
+            .collect();
+        let shared = Arc::new(Self {
+            settings,
+            state: Mutex::new(State {
+                slots,
+                queue: VecDeque::new(),
+                in_flight: HashMap::new(),
+                jobs: HashMap::new(),
+                next_job: 0,
+                closed: false,
+                stopping: false,
+                rejected_peers: 0,
+                threads: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            secret,
+            endpoint,
+            callbacks: Mutex::new(None),
+        });
+        Ok((shared, listener))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts (or restarts) the worker in slot `index`.
+    pub fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
+        let mut command = Command::new(&self.settings.program);
+        command
+            .arg0(format!("corepool-w{index}"))
+            .env(ENDPOINT_ENV, &self.endpoint)
+            .env(INDEX_ENV, index.to_string())
+            .env(PARENT_ENV, std::process::id().to_string())
+            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut child = command.spawn().map_err(|source| PoolError::Spawn {
+            index,
+            program: self.settings.program.clone(),
+            source,
+        })?;
+        // The secret goes through a pipe only the child can read, never the command line.
+        let secret_sent = child.stdin.take().map(|mut stdin| writeln!(stdin, "{}", self.secret.to_hex()));
+        if !matches!(secret_sent, Some(Ok(()))) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(PoolError::StartFailed { index, reason: "could not hand it the run's secret".into() });
+        }
+        let mut state = self.lock();
+        let slot = &mut state.slots[index];
+        slot.generation += 1;
+        slot.state = SlotState::Starting;
+        slot.pid = child.id();
+        slot.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until every worker has joined, failing if one dies first or time runs out.
+    pub fn wait_until_ready(&self) -> Result<(), PoolError> {
+        let deadline = Instant::now() + self.settings.start_timeout;
+        let mut state = self.lock();
+        loop {
+            let mut all_ready = true;
+            for (index, slot) in state.slots.iter_mut().enumerate() {
+                match slot.state {
+                    SlotState::Ready => {}
+                    SlotState::Gone => {
+                        return Err(PoolError::StartFailed { index, reason: "it exited while starting".into() });
+                    }
+                    SlotState::Starting => {
+                        all_ready = false;
+                        if let Some(Ok(Some(status))) = slot.child.as_mut().map(Child::try_wait) {
+                            return Err(PoolError::StartFailed { index, reason: describe_exit(status) });
+                        }
+                    }
+                }
+            }
+            if all_ready {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let index = state.slots.iter().position(|slot| slot.state != SlotState::Ready).unwrap_or(0);
+                return Err(PoolError::StartFailed {
+                    index,
+                    reason: format!("it did not join within {:?}", self.settings.start_timeout),
+                });
+            }
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Accepts connections until the pool stops; each is authenticated on its own thread.
+    pub fn accept_loop(self: Arc<Self>, listener: Listener) {
+        loop {
+            let link = listener.accept();
+            if self.lock().stopping {
+                return;
+            }
+            let Ok(link) = link else { continue };
+            let shared = Arc::clone(&self);
+            let handle = std::thread::Builder::new()
+                .name("corepool-handshake".into())
+                .spawn(move || shared.admit(link))
+                .expect("cannot start a thread");
+            // Handshake threads end within their read timeout; they are not joined.
+            drop(handle);
+        }
+    }
+
+    fn admit(self: Arc<Self>, link: Link) {
+        // A peer that says nothing cannot hold a thread for long.
+        let _ = link.set_read_timeout(Some(Duration::from_secs(5)));
+        let peer_pid = link.peer_pid();
+        let hello = {
+            let (mut reader, mut writer) = link.halves();
+            coordinator_handshake(&mut reader, &mut writer, &self.secret)
+        };
+        let _ = link.set_read_timeout(None);
+        let mut state = self.lock();
+        let Ok(hello) = hello else {
+            state.rejected_peers += 1;
+            return;
+        };
+        let index = hello.worker_index as usize;
+        // Knowing the secret is not enough: the peer must be the very process started
+        // for that slot, and the slot must be waiting for it.
+        let expected = state.slots.get(index).filter(|slot| slot.state == SlotState::Starting).map(|slot| slot.pid);
+        if expected.is_none() || expected != peer_pid || peer_pid != Some(hello.pid) || state.stopping {
+            state.rejected_peers += 1;
+            return;
+        }
+        let generation = state.slots[index].generation;
+        let (outbox, inbox) = mpsc::channel();
+        let (reader, writer) = link.split();
+        let writer_thread = std::thread::Builder::new()
+            .name(format!("corepool-w{index}-send"))
+            .spawn(move || write_loop(writer, inbox))
+            .expect("cannot start a thread");
+        let shared = Arc::clone(&self);
+        let reader_thread = std::thread::Builder::new()
+            .name(format!("corepool-w{index}-recv"))
+            .spawn(move || shared.read_loop(index, generation, reader))
+            .expect("cannot start a thread");
+        state.threads.extend([writer_thread, reader_thread]);
+        let slot = &mut state.slots[index];
+        slot.state = SlotState::Ready;
+        slot.outbox = Some(outbox);
+        dispatch(&mut state, self.settings.chunks_in_flight);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn read_loop(self: Arc<Self>, index: usize, generation: u64, reader: corepool_protocol::transport::LinkReader) {
+        let mut reader = BufReader::with_capacity(1 << 16, reader);
+        let mut frame = Vec::new();
+        let reason = loop {
+            match read_frame(&mut reader, &mut frame, MAX_FRAME_LEN) {
+                Ok(true) => {}
+                Ok(false) => break "closed its connection".to_owned(),
+                Err(error) => break format!("connection failed: {error}"),
+            }
+            match codec::decode::<ToCoordinator>(&frame) {
+                Ok(message) => self.on_answer(index, message),
+                Err(error) => break format!("sent a malformed message: {error}"),
+            }
+        };
+        self.on_worker_lost(index, generation, &reason);
+    }
+
+    fn on_answer(&self, index: usize, message: ToCoordinator) {
+        let (id, result) = match message {
+            ToCoordinator::Done { id, payload } => (id, Ok(payload)),
+            ToCoordinator::Failed { id, failure } => (id, Err(failure)),
+        };
+        let mut state = self.lock();
+        // Only the worker that holds a chunk may answer for it: a late answer from a worker
+        // given up on, or a duplicate, finds nothing here and is dropped.
+        let Some(flight) = state.in_flight.remove_if_held_by(&id, index) else { return };
+        let slot = &mut state.slots[index];
+        slot.in_flight -= 1;
+        slot.stats.chunks += 1;
+        slot.stats.rows += flight.chunk.rows as u64;
+        let rows = flight.chunk.rows;
+        let result = result.map_err(|failure| PoolError::Task { rows: row_range(&flight.chunk), failure });
+        let delivery = state.take_delivery(id.job);
+        dispatch(&mut state, self.settings.chunks_in_flight);
+        drop(state);
+        self.changed.notify_all();
+        self.deliver(delivery, Outcome { id, rows, result });
+    }
+
+    fn on_worker_lost(&self, index: usize, generation: u64, reason: &str) {
+        let mut state = self.lock();
+        let slot = &mut state.slots[index];
+        if slot.generation != generation || slot.state == SlotState::Gone {
+            return;
+        }
+        slot.state = SlotState::Gone;
+        slot.outbox = None;
+        let child = slot.child.take();
+        let stopping = state.stopping;
+        drop(state);
+
+        let death = child.map(reap).map_or_else(|| reason.to_owned(), |status| format!("{reason}, {status}"));
+        let mut state = self.lock();
+        let lost: Vec<TaskId> =
+            state.in_flight.iter().filter(|(_, flight)| flight.worker == index).map(|(id, _)| *id).collect();
+        let mut failed = Vec::new();
+        for id in lost {
+            let mut chunk = state.in_flight.remove(&id).expect("listed above").chunk;
+            chunk.attempts += 1;
+            if chunk.attempts > self.settings.max_retries || stopping {
+                let error =
+                    PoolError::WorkerDied { rows: row_range(&chunk), attempts: chunk.attempts, death: death.clone() };
+                failed.push((state.take_delivery(id.job), Outcome { id, rows: chunk.rows, result: Err(error) }));
+            } else {
+                state.slots[index].stats.retried_chunks += 1;
+                state.queue.push_front(chunk);
+            }
+        }
+        state.slots[index].in_flight = 0;
+        // The survivors take the chunks back at once, while the replacement starts.
+        dispatch(&mut state, self.settings.chunks_in_flight);
+        let respawn = self.settings.respawn && !stopping;
+        if respawn {
+            state.slots[index].stats.restarts += 1;
+        }
+        drop(state);
+        for (delivery, outcome) in failed {
+            self.deliver(delivery, outcome);
+        }
+        if respawn && let Err(error) = self.spawn_worker(index) {
+            self.fail_everything(&format!("cannot replace worker {index}: {error}"));
+        }
+        self.changed.notify_all();
+    }
+
+    /// Fails every queued and in-flight chunk: the pool cannot go on.
+    pub fn fail_everything(&self, why: &str) {
+        let mut state = self.lock();
+        let mut doomed: Vec<Chunk> = state.queue.drain(..).collect();
+        doomed.extend(state.in_flight.drain().map(|(_, flight)| flight.chunk));
+        let failed: Vec<_> = doomed
+            .into_iter()
+            .map(|chunk| {
+                let outcome =
+                    Outcome { id: chunk.id, rows: chunk.rows, result: Err(PoolError::Protocol(why.to_owned())) };
+                (state.take_delivery(chunk.id.job), outcome)
+            })
+            .collect();
+        drop(state);
+        for (delivery, outcome) in failed {
+            self.deliver(delivery, outcome);
+        }
+        self.changed.notify_all();
+    }
+
+    fn deliver(&self, delivery: Option<Delivery>, outcome: Outcome) {
+        match delivery {
+            Some(Delivery::Channel(sender)) => {
+                // A closed channel means the caller stopped listening: nothing to do.
+                let _ = sender.send(outcome);
+            }
+            Some(Delivery::Callback(callback)) => {
+                let sent = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|callbacks| {
+                    callbacks.send(Box::new(move || callback(outcome))).map_err(|rejected| rejected.0)
+                });
+                // With the callback thread gone (the pool is stopping), run it here.
+                if let Some(Err(callback)) = sent {
+                    callback();
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Starts the thread that runs `apply_async` callbacks, one at a time, in the order
+    /// their results arrive (as Python's result-handler thread does).
+    pub fn start_callback_thread(&self) -> JoinHandle<()> {
+        let (sender, receiver) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        std::thread::Builder::new()
+            .name("corepool-callbacks".into())
+            .spawn(move || receiver.into_iter().for_each(|callback| callback()))
+            .expect("cannot start a thread")
+    }
+
+    /// Registers a new job, returning its id.
+    pub fn open_job(&self, sink: Sink) -> Result<u64, PoolError> {
+        let mut state = self.lock();
+        if state.closed || state.stopping {
+            return Err(PoolError::Closed);
+        }
+        let job = state.next_job;
+        state.next_job += 1;
+        state.jobs.insert(job, sink);
+        Ok(job)
+    }
+
+    /// Forgets a job: its queued chunks are dropped and late answers are ignored.
+    pub fn close_job(&self, job: u64) {
+        let mut state = self.lock();
+        state.jobs.remove(&job);
+        state.queue.retain(|chunk| chunk.id.job != job);
+        let abandoned: Vec<TaskId> = state.in_flight.keys().filter(|id| id.job == job).copied().collect();
+        for id in abandoned {
+            if let Some(flight) = state.in_flight.remove(&id) {
+                state.slots[flight.worker].in_flight -= 1;
+            }
+        }
+        dispatch(&mut state, self.settings.chunks_in_flight);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Queues a chunk, waiting while the queue is full so that memory stays bounded.
+    pub fn enqueue(&self, chunk: Chunk) -> Result<(), PoolError> {
+        let limit = self.settings.workers * self.settings.chunks_in_flight * 2;
+        let mut state = self.lock();
+        while state.queue.len() >= limit && !state.stopping && state.jobs.contains_key(&chunk.id.job) {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.stopping {
+            return Err(PoolError::Terminated);
+        }
+        if !state.jobs.contains_key(&chunk.id.job) {
+            // The job already failed; its outcome is on its way to the caller.
+            return Ok(());
+        }
+        state.queue.push_back(chunk);
+        dispatch(&mut state, self.settings.chunks_in_flight);
+        Ok(())
+    }
+
+    /// Stops taking new work; work already submitted goes on.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Waits until no job is outstanding.
+    pub fn wait_idle(&self) {
+        let mut state = self.lock();
+        while !state.jobs.is_empty() && !state.stopping {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Stops every worker: politely if `graceful` (a shutdown message, then a grace
+    /// period), then by force. Every outstanding job fails with [`PoolError::Terminated`].
+    pub fn stop(&self, graceful: bool) {
+        let mut state = self.lock();
+        if state.stopping {
+            return;
+        }
+        state.stopping = true;
+        state.closed = true;
+        let mut children = Vec::new();
+        for slot in &mut state.slots {
+            if let Some(outbox) = slot.outbox.take()
+                && graceful
+            {
+                let _ = outbox.send(Arc::new(frame_of(&ToWorker::Shutdown)));
+            }
+            slot.state = SlotState::Gone;
+            children.extend(slot.child.take());
+        }
+        let threads = std::mem::take(&mut state.threads);
+        let jobs: Vec<Sink> = state.jobs.drain().map(|(_, sink)| sink).collect();
+        state.queue.clear();
+        state.in_flight.clear();
+        drop(state);
+        self.changed.notify_all();
+        for sink in jobs {
+            let outcome = Outcome {
+                id: TaskId { job: u64::MAX, chunk: 0, first_row: 0 },
+                rows: 0,
+                result: Err(PoolError::Terminated),
+            };
+            let delivery = match sink {
+                Sink::Channel(sender) => Delivery::Channel(sender),
+                Sink::Callback(callback) => Delivery::Callback(callback),
+            };
+            self.deliver(Some(delivery), outcome);
+        }
+
+        let grace = if graceful { Duration::from_secs(2) } else { Duration::ZERO };
+        let deadline = Instant::now() + grace;
+        for mut child in children {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Wake the acceptor so that it sees `stopping` and returns.
+        let _ = Link::connect(&self.endpoint);
+        for thread in threads {
+            let _ = thread.join();
+        }
+        *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// A snapshot of each worker's statistics, and the count of peers turned away.
+    pub fn stats(&self) -> (Vec<WorkerStats>, u64) {
+        let state = self.lock();
+        let stats = state.slots.iter().map(|slot| WorkerStats { pid: slot.pid, ..slot.stats.clone() }).collect();
+        (stats, state.rejected_peers)
+    }
+
+    /// Process ids of the live workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.lock().slots.iter().filter(|slot| slot.state != SlotState::Gone).map(|slot| slot.pid).collect()
+    }
+}
+
+enum Delivery {
+    Channel(Sender<Outcome>),
+    Callback(Box<dyn FnOnce(Outcome) + Send>),
+}
+
+impl State {
+    /// How to deliver an outcome of `job`: a one-shot callback is taken out (its job is
+    /// over); a channel is cloned.
+    fn take_delivery(&mut self, job: u64) -> Option<Delivery> {
+        match self.jobs.get(&job)? {
+            Sink::Channel(sender) => Some(Delivery::Channel(sender.clone())),
+            Sink::Callback(_) => match self.jobs.remove(&job) {
+                Some(Sink::Callback(callback)) => Some(Delivery::Callback(callback)),
+                _ => unreachable!("matched a callback above"),
+            },
+        }
+    }
+}
+
+trait InFlightMap {
+    fn remove_if_held_by(&mut self, id: &TaskId, worker: usize) -> Option<InFlight>;
+}
+
+impl InFlightMap for HashMap<TaskId, InFlight> {
+    fn remove_if_held_by(&mut self, id: &TaskId, worker: usize) -> Option<InFlight> {
+        if self.get(id)?.worker == worker { self.remove(id) } else { None }
+    }
+}
+
+/// Hands queued chunks to ready workers with room, least loaded first.
+fn dispatch(state: &mut State, window: usize) {
+    while !state.queue.is_empty() {
+        let Some((index, _)) = state
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.state == SlotState::Ready && slot.outbox.is_some())
+            .map(|(index, slot)| (index, slot.in_flight))
+            .filter(|&(_, load)| load < window)
+            .min_by_key(|&(_, load)| load)
+        else {
+            return;
+        };
+        let chunk = state.queue.pop_front().expect("queue is not empty");
+        let slot = &mut state.slots[index];
+        let sent = slot.outbox.as_ref().expect("ready slots have an outbox").send(Arc::clone(&chunk.frame));
+        if sent.is_err() {
+            // The writer is gone; the reader will report the loss. Keep the chunk.
+            slot.outbox = None;
+            state.queue.push_front(chunk);
+            continue;
+        }
+        slot.in_flight += 1;
+        state.in_flight.insert(chunk.id, InFlight { chunk, worker: index });
+    }
+}
+
+fn write_loop(writer: corepool_protocol::transport::LinkWriter, inbox: Receiver<Arc<Vec<u8>>>) {
+    let mut writer = BufWriter::with_capacity(1 << 16, writer);
+    while let Ok(frame) = inbox.recv() {
+        if writer.write_all(&frame).is_err() {
+            return;
+        }
+        // Everything already waiting goes out in the same write.
+        while let Ok(frame) = inbox.try_recv() {
+            if writer.write_all(&frame).is_err() {
+                return;
+            }
+        }
+        if writer.flush().is_err() {
+            return;
+        }
+    }
+}
+
+fn row_range(chunk: &Chunk) -> std::ops::Range<u64> {
+    chunk.id.first_row..chunk.id.first_row + chunk.rows as u64
+}
+
+/// Waits briefly for a worker that closed its connection to exit, then makes sure it is
+/// gone, and says how it ended.
+fn reap(mut child: Child) -> String {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return describe_exit(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            _ => {
+                let _ = child.kill();
+                return child
+                    .wait()
+                    .map_or_else(|e| format!("could not be reaped: {e}"), |_| "killed by the pool".into());
+            }
+        }
+    }
+}
+
+/// "exited with code 3", "killed by signal 9 (SIGKILL)".
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with code {code}")
+    } else if let Some(signal) = status.signal() {
+        let name = match signal {
+            libc::SIGKILL => " (SIGKILL)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGABRT => " (SIGABRT)",
+            libc::SIGINT => " (SIGINT)",
+            _ => "",
+        };
+        format!("killed by signal {signal}{name}")
+    } else {
+        format!("ended with {status}")
+    }
+}

@@ -1,0 +1,73 @@
+//! What can go wrong in a pool, as values a caller can match.
+
+use std::{ops::Range, path::PathBuf};
+
+use corepool_protocol::TaskFailure;
+
+/// An error from a [`crate::Pool`].
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The pool could not set up its private socket directory or listener.
+    #[error("cannot set up the pool's socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// No worker program was found or given.
+    #[error("cannot find the worker program: {0}")]
+    NoWorkerProgram(String),
+    /// A worker process could not be started.
+    #[error("cannot start worker {index} ({}): {source}", program.display())]
+    Spawn {
+        /// The worker's index.
+        index: usize,
+        /// The program that failed to start.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker did not join the pool in time, or died before joining.
+    #[error("worker {index} did not start: {reason}")]
+    StartFailed {
+        /// The worker's index.
+        index: usize,
+        /// What happened to it.
+        reason: String,
+    },
+    /// A task failed inside a worker (an error or a panic), which reported it.
+    #[error("rows {}..{}: {failure}", rows.start, rows.end)]
+    Task {
+        /// The items of the chunk that failed.
+        rows: Range<u64>,
+        /// What the worker reported.
+        failure: TaskFailure,
+    },
+    /// A chunk took down its worker too many times.
+    #[error("rows {}..{}: gave up after {attempts} workers died running them (last: {death})", rows.start, rows.end)]
+    WorkerDied {
+        /// The items of the chunk.
+        rows: Range<u64>,
+        /// How many workers died running it.
+        attempts: u32,
+        /// How the last one died.
+        death: String,
+    },
+    /// A worker answered with something that does not fit what it was sent.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An item index past the end of the items.
+    #[error("item {index} is out of range: there are {len} items")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// How many items there are.
+        len: usize,
+    },
+    /// The pool was closed: it takes no new work.
+    #[error("the pool is closed and takes no new work")]
+    Closed,
+    /// The pool was terminated while this work was outstanding.
+    #[error("the pool was terminated")]
+    Terminated,
+    /// A wait with a time limit ran out.
+    #[error("timed out")]
+    Timeout,
+}

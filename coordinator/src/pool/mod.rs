@@ -1,0 +1,515 @@
+//! The pool: worker processes, and the calls that hand them work.
+
+mod core;
+mod error;
+mod results;
+
+use std::{
+    ops::Range,
+    path::PathBuf,
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use corepool_protocol::TaskId;
+use corepool_worker::{Task, decode_outputs, encode_payload};
+
+pub use error::PoolError;
+pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
+
+use self::core::{Chunk, Outcome, Settings, Shared, Sink, task_frame};
+use crate::Items;
+
+/// Environment variable naming the worker program, when the builder is not told one.
+pub const WORKER_PROGRAM_ENV: &str = "COREPOOL_WORKER_PROGRAM";
+
+/// What one worker slot has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Process id of the slot's current (or last) worker.
+    pub pid: u32,
+    /// Chunks answered.
+    pub chunks: u64,
+    /// Items in the chunks answered.
+    pub rows: u64,
+    /// Times the slot's worker died and was replaced.
+    pub restarts: u64,
+    /// Chunks that were sent again because the slot's worker died holding them.
+    pub retried_chunks: u64,
+}
+
+/// Python's rule for `Pool.map`'s chunk size: about four chunks per worker.
+pub fn default_chunk_size(items: usize, workers: usize) -> usize {
+    items.div_ceil(workers.max(1) * 4).max(1)
+}
+
+/// Builds a [`Pool`] with settings other than the defaults.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    workers: usize,
+    program: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    max_retries: u32,
+    chunks_in_flight: usize,
+    start_timeout: Duration,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            program: None,
+            env: Vec::new(),
+            max_retries: 3,
+            chunks_in_flight: 2,
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// How many worker processes to run; 0 (the default) means one per logical CPU.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The program each worker runs. Without it: the program named by
+    /// `COREPOOL_WORKER_PROGRAM`, else `corepool-worker` beside the current executable (or
+    /// one folder up, for test binaries in `target/*/deps`).
+    pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Uses the current executable as the worker program: it must call
+    /// [`corepool_worker::init`] first thing in `main`.
+    pub fn self_serving(self) -> Result<Self, PoolError> {
+        let exe = std::env::current_exe().map_err(|e| PoolError::NoWorkerProgram(e.to_string()))?;
+        Ok(self.worker_program(exe))
+    }
+
+    /// Sets an environment variable for every worker.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// How many times a chunk may take down a worker before it fails (default 3).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// How many chunks each worker may hold at once (default 2): one to work on, one on
+    /// its way, so that no worker waits for a round trip between chunks.
+    pub fn chunks_in_flight(mut self, chunks: usize) -> Self {
+        self.chunks_in_flight = chunks.max(1);
+        self
+    }
+
+    /// How long every worker together may take to start and join (default 10 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Starts the workers and waits until every one has joined.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
+        let program = match self.program {
+            Some(program) => program,
+            None => find_worker_program()?,
+        };
+        let settings = Settings {
+            workers,
+            program,
+            env: self.env,
+            max_retries: self.max_retries,
+            chunks_in_flight: self.chunks_in_flight,
+            start_timeout: self.start_timeout,
+            respawn: true,
+        };
+        let socket_dir = tempfile::Builder::new()
+            .prefix("corepool-")
+            .permissions(private_dir())
+            .tempdir()
+            .map_err(PoolError::Socket)?;
+        let (shared, listener) = Shared::start(settings, socket_dir.path())?;
+        let acceptor = std::thread::Builder::new()
+            .name("corepool-accept".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || shared.accept_loop(listener)
+            })
+            .map_err(PoolError::Socket)?;
+        let callback_thread = shared.start_callback_thread();
+        // From here on, a failed start drops `pool`, which stops whatever did start.
+        let pool = Pool { shared, socket_dir: Some(socket_dir), threads: vec![acceptor, callback_thread] };
+        for index in 0..workers {
+            pool.shared.spawn_worker(index)?;
+        }
+        pool.shared.wait_until_ready()?;
+        Ok(pool)
+    }
+}
+
+fn private_dir() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o700)
+}
+
+/// Logical CPUs available to this process.
+pub fn logical_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn find_worker_program() -> Result<PathBuf, PoolError> {
+    if let Some(program) = std::env::var_os(WORKER_PROGRAM_ENV) {
+        return Ok(program.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| PoolError::NoWorkerProgram(e.to_string()))?;
+    let dir = exe.parent().ok_or_else(|| PoolError::NoWorkerProgram("the executable has no folder".into()))?;
+    let candidates = [dir.join("corepool-worker"), dir.parent().unwrap_or(dir).join("corepool-worker")];
+    candidates.iter().find(|path| path.is_file()).cloned().ok_or_else(|| {
+        PoolError::NoWorkerProgram(format!(
+            "no corepool-worker beside {} (build it with `cargo build -p corepool-worker`, or set {WORKER_PROGRAM_ENV})",
+            exe.display()
+        ))
+    })
+}
+
+/// A pool of worker processes, in the manner of Python's `multiprocessing.Pool`.
+///
+/// Synchronous calls ([`apply`](Pool::apply), [`map`](Pool::map),
+/// [`starmap`](Pool::starmap), [`imap`](Pool::imap)) give results in submission order;
+/// asynchronous ones ([`apply_async`](Pool::apply_async),
+/// [`map_async`](Pool::map_async), [`imap_unordered`](Pool::imap_unordered)) return at
+/// once and receive from every worker at the same time. Dropping the pool stops and
+/// reaps every worker and removes its socket directory.
+pub struct Pool {
+    shared: Arc<Shared>,
+    socket_dir: Option<tempfile::TempDir>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts `workers` worker processes (0: one per logical CPU) with the default settings.
+    pub fn new(workers: usize) -> Result<Self, PoolError> {
+        Self::builder().workers(workers).build()
+    }
+
+    /// A builder for a pool with other settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// How many workers the pool runs.
+    pub fn workers(&self) -> usize {
+        self.shared.settings.workers
+    }
+
+    /// Process ids of the workers now running.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared.worker_pids()
+    }
+
+    /// What each worker slot has done so far, in slot order.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.shared.stats().0
+    }
+
+    /// How many peers connected to the pool's socket and were turned away.
+    pub fn rejected_peers(&self) -> u64 {
+        self.shared.stats().1
+    }
+
+    /// The private directory holding the pool's socket.
+    pub fn socket_dir(&self) -> Option<&std::path::Path> {
+        self.socket_dir.as_ref().map(|dir| dir.path())
+    }
+
+    /// Runs `task` on item `index` of `items` alone, waiting for the answer: one round
+    /// trip, like Python's `Pool.apply`.
+    pub fn apply<T: Task, I: Items<T::Chunk> + ?Sized>(
+        &self,
+        task: &T,
+        items: &I,
+        index: usize,
+    ) -> Result<T::Output, PoolError> {
+        check_index(index, items.len())?;
+        let mut run = JobRun::open(&self.shared, index..index + 1, 1)?;
+        run.submit_next(task, items)?;
+        let (_, outputs) = run.next_outcome::<T>()?;
+        Ok(outputs.into_iter().next().expect("one output per item is checked"))
+    }
+
+    /// Runs `task` on every item, `chunk_size` items to a chunk (`None`: Python's
+    /// default), and returns the outputs in item order.
+    pub fn map<T: Task, I: Items<T::Chunk> + ?Sized>(
+        &self,
+        task: &T,
+        items: &I,
+        chunk_size: Option<usize>,
+    ) -> Result<Vec<T::Output>, PoolError> {
+        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
+        JobRun::open(&self.shared, 0..items.len(), chunk_size)?.run_to_end(task, items)
+    }
+
+    /// [`map`](Pool::map) over items that are argument tuples, such as
+    /// [`WithBounds`](crate::WithBounds)'s `(row, min, max)`: the task receives each
+    /// item's own arguments, as Python's `Pool.starmap` unpacks them.
+    pub fn starmap<T: Task, I: Items<T::Chunk> + ?Sized>(
+        &self,
+        task: &T,
+        items: &I,
+        chunk_size: Option<usize>,
+    ) -> Result<Vec<T::Output>, PoolError> {
+        self.map(task, items, chunk_size)
+    }
+
+    /// Like [`map`](Pool::map), but yields outputs in item order as soon as each is
+    /// ready, keeping only a bounded window of chunks in flight.
+    pub fn imap<'p, T: Task, I: Items<T::Chunk> + ?Sized>(
+        &'p self,
+        task: &'p T,
+        items: &'p I,
+        chunk_size: Option<usize>,
+    ) -> Result<IMap<'p, T, I>, PoolError> {
+        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
+        let run = JobRun::open(&self.shared, 0..items.len(), chunk_size)?;
+        Ok(IMap::new(run, task, items, self.window()))
+    }
+
+    /// Like [`imap`](Pool::imap), but yields `(item index, output)` in the order results
+    /// arrive from the workers.
+    pub fn imap_unordered<'p, T: Task, I: Items<T::Chunk> + ?Sized>(
+        &'p self,
+        task: &'p T,
+        items: &'p I,
+        chunk_size: Option<usize>,
+    ) -> Result<IMapUnordered<'p, T, I>, PoolError> {
+        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
+        let run = JobRun::open(&self.shared, 0..items.len(), chunk_size)?;
+        Ok(IMapUnordered::new(run, task, items, self.window()))
+    }
+
+    /// Submits `task` on item `index` and returns at once. When the answer arrives,
+    /// `callbacks` run on the pool's callback thread (one at a time, in arrival order),
+    /// then the returned handle becomes ready.
+    pub fn apply_async<T: Task, I: Items<T::Chunk> + ?Sized>(
+        &self,
+        task: &T,
+        items: &I,
+        index: usize,
+        callbacks: Callbacks<T::Output>,
+    ) -> Result<AsyncResult<T::Output>, PoolError> {
+        check_index(index, items.len())?;
+        let (result, completer) = AsyncResult::new();
+        let finish = move |outcome: Outcome| {
+            let value = outputs_of::<T>(outcome).map(|outputs| outputs.into_iter().next().expect("checked"));
+            completer.complete(value, callbacks);
+        };
+        let job = self.shared.open_job(Sink::Callback(Box::new(finish)))?;
+        let chunk = encode_chunk(job, 0, index..index + 1, task, items)?;
+        self.shared.enqueue(chunk)?;
+        Ok(result)
+    }
+
+    /// Starts [`map`](Pool::map) in the background and returns at once; the handle gives
+    /// the outputs in item order. `items` is moved in (an `Arc<Matrix>`, a `Vec`, ...).
+    pub fn map_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
+        &self,
+        task: T,
+        items: I,
+        chunk_size: Option<usize>,
+        callbacks: Callbacks<Vec<T::Output>>,
+    ) -> Result<AsyncResult<Vec<T::Output>>, PoolError> {
+        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
+        let run = JobRun::open(&self.shared, 0..items.len(), chunk_size)?;
+        let (result, completer) = AsyncResult::new();
+        std::thread::Builder::new()
+            .name("corepool-map-async".into())
+            .spawn(move || completer.complete(run.run_to_end(&task, &items), callbacks))
+            .map_err(PoolError::Socket)?;
+        Ok(result)
+    }
+
+    /// [`map_async`](Pool::map_async) over argument tuples, as
+    /// [`starmap`](Pool::starmap) is to [`map`](Pool::map).
+    pub fn starmap_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
+        &self,
+        task: T,
+        items: I,
+        chunk_size: Option<usize>,
+        callbacks: Callbacks<Vec<T::Output>>,
+    ) -> Result<AsyncResult<Vec<T::Output>>, PoolError> {
+        self.map_async(task, items, chunk_size, callbacks)
+    }
+
+    /// Takes no more work; work already submitted goes on. See [`join`](Pool::join).
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Waits for all submitted work to finish, then stops the workers and waits for them
+    /// to exit. Call [`close`](Pool::close) first, as in Python.
+    pub fn join(&mut self) {
+        self.shared.wait_idle();
+        self.shutdown(true);
+    }
+
+    /// Kills every worker now; outstanding work fails with [`PoolError::Terminated`].
+    pub fn terminate(&mut self) {
+        self.shutdown(false);
+    }
+
+    fn shutdown(&mut self, graceful: bool) {
+        self.shared.stop(graceful);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.socket_dir.take();
+    }
+
+    fn window(&self) -> usize {
+        self.workers() * self.shared.settings.chunks_in_flight * 2
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown(true);
+    }
+}
+
+fn check_index(index: usize, len: usize) -> Result<(), PoolError> {
+    if index < len { Ok(()) } else { Err(PoolError::IndexOutOfRange { index, len }) }
+}
+
+fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
+    job: u64,
+    chunk: u64,
+    range: Range<usize>,
+    task: &T,
+    items: &I,
+) -> Result<Chunk, PoolError> {
+    let id = TaskId { job, chunk, first_row: range.start as u64 };
+    let rows = range.len();
+    let mut payload = Vec::new();
+    encode_payload(task, &items.chunk(range), &mut payload).map_err(|e| PoolError::Protocol(e.to_string()))?;
+    Ok(Chunk { id, rows, frame: Arc::new(task_frame(id, T::NAME, payload)?), attempts: 0 })
+}
+
+fn outputs_of<T: Task>(outcome: Outcome) -> Result<Vec<T::Output>, PoolError> {
+    let outputs = decode_outputs::<T>(&outcome.result?)
+        .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", outcome.id.first_row)))?;
+    if outputs.len() != outcome.rows {
+        return Err(PoolError::Protocol(format!(
+            "chunk at item {} has {} items but the worker returned {} outputs",
+            outcome.id.first_row,
+            outcome.rows,
+            outputs.len()
+        )));
+    }
+    Ok(outputs)
+}
+
+/// One job's chunks: submitted lazily by the caller's thread, answered through a channel.
+/// Dropping it forgets the job, so late answers are ignored.
+pub(crate) struct JobRun {
+    shared: Arc<Shared>,
+    job: u64,
+    outcomes: mpsc::Receiver<Outcome>,
+    range: Range<usize>,
+    chunk_size: usize,
+    submitted: u64,
+    received: u64,
+}
+
+impl JobRun {
+    fn open(shared: &Arc<Shared>, range: Range<usize>, chunk_size: usize) -> Result<Self, PoolError> {
+        let (sender, outcomes) = mpsc::channel();
+        let job = shared.open_job(Sink::Channel(sender))?;
+        Ok(Self {
+            shared: Arc::clone(shared),
+            job,
+            outcomes,
+            range,
+            chunk_size: chunk_size.max(1),
+            submitted: 0,
+            received: 0,
+        })
+    }
+
+    /// How many chunks the job has in all.
+    pub(crate) fn total_chunks(&self) -> u64 {
+        self.range.len().div_ceil(self.chunk_size) as u64
+    }
+
+    /// Chunks submitted and not yet received.
+    pub(crate) fn outstanding(&self) -> u64 {
+        self.submitted - self.received
+    }
+
+    /// Submits the next chunk, if any is left; waits while the pool's queue is full.
+    pub(crate) fn submit_next<T: Task, I: Items<T::Chunk> + ?Sized>(
+        &mut self,
+        task: &T,
+        items: &I,
+    ) -> Result<bool, PoolError> {
+        if self.submitted == self.total_chunks() {
+            return Ok(false);
+        }
+        let start = self.range.start + self.submitted as usize * self.chunk_size;
+        let end = (start + self.chunk_size).min(self.range.end);
+        self.shared.enqueue(encode_chunk(self.job, self.submitted, start..end, task, items)?)?;
+        self.submitted += 1;
+        Ok(true)
+    }
+
+    /// The next chunk's outputs to arrive, with the chunk's index.
+    pub(crate) fn next_outcome<T: Task>(&mut self) -> Result<(u64, Vec<T::Output>), PoolError> {
+        let outcome = self.outcomes.recv().map_err(|_| PoolError::Terminated)?;
+        self.received += 1;
+        let chunk = outcome.id.chunk;
+        Ok((chunk, outputs_of::<T>(outcome)?))
+    }
+
+    /// Index of the first item of chunk `chunk`.
+    pub(crate) fn first_item(&self, chunk: u64) -> usize {
+        self.range.start + chunk as usize * self.chunk_size
+    }
+
+    fn run_to_end<T: Task, I: Items<T::Chunk> + ?Sized>(
+        mut self,
+        task: &T,
+        items: &I,
+    ) -> Result<Vec<T::Output>, PoolError> {
+        let total = self.total_chunks();
+        let mut chunks: Vec<Option<Vec<T::Output>>> = (0..total).map(|_| None).collect();
+        while self.received < total {
+            // Submitting waits only while the pool's queue is full; answers pile up in the
+            // channel meanwhile, so no chunk waits on this loop.
+            if !self.submit_next(task, items)? || self.outstanding() > 0 {
+                while let Ok(outcome) = self.outcomes.try_recv() {
+                    self.received += 1;
+                    let index = outcome.id.chunk as usize;
+                    chunks[index] = Some(outputs_of::<T>(outcome)?);
+                }
+                if self.submitted == total && self.received < total {
+                    let (index, outputs) = self.next_outcome::<T>()?;
+                    chunks[index as usize] = Some(outputs);
+                }
+            }
+        }
+        Ok(chunks.into_iter().flatten().flatten().collect())
+    }
+}
+
+impl Drop for JobRun {
+    fn drop(&mut self) {
+        self.shared.close_job(self.job);
+    }
+}
