@@ -100,6 +100,9 @@ pub(crate) struct State {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// A piece of work for the callback thread.
+type Job = Box<dyn FnOnce() + Send>;
+
 /// The part of a pool that its threads share.
 pub(crate) struct Shared {
     pub settings: Settings,
@@ -107,7 +110,7 @@ pub(crate) struct Shared {
     changed: Condvar,
     secret: Secret,
     endpoint: PathBuf,
-    callbacks: Mutex<Option<Sender<Box<dyn FnOnce() + Send>>>>,
+    callbacks: Mutex<Option<Sender<Job>>>,
 }
 
 fn frame_of(message: &ToWorker) -> Vec<u8> {
@@ -429,7 +432,7 @@ impl Shared {
     /// Starts the thread that runs `apply_async` callbacks, one at a time, in the order
     /// their results arrive (as Python's result-handler thread does).
     pub fn start_callback_thread(&self) -> JoinHandle<()> {
-        let (sender, receiver) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (sender, receiver) = mpsc::channel::<Job>();
         *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
         std::thread::Builder::new()
             .name("corepool-callbacks".into())

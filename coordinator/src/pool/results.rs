@@ -11,11 +11,14 @@ use corepool_worker::Task;
 use super::{JobRun, PoolError};
 use crate::Items;
 
+type SuccessCallback<R> = Box<dyn FnOnce(&R) + Send>;
+type ErrorCallback = Box<dyn FnOnce(&PoolError) + Send>;
+
 /// What to run when an asynchronous call finishes: on success, on failure, both or
 /// neither (Python's `callback` and `error_callback`).
 pub struct Callbacks<R> {
-    on_success: Option<Box<dyn FnOnce(&R) + Send>>,
-    on_error: Option<Box<dyn FnOnce(&PoolError) + Send>>,
+    on_success: Option<SuccessCallback<R>>,
+    on_error: Option<ErrorCallback>,
 }
 
 impl<R> Callbacks<R> {
