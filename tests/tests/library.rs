@@ -1,0 +1,208 @@
+//! The library API used directly, with tasks of the tests' own, against real worker
+//! processes (the `test-worker` binary).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds};
+use corepool_protocol::FailureKind;
+use corepool_tests::{
+    alive, children_of,
+    tasks::{FailOn, Failure, SquarePlus},
+};
+use corepool_worker::tasks::{CountInRange, CountInRangeStar, NormalizeRows, normalize_row};
+
+fn pool(workers: usize) -> Pool {
+    Pool::builder().workers(workers).worker_program(env!("CARGO_BIN_EXE_test-worker")).build().expect("pool starts")
+}
+
+fn slow_first_worker_pool(workers: usize, millis: u32) -> Pool {
+    Pool::builder()
+        .workers(workers)
+        .worker_program(env!("CARGO_BIN_EXE_test-worker"))
+        .env("COREPOOL_TEST_SLOW_WORKER", format!("0:{millis}"))
+        .build()
+        .expect("pool starts")
+}
+
+fn squares(items: &[i64], offset: i64) -> Vec<i64> {
+    items.iter().map(|x| x * x + offset).collect()
+}
+
+#[test]
+fn a_task_of_our_own_runs_in_every_method() {
+    let items: Vec<i64> = (-500..700).collect();
+    let expected = squares(&items, 3);
+    let task = SquarePlus { offset: 3 };
+    let mut pool = pool(3);
+    assert_eq!(pool.map(&task, &items, Some(7)).unwrap(), expected);
+    assert_eq!(pool.starmap(&task, &items, None).unwrap(), expected);
+    assert_eq!(pool.imap(&task, &items, Some(5)).unwrap().collect::<Result<Vec<_>, _>>().unwrap(), expected);
+    let mut unordered: Vec<(usize, i64)> =
+        pool.imap_unordered(&task, &items, Some(11)).unwrap().collect::<Result<_, _>>().unwrap();
+    unordered.sort_unstable();
+    assert_eq!(unordered.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), expected);
+    assert_eq!(pool.apply(&task, &items, 10).unwrap(), expected[10]);
+    let handle = pool.map_async(task.clone(), items.clone(), Some(13), Callbacks::none()).unwrap();
+    assert_eq!(handle.get(Some(Duration::from_secs(60))).unwrap(), expected);
+
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..items.len())
+        .map(|index| {
+            let collected = Arc::clone(&collected);
+            let callbacks = Callbacks::on_success(move |value: &i64| collected.lock().unwrap().push((index, *value)));
+            pool.apply_async(&task, &items, index, callbacks).unwrap()
+        })
+        .collect();
+    pool.close();
+    pool.join();
+    assert!(handles.iter().all(|handle| handle.successful() == Some(true)));
+    let mut collected = std::mem::take(&mut *collected.lock().unwrap());
+    collected.sort_unstable();
+    assert_eq!(collected.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn built_in_tasks_count_and_normalize_through_the_library() {
+    let matrix = Arc::new(Matrix::random(5_000, 7, -3, 40, 5));
+    let expected: Vec<u32> =
+        matrix.iter_rows().map(|row| row.iter().filter(|&&v| (4..=8).contains(&v)).count() as u32).collect();
+    let pool = pool(2);
+    assert_eq!(pool.map(&CountInRange { min: 4, max: 8 }, &*matrix, None).unwrap(), expected);
+    let bounded = WithBounds { matrix: Arc::clone(&matrix), min: 4, max: 8 };
+    assert_eq!(pool.starmap(&CountInRangeStar, &bounded, Some(333)).unwrap(), expected);
+    let handle = pool.starmap_async(CountInRangeStar, bounded, None, Callbacks::none()).unwrap();
+    assert_eq!(handle.get(Some(Duration::from_secs(60))).unwrap(), expected);
+
+    let normalized = pool.map(&NormalizeRows, &*matrix, Some(100)).unwrap();
+    let expected: Vec<Vec<f64>> = matrix.iter_rows().map(normalize_row).collect();
+    assert_eq!(normalized, expected);
+    assert!(normalized.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+}
+
+#[test]
+fn workers_are_separate_child_processes_and_are_reaped_on_drop() {
+    let pool = pool(3);
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 3);
+    let children = children_of(std::process::id());
+    for (index, pid) in pids.iter().enumerate() {
+        let name = children.iter().find(|(child, _)| child == pid).map(|(_, name)| name.clone());
+        assert_eq!(name.as_deref(), Some(format!("corepool-w{index}").as_str()), "worker {index} is our child");
+        assert_ne!(*pid, std::process::id());
+    }
+    let socket_dir = pool.socket_dir().unwrap().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the socket directory is private");
+    drop(pool);
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived its pool");
+    }
+    assert!(!socket_dir.exists(), "the socket directory is removed");
+}
+
+#[test]
+fn async_results_really_arrive_out_of_order_when_one_worker_is_slow() {
+    let items: Vec<i64> = (0..40).collect();
+    let task = SquarePlus { offset: 0 };
+    let pool = slow_first_worker_pool(2, 25);
+    let order: Vec<usize> =
+        pool.imap_unordered(&task, &items, Some(1)).unwrap().map(|result| result.unwrap().0).collect();
+    assert!(order.windows(2).any(|pair| pair[0] > pair[1]), "imap_unordered gave submission order: {order:?}");
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..items.len()).collect::<Vec<_>>());
+
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..items.len())
+        .map(|index| {
+            let arrivals = Arc::clone(&arrivals);
+            pool.apply_async(&task, &items, index, Callbacks::on_success(move |_| arrivals.lock().unwrap().push(index)))
+                .unwrap()
+        })
+        .collect();
+    for handle in handles {
+        handle.get(Some(Duration::from_secs(60))).unwrap();
+    }
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert!(
+        arrivals.windows(2).any(|pair| pair[0] > pair[1]),
+        "apply_async callbacks in submission order: {arrivals:?}"
+    );
+
+    // The ordered methods put the same uneven arrivals back in order.
+    assert_eq!(pool.imap(&task, &items, Some(1)).unwrap().collect::<Result<Vec<_>, _>>().unwrap(), squares(&items, 0));
+}
+
+#[test]
+fn a_task_error_comes_back_as_data_and_the_worker_lives_on() {
+    let items: Vec<i64> = (0..100).collect();
+    let pool = pool(2);
+    let pids = pool.worker_pids();
+    let error = pool.map(&FailOn { bad: 42, how: Failure::Error }, &items, Some(10)).unwrap_err();
+    let PoolError::Task { rows, failure } = error else { panic!("expected a task error, got {error}") };
+    assert_eq!((rows, failure.kind), (40..50, FailureKind::Error));
+    assert!(failure.message.contains("item 42 is bad"), "{}", failure.message);
+
+    let error = pool.map(&FailOn { bad: 7, how: Failure::Panic }, &items, Some(10)).unwrap_err();
+    let PoolError::Task { rows, failure } = error else { panic!("expected a panic report, got {error}") };
+    assert_eq!((rows, failure.kind), (0..10, FailureKind::Panic));
+    assert!(failure.location.as_deref().is_some_and(|at| at.contains("lib.rs")), "{failure:?}");
+
+    assert_eq!(pool.worker_pids(), pids, "no worker died for a failed task");
+    assert_eq!(pool.map(&SquarePlus { offset: 1 }, &items, None).unwrap(), squares(&items, 1));
+}
+
+#[test]
+fn error_callback_receives_a_failed_apply_async() {
+    let items: Vec<i64> = (0..4).collect();
+    let pool = pool(1);
+    let seen = Arc::new(Mutex::new(None));
+    let callbacks = Callbacks::on_success(|_: &i64| panic!("must not succeed")).or_on_error({
+        let seen = Arc::clone(&seen);
+        move |error: &PoolError| *seen.lock().unwrap() = Some(error.to_string())
+    });
+    let handle = pool.apply_async(&FailOn { bad: 2, how: Failure::Error }, &items, 2, callbacks).unwrap();
+    assert!(handle.wait(Some(Duration::from_secs(60))));
+    assert_eq!(handle.successful(), Some(false));
+    assert!(seen.lock().unwrap().as_deref().is_some_and(|text| text.contains("item 2 is bad")));
+}
+
+#[test]
+fn a_chunk_that_kills_its_worker_fails_after_the_retries_and_the_pool_recovers() {
+    let items: Vec<i64> = (0..60).collect();
+    let pool =
+        Pool::builder().workers(2).worker_program(env!("CARGO_BIN_EXE_test-worker")).max_retries(2).build().unwrap();
+    let error = pool.map(&FailOn { bad: 33, how: Failure::Exit }, &items, Some(10)).unwrap_err();
+    let PoolError::WorkerDied { rows, attempts, death } = error else { panic!("expected a dead worker, got {error}") };
+    assert_eq!((rows, attempts), (30..40, 3));
+    assert!(death.contains("exited with code 7"), "{death}");
+    let restarts: u64 = pool.worker_stats().iter().map(|w| w.restarts).sum();
+    assert_eq!(restarts, 3);
+    // Replacements joined, and the pool still gives exact results.
+    assert_eq!(pool.map(&SquarePlus { offset: 0 }, &items, Some(3)).unwrap(), squares(&items, 0));
+    assert_eq!(pool.worker_pids().len(), 2);
+}
+
+#[test]
+fn terminate_fails_outstanding_work_and_leaves_no_worker() {
+    let items: Vec<i64> = (0..50).collect();
+    let mut pool = slow_first_worker_pool(2, 200);
+    let pids = pool.worker_pids();
+    let handle = pool.map_async(SquarePlus { offset: 0 }, items, Some(1), Callbacks::none()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    pool.terminate();
+    assert!(matches!(handle.get(Some(Duration::from_secs(10))), Err(PoolError::Terminated)));
+    assert!(pids.iter().all(|&pid| !alive(pid)));
+    assert!(matches!(pool.map(&SquarePlus { offset: 0 }, &[1i64][..], None), Err(PoolError::Closed)));
+}
+
+#[test]
+fn index_out_of_range_is_an_error_not_a_panic() {
+    let pool = pool(1);
+    let error = pool.apply(&SquarePlus { offset: 0 }, &[1i64, 2][..], 2).unwrap_err();
+    assert!(matches!(error, PoolError::IndexOutOfRange { index: 2, len: 2 }));
+}
