@@ -605,9 +605,10 @@ fn dispatch(state: &mut State, window: usize) {
             .iter()
             .enumerate()
             .filter(|(_, slot)| slot.state == SlotState::Ready && slot.outbox.is_some())
-            .map(|(index, slot)| (index, slot.in_flight))
-            .filter(|&(_, load)| load < window)
-            .min_by_key(|&(_, load)| load)
+            .filter(|(_, slot)| slot.in_flight < window)
+            // Ties go to the worker that has done least, so one-at-a-time calls such as
+            // `apply` spread over every worker instead of keeping the first one busy.
+            .min_by_key(|(_, slot)| (slot.in_flight, slot.stats.chunks))
         else {
             return;
         };
