@@ -63,6 +63,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
     };
     match serve::serve(&config, &registry) {
         Ok(()) => ExitCode::SUCCESS,
+        // The coordinator went away (it stopped, or was killed): nothing to report.
+        Err(error) if error.is_disconnect() => ExitCode::from(EXIT_CONNECTION_FAILED),
         Err(error) => {
             eprintln!("corepool-w{}: {error}", config.index);
             ExitCode::from(EXIT_CONNECTION_FAILED)

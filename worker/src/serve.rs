@@ -66,6 +66,23 @@ pub enum WorkerError {
     Codec(#[from] codec::CodecError),
 }
 
+impl WorkerError {
+    /// Whether the error only says that the coordinator closed the connection.
+    pub fn is_disconnect(&self) -> bool {
+        use corepool_protocol::{frame::FrameError, handshake::HandshakeError};
+        let io = match self {
+            WorkerError::Handshake(HandshakeError::Closed) => return true,
+            WorkerError::Handshake(HandshakeError::Frame(FrameError::Truncated { .. })) => return true,
+            WorkerError::Frame(FrameError::Truncated { .. }) => return true,
+            WorkerError::Handshake(HandshakeError::Frame(FrameError::Io(io)))
+            | WorkerError::Frame(FrameError::Io(io)) => io,
+            _ => return false,
+        };
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof)
+    }
+}
+
 impl WorkerConfig {
     /// Reads the configuration the coordinator gave: the environment, and the secret as
     /// the first line of standard input (never on the command line, where `ps` shows it).

@@ -10,7 +10,7 @@ use std::{
     collections::{HashMap, VecDeque},
     io::{BufReader, BufWriter, Write},
     os::unix::process::{CommandExt, ExitStatusExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
@@ -39,6 +39,7 @@ pub(crate) struct Settings {
     pub max_retries: u32,
     pub chunks_in_flight: usize,
     pub start_timeout: Duration,
+    pub task_timeout: Option<Duration>,
     pub respawn: bool,
 }
 
@@ -86,6 +87,14 @@ struct Slot {
     outbox: Option<Sender<Arc<Vec<u8>>>>,
     in_flight: usize,
     stats: WorkerStats,
+    /// When the slot entered its state (for the start timeout).
+    since: Instant,
+    /// When the worker last answered, or was handed work while idle (for the task timeout).
+    last_progress: Instant,
+    /// Starts in a row that died or timed out before joining.
+    start_failures: u32,
+    /// Why the pool killed this worker, if it did.
+    kill_reason: Option<String>,
 }
 
 pub(crate) struct State {
@@ -98,6 +107,8 @@ pub(crate) struct State {
     stopping: bool,
     rejected_peers: u64,
     threads: Vec<JoinHandle<()>>,
+    /// Why the pool cannot go on, once it cannot.
+    broken: Option<String>,
 }
 
 /// A piece of work for the callback thread.
@@ -110,7 +121,21 @@ pub(crate) struct Shared {
     changed: Condvar,
     secret: Secret,
     endpoint: PathBuf,
+    socket_dir: Mutex<Option<tempfile::TempDir>>,
     callbacks: Mutex<Option<Sender<Job>>>,
+}
+
+/// Every live pool of this process, so that a signal handler can stop them all.
+static POOLS: Mutex<Vec<std::sync::Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Kills the workers of every pool in this process and removes their socket
+/// directories; for a signal handler that is about to exit the process.
+pub fn terminate_all() {
+    let pools: Vec<Arc<Shared>> =
+        POOLS.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(std::sync::Weak::upgrade).collect();
+    for pool in pools {
+        pool.stop(false);
+    }
 }
 
 fn frame_of(message: &ToWorker) -> Vec<u8> {
@@ -136,8 +161,8 @@ pub(crate) fn task_frame(id: TaskId, task: &str, payload: Vec<u8>) -> Result<Vec
 
 impl Shared {
     /// Sets up the socket, starts every worker at once, and waits until all have joined.
-    pub fn start(settings: Settings, socket_dir: &Path) -> Result<(Arc<Self>, Listener), PoolError> {
-        let endpoint = socket_dir.join("pool.sock");
+    pub fn start(settings: Settings, socket_dir: tempfile::TempDir) -> Result<(Arc<Self>, Listener), PoolError> {
+        let endpoint = socket_dir.path().join("pool.sock");
         let listener = Listener::bind(&endpoint).map_err(PoolError::Socket)?;
         let secret = Secret::generate().map_err(PoolError::Socket)?;
         let slots = (0..settings.workers)
@@ -149,6 +174,10 @@ impl Shared {
                 outbox: None,
                 in_flight: 0,
                 stats: WorkerStats::default(),
+                since: Instant::now(),
+                last_progress: Instant::now(),
+                start_failures: 0,
+                kill_reason: None,
             })
             .collect();
         let shared = Arc::new(Self {
@@ -163,12 +192,18 @@ impl Shared {
                 stopping: false,
                 rejected_peers: 0,
                 threads: Vec::new(),
+                broken: None,
             }),
             changed: Condvar::new(),
             secret,
             endpoint,
+            socket_dir: Mutex::new(Some(socket_dir)),
             callbacks: Mutex::new(None),
         });
+        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|pool| pool.strong_count() > 0);
+        pools.push(Arc::downgrade(&shared));
+        drop(pools);
         Ok((shared, listener))
     }
 
@@ -200,35 +235,34 @@ impl Shared {
             return Err(PoolError::StartFailed { index, reason: "could not hand it the run's secret".into() });
         }
         let mut state = self.lock();
+        if state.stopping {
+            // The pool stopped while this worker was starting: it must not outlive it.
+            drop(state);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(PoolError::Terminated);
+        }
         let slot = &mut state.slots[index];
         slot.generation += 1;
         slot.state = SlotState::Starting;
         slot.pid = child.id();
         slot.child = Some(child);
+        slot.since = Instant::now();
+        slot.kill_reason = None;
         Ok(())
     }
 
-    /// Waits until every worker has joined, failing if one dies first or time runs out.
+    /// Waits until every worker has joined. Workers that die or hang while starting are
+    /// replaced by the watchdog; this fails once a slot has failed to start more than
+    /// `max_retries` times in a row, or when the start timeout runs out.
     pub fn wait_until_ready(&self) -> Result<(), PoolError> {
         let deadline = Instant::now() + self.settings.start_timeout;
         let mut state = self.lock();
         loop {
-            let mut all_ready = true;
-            for (index, slot) in state.slots.iter_mut().enumerate() {
-                match slot.state {
-                    SlotState::Ready => {}
-                    SlotState::Gone => {
-                        return Err(PoolError::StartFailed { index, reason: "it exited while starting".into() });
-                    }
-                    SlotState::Starting => {
-                        all_ready = false;
-                        if let Some(Ok(Some(status))) = slot.child.as_mut().map(Child::try_wait) {
-                            return Err(PoolError::StartFailed { index, reason: describe_exit(status) });
-                        }
-                    }
-                }
+            if let Some(reason) = &state.broken {
+                return Err(PoolError::Broken(reason.clone()));
             }
-            if all_ready {
+            if state.slots.iter().all(|slot| slot.state == SlotState::Ready) {
                 return Ok(());
             }
             let now = Instant::now();
@@ -242,6 +276,77 @@ impl Shared {
             let wait = (deadline - now).min(Duration::from_millis(20));
             state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
         }
+    }
+
+    /// The watchdog: replaces workers that die or hang before joining, and kills workers
+    /// that hold a chunk longer than the task timeout (their reader thread then reports
+    /// the loss, and their chunks go to other workers).
+    pub fn watch_loop(self: Arc<Self>) {
+        let tick = Duration::from_millis(10);
+        let mut state = self.lock();
+        while !state.stopping {
+            let mut restart = Vec::new();
+            for (index, slot) in state.slots.iter_mut().enumerate() {
+                match slot.state {
+                    SlotState::Starting => {
+                        let exited = slot.child.as_mut().and_then(|child| child.try_wait().ok().flatten());
+                        let late = slot.since.elapsed() > self.settings.start_timeout;
+                        if exited.is_none() && !late {
+                            continue;
+                        }
+                        let mut child = slot.child.take();
+                        let how = match exited {
+                            Some(status) => describe_exit(status),
+                            None => format!("did not join within {:?}", self.settings.start_timeout),
+                        };
+                        // It has exited, or is killed now: reaping it cannot wait long.
+                        if let Some(child) = child.as_mut() {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                        }
+                        slot.state = SlotState::Gone;
+                        slot.start_failures += 1;
+                        slot.stats.restarts += 1;
+                        restart.push((index, how, slot.start_failures));
+                    }
+                    SlotState::Ready => {
+                        let Some(limit) = self.settings.task_timeout else { continue };
+                        if slot.in_flight > 0 && slot.kill_reason.is_none() && slot.last_progress.elapsed() > limit {
+                            slot.kill_reason = Some(format!("did not answer within {limit:?}"));
+                            // The reader thread sees the connection close and handles the loss.
+                            if let Some(child) = slot.child.as_mut() {
+                                let _ = child.kill();
+                            }
+                        }
+                    }
+                    SlotState::Gone => {}
+                }
+            }
+            drop(state);
+            for (index, how, failures) in restart {
+                if failures > self.settings.max_retries {
+                    self.break_pool(format!("worker {index} failed to start {failures} times in a row (last: {how})"));
+                    break;
+                }
+                if let Err(error) = self.spawn_worker(index) {
+                    self.break_pool(format!("cannot start worker {index}: {error}"));
+                    break;
+                }
+            }
+            self.changed.notify_all();
+            state = self.lock();
+            if !state.stopping && state.broken.is_none() {
+                state = self.changed.wait_timeout(state, tick).unwrap_or_else(|e| e.into_inner()).0;
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Marks the pool as unable to go on, and fails all its outstanding work.
+    fn break_pool(&self, reason: String) {
+        self.lock().broken.get_or_insert_with(|| reason.clone());
+        self.fail_everything(&reason);
     }
 
     /// Accepts connections until the pool stops; each is authenticated on its own thread.
@@ -300,6 +405,8 @@ impl Shared {
         let slot = &mut state.slots[index];
         slot.state = SlotState::Ready;
         slot.outbox = Some(outbox);
+        slot.start_failures = 0;
+        slot.since = Instant::now();
         dispatch(&mut state, self.settings.chunks_in_flight);
         drop(state);
         self.changed.notify_all();
@@ -333,6 +440,7 @@ impl Shared {
         let Some(flight) = state.in_flight.remove_if_held_by(&id, index) else { return };
         let slot = &mut state.slots[index];
         slot.in_flight -= 1;
+        slot.last_progress = Instant::now();
         slot.stats.chunks += 1;
         slot.stats.rows += flight.chunk.rows as u64;
         let rows = flight.chunk.rows;
@@ -353,10 +461,11 @@ impl Shared {
         slot.state = SlotState::Gone;
         slot.outbox = None;
         let child = slot.child.take();
+        let reason = slot.kill_reason.take().unwrap_or_else(|| reason.to_owned());
         let stopping = state.stopping;
         drop(state);
 
-        let death = child.map(reap).map_or_else(|| reason.to_owned(), |status| format!("{reason}, {status}"));
+        let death = child.map(reap).map_or_else(|| reason.clone(), |status| format!("{reason}, {status}"));
         let mut state = self.lock();
         let lost: Vec<TaskId> =
             state.in_flight.iter().filter(|(_, flight)| flight.worker == index).map(|(id, _)| *id).collect();
@@ -385,7 +494,7 @@ impl Shared {
             self.deliver(delivery, outcome);
         }
         if respawn && let Err(error) = self.spawn_worker(index) {
-            self.fail_everything(&format!("cannot replace worker {index}: {error}"));
+            self.break_pool(format!("cannot replace worker {index}: {error}"));
         }
         self.changed.notify_all();
     }
@@ -399,7 +508,7 @@ impl Shared {
             .into_iter()
             .map(|chunk| {
                 let outcome =
-                    Outcome { id: chunk.id, rows: chunk.rows, result: Err(PoolError::Protocol(why.to_owned())) };
+                    Outcome { id: chunk.id, rows: chunk.rows, result: Err(PoolError::Broken(why.to_owned())) };
                 (state.take_delivery(chunk.id.job), outcome)
             })
             .collect();
@@ -443,6 +552,9 @@ impl Shared {
     /// Registers a new job, returning its id.
     pub fn open_job(&self, sink: Sink) -> Result<u64, PoolError> {
         let mut state = self.lock();
+        if let Some(reason) = &state.broken {
+            return Err(PoolError::Broken(reason.clone()));
+        }
         if state.closed || state.stopping {
             return Err(PoolError::Closed);
         }
@@ -553,6 +665,7 @@ impl Shared {
             let _ = thread.join();
         }
         *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// A snapshot of each worker's statistics, and the count of peers turned away.
@@ -560,6 +673,11 @@ impl Shared {
         let state = self.lock();
         let stats = state.slots.iter().map(|slot| WorkerStats { pid: slot.pid, ..slot.stats.clone() }).collect();
         (stats, state.rejected_peers)
+    }
+
+    /// The private directory holding the socket, until the pool stops.
+    pub fn socket_dir(&self) -> Option<PathBuf> {
+        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|dir| dir.path().to_path_buf())
     }
 
     /// Process ids of the live workers.
@@ -620,6 +738,9 @@ fn dispatch(state: &mut State, window: usize) {
             slot.outbox = None;
             state.queue.push_front(chunk);
             continue;
+        }
+        if slot.in_flight == 0 {
+            slot.last_progress = Instant::now();
         }
         slot.in_flight += 1;
         state.in_flight.insert(chunk.id, InFlight { chunk, worker: index });

@@ -61,6 +61,10 @@ pub enum PoolError {
         /// How many items there are.
         len: usize,
     },
+    /// The pool cannot go on (workers cannot be started or replaced); outstanding work
+    /// failed with this error.
+    #[error("the pool cannot go on: {0}")]
+    Broken(String),
     /// The pool was closed: it takes no new work.
     #[error("the pool is closed and takes no new work")]
     Closed,

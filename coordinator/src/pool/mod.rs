@@ -15,6 +15,7 @@ use std::{
 use corepool_protocol::TaskId;
 use corepool_worker::{Task, decode_outputs, encode_payload};
 
+pub use self::core::terminate_all;
 pub use error::PoolError;
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 
@@ -53,6 +54,7 @@ pub struct PoolBuilder {
     max_retries: u32,
     chunks_in_flight: usize,
     start_timeout: Duration,
+    task_timeout: Option<Duration>,
 }
 
 impl Default for PoolBuilder {
@@ -64,6 +66,7 @@ impl Default for PoolBuilder {
             max_retries: 3,
             chunks_in_flight: 2,
             start_timeout: Duration::from_secs(10),
+            task_timeout: None,
         }
     }
 }
@@ -115,6 +118,14 @@ impl PoolBuilder {
         self
     }
 
+    /// How long a worker may hold a chunk without answering (default: no limit). A worker
+    /// over the limit is killed and its chunks are sent again, as for a worker that died;
+    /// with a limit set, every call on the pool returns in bounded time.
+    pub fn task_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.task_timeout = timeout;
+        self
+    }
+
     /// Starts the workers and waits until every one has joined.
     pub fn build(self) -> Result<Pool, PoolError> {
         let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
@@ -129,14 +140,16 @@ impl PoolBuilder {
             max_retries: self.max_retries,
             chunks_in_flight: self.chunks_in_flight,
             start_timeout: self.start_timeout,
+            task_timeout: self.task_timeout,
             respawn: true,
         };
+        remove_stale_socket_dirs();
         let socket_dir = tempfile::Builder::new()
-            .prefix("corepool-")
+            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
             .permissions(private_dir())
             .tempdir()
             .map_err(PoolError::Socket)?;
-        let (shared, listener) = Shared::start(settings, socket_dir.path())?;
+        let (shared, listener) = Shared::start(settings, socket_dir)?;
         let acceptor = std::thread::Builder::new()
             .name("corepool-accept".into())
             .spawn({
@@ -144,14 +157,44 @@ impl PoolBuilder {
                 move || shared.accept_loop(listener)
             })
             .map_err(PoolError::Socket)?;
+        let watchdog = std::thread::Builder::new()
+            .name("corepool-watch".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || shared.watch_loop()
+            })
+            .map_err(PoolError::Socket)?;
         let callback_thread = shared.start_callback_thread();
         // From here on, a failed start drops `pool`, which stops whatever did start.
-        let pool = Pool { shared, socket_dir: Some(socket_dir), threads: vec![acceptor, callback_thread] };
+        let pool = Pool { shared, threads: vec![acceptor, watchdog, callback_thread] };
         for index in 0..workers {
             pool.shared.spawn_worker(index)?;
         }
         pool.shared.wait_until_ready()?;
         Ok(pool)
+    }
+}
+
+/// Socket directories are named `corepool-PID-XXXXXX`, PID being the coordinator's.
+const SOCKET_DIR_PREFIX: &str = "corepool-";
+
+/// Removes socket directories left by coordinators that died without cleaning up
+/// (killed with SIGKILL, say); a new run never needs them gone, but they are litter.
+fn remove_stale_socket_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|name| name.strip_prefix(SOCKET_DIR_PREFIX)) else { continue };
+        let Some(pid) = rest.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok()) else { continue };
+        let owner_alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let ours = entry.metadata().is_ok_and(|meta| {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: getuid has no preconditions and cannot fail.
+            meta.is_dir() && meta.uid() == unsafe { libc::getuid() }
+        });
+        if !owner_alive && ours && entry.path().join("pool.sock").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -190,7 +233,6 @@ fn find_worker_program() -> Result<PathBuf, PoolError> {
 /// reaps every worker and removes its socket directory.
 pub struct Pool {
     shared: Arc<Shared>,
-    socket_dir: Option<tempfile::TempDir>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -226,8 +268,8 @@ impl Pool {
     }
 
     /// The private directory holding the pool's socket.
-    pub fn socket_dir(&self) -> Option<&std::path::Path> {
-        self.socket_dir.as_ref().map(|dir| dir.path())
+    pub fn socket_dir(&self) -> Option<PathBuf> {
+        self.shared.socket_dir()
     }
 
     /// Runs `task` on item `index` of `items` alone, waiting for the answer: one round
@@ -370,7 +412,6 @@ impl Pool {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        self.socket_dir.take();
     }
 
     fn window(&self) -> usize {
