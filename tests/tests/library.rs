@@ -180,11 +180,17 @@ fn a_chunk_that_kills_its_worker_fails_after_the_retries_and_the_pool_recovers()
     let PoolError::WorkerDied { rows, attempts, death } = error else { panic!("expected a dead worker, got {error}") };
     assert_eq!((rows, attempts), (30..40, 3));
     assert!(death.contains("exited with code 7"), "{death}");
+    // Three deaths charged to the chunk; one more if the first death was ambiguous (the
+    // worker also held another chunk, so neither was charged and both were sent alone).
     let restarts: u64 = pool.worker_stats().iter().map(|w| w.restarts).sum();
-    assert_eq!(restarts, 3);
+    assert!((3..=4).contains(&restarts), "{restarts} restarts");
     // Replacements joined, and the pool still gives exact results.
     assert_eq!(pool.map(&SquarePlus { offset: 0 }, &items, Some(3)).unwrap(), squares(&items, 0));
-    assert_eq!(pool.worker_pids().len(), 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.worker_pids().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.worker_pids().len(), 2, "the last replacement starts too");
 }
 
 #[test]

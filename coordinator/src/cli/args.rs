@@ -86,6 +86,13 @@ pub struct CountArgs {
     /// Also count serially and fail unless every row agrees.
     #[arg(long)]
     pub verify: bool,
+    /// Kill a worker that holds a chunk this long without answering, and send its chunks
+    /// again [default: no limit].
+    #[arg(long, value_name = "SECONDS")]
+    pub task_timeout: Option<f64>,
+    /// How many workers a chunk may take down before the run fails.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_retries: u32,
 }
 
 /// Arguments of `corepool demo`.
@@ -185,15 +192,34 @@ pub enum MatrixSource {
     },
 }
 
+/// How to run a pool, checked.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Worker processes.
+    pub workers: usize,
+    /// Rows per chunk, or Python's default.
+    pub chunk_size: Option<usize>,
+    /// Longest a worker may hold a chunk.
+    pub task_timeout: Option<std::time::Duration>,
+    /// Workers a chunk may take down before the run fails.
+    pub max_retries: u32,
+}
+
+impl PoolOptions {
+    /// The defaults, with `workers` workers.
+    pub fn with_workers(workers: usize) -> Self {
+        Self { workers, chunk_size: None, task_timeout: None, max_retries: 3 }
+    }
+}
+
 /// `corepool count`'s settings, checked.
 #[derive(Debug, Clone)]
 pub struct CountSettings {
     pub source: MatrixSource,
     pub min: i64,
     pub max: i64,
-    pub workers: usize,
+    pub pool: PoolOptions,
     pub mode: Mode,
-    pub chunk_size: Option<usize>,
     pub output: Option<PathBuf>,
     pub order: Order,
     pub verify: bool,
@@ -252,13 +278,25 @@ impl CountArgs {
                 bail!("--output {}: is a folder", output.display());
             }
         }
+        let task_timeout = match self.task_timeout {
+            None => None,
+            Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => {
+                Some(std::time::Duration::from_secs_f64(seconds))
+            }
+            Some(seconds) => bail!("--task-timeout {seconds}: must be a number of seconds above 0"),
+        };
+        let pool = PoolOptions {
+            workers: check_workers(self.workers)?,
+            chunk_size: self.chunk_size,
+            task_timeout,
+            max_retries: self.max_retries,
+        };
         Ok(CountSettings {
             source: self.matrix.check()?,
             min: self.min,
             max: self.max,
-            workers: check_workers(self.workers)?,
+            pool,
             mode: self.mode,
-            chunk_size: self.chunk_size,
             output: self.output,
             order: self.order,
             verify: self.verify,

@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats, default_chunk_size};
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
-use super::args::{MatrixSource, Mode};
+use super::args::{MatrixSource, Mode, PoolOptions};
 
 /// The counts of one run, and how long its parts took.
 #[derive(Debug)]
@@ -56,9 +56,9 @@ pub fn count_with(
     matrix: &Arc<Matrix>,
     mode: Mode,
     (min, max): (i64, i64),
-    workers: usize,
-    chunk_size: Option<usize>,
+    options: &PoolOptions,
 ) -> anyhow::Result<Counted> {
+    let (workers, chunk_size) = (options.workers, options.chunk_size);
     if mode == Mode::Serial {
         let started = Instant::now();
         let counts = count_serially(matrix, min, max);
@@ -67,7 +67,13 @@ pub fn count_with(
         return Ok(Counted { counts, arrival: None, start: zero, compute, stop: zero, chunk_size: 0, workers: vec![] });
     }
     let started = Instant::now();
-    let mut pool = Pool::builder().workers(workers).self_serving()?.build().context("starting the pool")?;
+    let mut pool = Pool::builder()
+        .workers(workers)
+        .task_timeout(options.task_timeout)
+        .max_retries(options.max_retries)
+        .self_serving()?
+        .build()
+        .context("starting the pool")?;
     let start = started.elapsed();
 
     let rows = matrix.rows();

@@ -3,11 +3,12 @@
 mod args;
 mod count;
 mod output;
+pub mod signals;
 
 use std::{sync::Arc, time::Instant};
 
 pub use args::Cli;
-use args::{Command, CountSettings, MatrixSource, Mode, Order};
+use args::{Command, CountSettings, MatrixSource, Mode, Order, PoolOptions};
 use count::{Counted, count_serially, count_with, first_difference, load_matrix};
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
@@ -34,6 +35,7 @@ fn failed(error: anyhow::Error) -> Failure {
 
 /// Runs what the command line asks for.
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    signals::install().map_err(|e| failed(anyhow::anyhow!("cannot handle signals: {e}")))?;
     match cli.command {
         Some(Command::Cpus) => {
             print_cpus();
@@ -77,7 +79,7 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     let matrix = Arc::new(load_matrix(&settings.source).map_err(bad_input)?);
     let made = started.elapsed();
     let bounds = (settings.min, settings.max);
-    let run = count_with(&matrix, settings.mode, bounds, settings.workers, settings.chunk_size).map_err(failed)?;
+    let run = count_with(&matrix, settings.mode, bounds, &settings.pool).map_err(failed)?;
     if settings.verify {
         let expected = count_serially(&matrix, settings.min, settings.max);
         if let Some(difference) = first_difference(&run.counts, &expected) {
@@ -101,7 +103,7 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     println!(
         "mode {}: {} workers, {} rows per chunk; counted values in [{}, {}]",
         settings.mode.name(),
-        if settings.mode == Mode::Serial { 0 } else { settings.workers },
+        if settings.mode == Mode::Serial { 0 } else { settings.pool.workers },
         run.chunk_size,
         settings.min,
         settings.max
@@ -117,6 +119,9 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
         ms(run.stop),
         if settings.verify { "; --verify: every row agrees with serial" } else { "" }
     );
+    let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
+    let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
+    println!("faults: {restarts} worker restarts, {retried} chunks sent again");
     for (index, worker) in run.workers.iter().enumerate() {
         println!(
             "worker {index} (pid {}): {} rows in {} chunks, {} restarts",
@@ -158,7 +163,7 @@ fn demo(source: &MatrixSource, workers: usize) -> Result<(), Failure> {
     let mut serial: Option<Counted> = None;
     let mut disagreements = Vec::new();
     for mode in Mode::ALL {
-        let run = count_with(&matrix, mode, (min, max), workers, None).map_err(failed)?;
+        let run = count_with(&matrix, mode, (min, max), &PoolOptions::with_workers(workers)).map_err(failed)?;
         let (relative, agrees) = match &serial {
             None => ("-".to_owned(), "(reference)".to_owned()),
             Some(reference) => {

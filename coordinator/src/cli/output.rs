@@ -15,12 +15,15 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::
         .prefix(".corepool-output-")
         .tempfile_in(dir)
         .with_context(|| format!("--output {}: cannot create a file in {}", path.display(), dir.display()))?;
+    super::signals::set_pending_output(Some(file.path().to_path_buf()));
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     write(&mut writer).and_then(|()| writer.flush()).with_context(|| format!("writing {}", path.display()))?;
     let file =
         writer.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", path.display()))?;
     file.as_file().sync_all().with_context(|| format!("writing {}", path.display()))?;
-    file.persist(path).with_context(|| format!("--output {}: cannot put the file in place", path.display()))?;
+    let persisted = file.persist(path);
+    super::signals::set_pending_output(None);
+    persisted.with_context(|| format!("--output {}: cannot put the file in place", path.display()))?;
     Ok(())
 }
 

@@ -65,17 +65,27 @@ pub(crate) struct Chunk {
     pub rows: usize,
     pub frame: Arc<Vec<u8>>,
     pub attempts: u32,
+    /// The chunk was unanswered on a worker that died holding several: it may be the
+    /// culprit, so it goes to a worker that holds nothing else.
+    pub suspect: bool,
 }
 
 struct InFlight {
     chunk: Chunk,
     worker: usize,
+    /// Dispatch order: a worker runs its chunks in this order.
+    order: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
+    /// Needs a worker: the watchdog starts one.
+    Waiting,
+    /// Started, not yet through the handshake.
     Starting,
+    /// Joined: takes chunks.
     Ready,
+    /// No worker, and none to come (the pool is stopping).
     Gone,
 }
 
@@ -95,6 +105,8 @@ struct Slot {
     start_failures: u32,
     /// Why the pool killed this worker, if it did.
     kill_reason: Option<String>,
+    /// The worker holds a suspect chunk, alone.
+    isolated: bool,
 }
 
 pub(crate) struct State {
@@ -107,6 +119,8 @@ pub(crate) struct State {
     stopping: bool,
     rejected_peers: u64,
     threads: Vec<JoinHandle<()>>,
+    /// Dispatches so far, to order [`InFlight`] entries.
+    dispatched: u64,
     /// Why the pool cannot go on, once it cannot.
     broken: Option<String>,
 }
@@ -167,7 +181,7 @@ impl Shared {
         let secret = Secret::generate().map_err(PoolError::Socket)?;
         let slots = (0..settings.workers)
             .map(|_| Slot {
-                state: SlotState::Gone,
+                state: SlotState::Waiting,
                 generation: 0,
                 child: None,
                 pid: 0,
@@ -178,6 +192,7 @@ impl Shared {
                 last_progress: Instant::now(),
                 start_failures: 0,
                 kill_reason: None,
+                isolated: false,
             })
             .collect();
         let shared = Arc::new(Self {
@@ -192,6 +207,7 @@ impl Shared {
                 stopping: false,
                 rejected_peers: 0,
                 threads: Vec::new(),
+                dispatched: 0,
                 broken: None,
             }),
             changed: Condvar::new(),
@@ -212,7 +228,11 @@ impl Shared {
     }
 
     /// Starts (or restarts) the worker in slot `index`.
-    pub fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
+    ///
+    /// Only the watchdog thread calls this: Linux delivers the workers' parent-death
+    /// signal when the *thread* that started them exits, so that thread must live as
+    /// long as the pool.
+    fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
         let mut command = Command::new(&self.settings.program);
         command
             .arg0(format!("corepool-w{index}"))
@@ -227,13 +247,7 @@ impl Shared {
             program: self.settings.program.clone(),
             source,
         })?;
-        // The secret goes through a pipe only the child can read, never the command line.
-        let secret_sent = child.stdin.take().map(|mut stdin| writeln!(stdin, "{}", self.secret.to_hex()));
-        if !matches!(secret_sent, Some(Ok(()))) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(PoolError::StartFailed { index, reason: "could not hand it the run's secret".into() });
-        }
+        let stdin = child.stdin.take();
         let mut state = self.lock();
         if state.stopping {
             // The pool stopped while this worker was starting: it must not outlive it.
@@ -242,6 +256,8 @@ impl Shared {
             let _ = child.wait();
             return Err(PoolError::Terminated);
         }
+        // The slot must know the child before the child can prove itself: it cannot until
+        // it has the secret, which it gets below.
         let slot = &mut state.slots[index];
         slot.generation += 1;
         slot.state = SlotState::Starting;
@@ -249,6 +265,12 @@ impl Shared {
         slot.child = Some(child);
         slot.since = Instant::now();
         slot.kill_reason = None;
+        drop(state);
+        // The secret goes through a pipe only the child can read, never the command line.
+        // If it cannot be sent, the child exits and the watchdog counts a failed start.
+        if let Some(mut stdin) = stdin {
+            let _ = writeln!(stdin, "{}", self.secret.to_hex());
+        }
         Ok(())
     }
 
@@ -278,36 +300,46 @@ impl Shared {
         }
     }
 
-    /// The watchdog: replaces workers that die or hang before joining, and kills workers
-    /// that hold a chunk longer than the task timeout (their reader thread then reports
-    /// the loss, and their chunks go to other workers).
+    /// The watchdog: starts every worker (first ones and replacements), replaces workers
+    /// that die or hang before joining, and kills workers that hold a chunk longer than the
+    /// task timeout (their reader thread then reports the loss, and their chunks go to
+    /// other workers).
     pub fn watch_loop(self: Arc<Self>) {
         let tick = Duration::from_millis(10);
         let mut state = self.lock();
-        while !state.stopping {
-            let mut restart = Vec::new();
+        while !state.stopping && state.broken.is_none() {
+            let mut to_start = Vec::new();
+            let mut give_up = None;
             for (index, slot) in state.slots.iter_mut().enumerate() {
                 match slot.state {
+                    SlotState::Waiting => to_start.push(index),
                     SlotState::Starting => {
                         let exited = slot.child.as_mut().and_then(|child| child.try_wait().ok().flatten());
                         let late = slot.since.elapsed() > self.settings.start_timeout;
                         if exited.is_none() && !late {
                             continue;
                         }
-                        let mut child = slot.child.take();
                         let how = match exited {
                             Some(status) => describe_exit(status),
                             None => format!("did not join within {:?}", self.settings.start_timeout),
                         };
                         // It has exited, or is killed now: reaping it cannot wait long.
-                        if let Some(child) = child.as_mut() {
+                        if let Some(mut child) = slot.child.take() {
                             let _ = child.kill();
                             let _ = child.wait();
                         }
-                        slot.state = SlotState::Gone;
                         slot.start_failures += 1;
                         slot.stats.restarts += 1;
-                        restart.push((index, how, slot.start_failures));
+                        if slot.start_failures > self.settings.max_retries {
+                            slot.state = SlotState::Gone;
+                            give_up = Some(format!(
+                                "worker {index} failed to start {} times in a row (last: {how})",
+                                slot.start_failures
+                            ));
+                        } else {
+                            slot.state = SlotState::Waiting;
+                            to_start.push(index);
+                        }
                     }
                     SlotState::Ready => {
                         let Some(limit) = self.settings.task_timeout else { continue };
@@ -323,22 +355,22 @@ impl Shared {
                 }
             }
             drop(state);
-            for (index, how, failures) in restart {
-                if failures > self.settings.max_retries {
-                    self.break_pool(format!("worker {index} failed to start {failures} times in a row (last: {how})"));
-                    break;
-                }
+            if let Some(reason) = give_up {
+                self.break_pool(reason);
+                return;
+            }
+            for &index in &to_start {
                 if let Err(error) = self.spawn_worker(index) {
-                    self.break_pool(format!("cannot start worker {index}: {error}"));
-                    break;
+                    if !matches!(error, PoolError::Terminated) {
+                        self.break_pool(format!("cannot start worker {index}: {error}"));
+                    }
+                    return;
                 }
             }
             self.changed.notify_all();
             state = self.lock();
-            if !state.stopping && state.broken.is_none() {
+            if to_start.is_empty() && !state.stopping {
                 state = self.changed.wait_timeout(state, tick).unwrap_or_else(|e| e.into_inner()).0;
-            } else {
-                return;
             }
         }
     }
@@ -440,6 +472,7 @@ impl Shared {
         let Some(flight) = state.in_flight.remove_if_held_by(&id, index) else { return };
         let slot = &mut state.slots[index];
         slot.in_flight -= 1;
+        slot.isolated &= slot.in_flight > 0;
         slot.last_progress = Instant::now();
         slot.stats.chunks += 1;
         slot.stats.rows += flight.chunk.rows as u64;
@@ -467,12 +500,26 @@ impl Shared {
 
         let death = child.map(reap).map_or_else(|| reason.clone(), |status| format!("{reason}, {status}"));
         let mut state = self.lock();
-        let lost: Vec<TaskId> =
-            state.in_flight.iter().filter(|(_, flight)| flight.worker == index).map(|(id, _)| *id).collect();
+        let mut lost: Vec<(u64, TaskId)> = state
+            .in_flight
+            .iter()
+            .filter(|(_, flight)| flight.worker == index)
+            .map(|(id, flight)| (flight.order, *id))
+            .collect();
+        // Newest first, so that pushing each to the front leaves them in their old order.
+        lost.sort_unstable_by(|a, b| b.cmp(a));
+        // A worker buffers answers, so a finished chunk can die unanswered with it: only
+        // a chunk that was the worker's one unanswered chunk is surely the culprit. When
+        // it held several, each is sent again alone until the culprit shows itself.
+        let alone = lost.len() == 1;
         let mut failed = Vec::new();
-        for id in lost {
+        for (_, id) in lost {
             let mut chunk = state.in_flight.remove(&id).expect("listed above").chunk;
-            chunk.attempts += 1;
+            if alone {
+                chunk.attempts += 1;
+            } else {
+                chunk.suspect = true;
+            }
             if chunk.attempts > self.settings.max_retries || stopping {
                 let error =
                     PoolError::WorkerDied { rows: row_range(&chunk), attempts: chunk.attempts, death: death.clone() };
@@ -483,18 +530,19 @@ impl Shared {
             }
         }
         state.slots[index].in_flight = 0;
+        state.slots[index].isolated = false;
         // The survivors take the chunks back at once, while the replacement starts.
         dispatch(&mut state, self.settings.chunks_in_flight);
-        let respawn = self.settings.respawn && !stopping;
-        if respawn {
-            state.slots[index].stats.restarts += 1;
+        if self.settings.respawn && !stopping {
+            // The watchdog starts the replacement (see `spawn_worker` for why it, and
+            // not this short-lived thread).
+            let slot = &mut state.slots[index];
+            slot.state = SlotState::Waiting;
+            slot.stats.restarts += 1;
         }
         drop(state);
         for (delivery, outcome) in failed {
             self.deliver(delivery, outcome);
-        }
-        if respawn && let Err(error) = self.spawn_worker(index) {
-            self.break_pool(format!("cannot replace worker {index}: {error}"));
         }
         self.changed.notify_all();
     }
@@ -572,7 +620,9 @@ impl Shared {
         let abandoned: Vec<TaskId> = state.in_flight.keys().filter(|id| id.job == job).copied().collect();
         for id in abandoned {
             if let Some(flight) = state.in_flight.remove(&id) {
-                state.slots[flight.worker].in_flight -= 1;
+                let slot = &mut state.slots[flight.worker];
+                slot.in_flight -= 1;
+                slot.isolated &= slot.in_flight > 0;
             }
         }
         dispatch(&mut state, self.settings.chunks_in_flight);
@@ -682,7 +732,13 @@ impl Shared {
 
     /// Process ids of the live workers.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.lock().slots.iter().filter(|slot| slot.state != SlotState::Gone).map(|slot| slot.pid).collect()
+        let state = self.lock();
+        state
+            .slots
+            .iter()
+            .filter(|slot| matches!(slot.state, SlotState::Starting | SlotState::Ready))
+            .map(|slot| slot.pid)
+            .collect()
     }
 }
 
@@ -715,15 +771,16 @@ impl InFlightMap for HashMap<TaskId, InFlight> {
     }
 }
 
-/// Hands queued chunks to ready workers with room, least loaded first.
+/// Hands queued chunks to ready workers with room, least loaded first. A suspect chunk
+/// waits for a worker that holds nothing, and keeps it to itself.
 fn dispatch(state: &mut State, window: usize) {
-    while !state.queue.is_empty() {
+    while let Some(suspect) = state.queue.front().map(|chunk| chunk.suspect) {
         let Some((index, _)) = state
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, slot)| slot.state == SlotState::Ready && slot.outbox.is_some())
-            .filter(|(_, slot)| slot.in_flight < window)
+            .filter(|(_, slot)| slot.state == SlotState::Ready && slot.outbox.is_some() && !slot.isolated)
+            .filter(|(_, slot)| if suspect { slot.in_flight == 0 } else { slot.in_flight < window })
             // Ties go to the worker that has done least, so one-at-a-time calls such as
             // `apply` spread over every worker instead of keeping the first one busy.
             .min_by_key(|(_, slot)| (slot.in_flight, slot.stats.chunks))
@@ -743,7 +800,10 @@ fn dispatch(state: &mut State, window: usize) {
             slot.last_progress = Instant::now();
         }
         slot.in_flight += 1;
-        state.in_flight.insert(chunk.id, InFlight { chunk, worker: index });
+        slot.isolated = suspect;
+        state.dispatched += 1;
+        let order = state.dispatched;
+        state.in_flight.insert(chunk.id, InFlight { chunk, worker: index, order });
     }
 }
 

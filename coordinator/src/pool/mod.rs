@@ -167,9 +167,6 @@ impl PoolBuilder {
         let callback_thread = shared.start_callback_thread();
         // From here on, a failed start drops `pool`, which stops whatever did start.
         let pool = Pool { shared, threads: vec![acceptor, watchdog, callback_thread] };
-        for index in 0..workers {
-            pool.shared.spawn_worker(index)?;
-        }
         pool.shared.wait_until_ready()?;
         Ok(pool)
     }
@@ -440,7 +437,7 @@ fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
     let rows = range.len();
     let mut payload = Vec::new();
     encode_payload(task, &items.chunk(range), &mut payload).map_err(|e| PoolError::Protocol(e.to_string()))?;
-    Ok(Chunk { id, rows, frame: Arc::new(task_frame(id, T::NAME, payload)?), attempts: 0 })
+    Ok(Chunk { id, rows, frame: Arc::new(task_frame(id, T::NAME, payload)?), attempts: 0, suspect: false })
 }
 
 fn outputs_of<T: Task>(outcome: Outcome) -> Result<Vec<T::Output>, PoolError> {
