@@ -25,6 +25,23 @@ pub const PARENT_ENV: &str = "COREPOOL_PARENT_PID";
 /// Test-only knob, `INDEX:MILLIS`: the worker of that index sleeps that long before each
 /// chunk, so that tests can load workers unevenly on purpose.
 pub const SLOW_WORKER_ENV: &str = "COREPOOL_TEST_SLOW_WORKER";
+/// Test-only knob, `MILLIS`: every worker sleeps that long before it connects, so that
+/// tests can kill a worker before its handshake.
+pub const SLOW_START_ENV: &str = "COREPOOL_TEST_SLOW_START";
+/// Test-only knob, `abort@ROW`, `exit@ROW` or `hang@ROW`: a worker handed the chunk whose
+/// first item is ROW aborts (SIGABRT), exits with code 9, or stops answering.
+pub const FAULT_ENV: &str = "COREPOOL_TEST_FAULT";
+
+/// A fault the test-only knob [`FAULT_ENV`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `std::process::abort()`.
+    Abort,
+    /// `std::process::exit(9)`.
+    Exit,
+    /// Sleep for ever.
+    Hang,
+}
 
 /// How a worker was told to run, read from its environment and standard input.
 #[derive(Debug)]
@@ -39,6 +56,10 @@ pub struct WorkerConfig {
     pub secret: Secret,
     /// Delay before each chunk (the test-only knob).
     pub delay: Duration,
+    /// Delay before connecting (the test-only knob).
+    pub start_delay: Duration,
+    /// A fault to commit on the chunk starting at a given row (the test-only knob).
+    pub fault: Option<(Fault, u64)>,
 }
 
 /// Why a worker stopped other than by being told to.
@@ -107,7 +128,22 @@ impl WorkerConfig {
                 (slow_index.parse::<u32>().ok()? == index).then_some(Duration::from_millis(millis.parse().ok()?))
             })
             .unwrap_or_default();
-        Ok(Self { endpoint: endpoint.into(), index, parent, secret, delay })
+        let start_delay = std::env::var(SLOW_START_ENV)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        let fault = std::env::var(FAULT_ENV).ok().and_then(|text| {
+            let (kind, row) = text.split_once('@')?;
+            let kind = match kind {
+                "abort" => Fault::Abort,
+                "exit" => Fault::Exit,
+                "hang" => Fault::Hang,
+                _ => return None,
+            };
+            Some((kind, row.parse().ok()?))
+        });
+        Ok(Self { endpoint: endpoint.into(), index, parent, secret, delay, start_delay, fault })
     }
 }
 
@@ -119,6 +155,9 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
         return Err(WorkerError::Config("the coordinator exited before this worker started".into()));
     }
     crate::panics::record_panic_locations();
+    if !config.start_delay.is_zero() {
+        std::thread::sleep(config.start_delay);
+    }
 
     let link = Link::connect(&config.endpoint)
         .map_err(|source| WorkerError::Connect { path: config.endpoint.clone(), source })?;
@@ -146,6 +185,14 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
             ToWorker::Task { id, task, payload } => {
                 if !config.delay.is_zero() {
                     std::thread::sleep(config.delay);
+                }
+                match config.fault {
+                    Some((Fault::Abort, row)) if row == id.first_row => std::process::abort(),
+                    Some((Fault::Exit, row)) if row == id.first_row => std::process::exit(9),
+                    Some((Fault::Hang, row)) if row == id.first_row => loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    },
+                    _ => {}
                 }
                 let message = match registry.run(&task, &payload) {
                     Ok(payload) => ToCoordinator::Done { id, payload },

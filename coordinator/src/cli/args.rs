@@ -278,6 +278,9 @@ impl CountArgs {
                 bail!("--output {}: is a folder", output.display());
             }
         }
+        if self.max_retries == 0 {
+            bail!("--max-retries must be at least 1");
+        }
         let task_timeout = match self.task_timeout {
             None => None,
             Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => {

@@ -520,7 +520,7 @@ impl Shared {
             } else {
                 chunk.suspect = true;
             }
-            if chunk.attempts > self.settings.max_retries || stopping {
+            if chunk.attempts >= self.settings.max_retries || stopping {
                 let error =
                     PoolError::WorkerDied { rows: row_range(&chunk), attempts: chunk.attempts, death: death.clone() };
                 failed.push((state.take_delivery(id.job), Outcome { id, rows: chunk.rows, result: Err(error) }));

@@ -99,9 +99,10 @@ impl PoolBuilder {
         self
     }
 
-    /// How many times a chunk may take down a worker before it fails (default 3).
+    /// How many workers a chunk may take down before it fails (default 3; at least 1).
+    /// Until then, each chunk a dead worker held is sent again.
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
+        self.max_retries = retries.max(1);
         self
     }
 
