@@ -15,7 +15,8 @@ const MAX_QUOTED_CHARS: usize = 40;
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The file itself could not be read; the cause is kept for callers that inspect it.
-    #[error("{}: cannot read: {source}", path.display())]
+    // The cause is left to the error chain, which callers print after a colon.
+    #[error("{}: cannot read", path.display())]
     Read {
         /// The path as given.
         path: PathBuf,
@@ -63,7 +64,7 @@ pub enum InputError {
         cell: String,
     },
     /// A row whose length differs from the first row's, so the data is not a matrix.
-    #[error("{file}:{line}: row has {values} values, but line {first_line} has {expected}")]
+    #[error("{file}:{line}: row has {values} value{}, but line {first_line} has {expected}", if *values == 1 { "" } else { "s" })]
     Ragged {
         /// The input's name, as given to `parse_matrix`.
         file: String,
@@ -400,7 +401,7 @@ mod tests {
         assert_eq!(error("\n1,2,3\n4,5\n"), "in.csv:3: row has 2 values, but line 2 has 3");
         assert_eq!(error("1 2\n3 4\n\n5 6 7\n"), "in.csv:4: row has 3 values, but line 1 has 2");
         // A CSV file's row without a comma is a one-value row.
-        assert_eq!(error("1,2\n3\n"), "in.csv:2: row has 1 values, but line 1 has 2");
+        assert_eq!(error("1,2\n3\n"), "in.csv:2: row has 1 value, but line 1 has 2");
     }
 
     #[test]
@@ -420,7 +421,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing.csv");
         let err = read_matrix(&path).unwrap_err();
-        assert!(err.to_string().starts_with(&format!("{}: cannot read: ", path.display())), "{err}");
+        assert_eq!(err.to_string(), format!("{}: cannot read", path.display()));
         assert!(!err.to_string().contains('\n'));
         let source = std::error::Error::source(&err).expect("io error kept as source");
         let source = source.downcast_ref::<std::io::Error>().expect("an io::Error");

@@ -212,3 +212,49 @@ fn index_out_of_range_is_an_error_not_a_panic() {
     let error = pool.apply(&SquarePlus { offset: 0 }, &[1i64, 2][..], 2).unwrap_err();
     assert!(matches!(error, PoolError::IndexOutOfRange { index: 2, len: 2 }));
 }
+
+#[test]
+fn workers_killed_during_shutdown_do_not_hang_join() {
+    let items: Vec<i64> = (0..100).collect();
+    let mut pool = pool(3);
+    assert_eq!(pool.map(&SquarePlus { offset: 0 }, &items, None).unwrap(), squares(&items, 0));
+    let pids = pool.worker_pids();
+    pool.close();
+    for &pid in &pids {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let started = std::time::Instant::now();
+    pool.join();
+    assert!(started.elapsed() < Duration::from_secs(5), "join took {:?}", started.elapsed());
+    assert!(pids.iter().all(|&pid| !alive(pid)));
+    assert!(pool.worker_pids().is_empty(), "replacements started meanwhile are stopped too");
+}
+
+#[test]
+fn panics_and_exits_in_a_task_reach_the_caller_through_every_method() {
+    let items: Vec<i64> = (0..30).collect();
+    let pool =
+        Pool::builder().workers(2).worker_program(env!("CARGO_BIN_EXE_test-worker")).max_retries(2).build().unwrap();
+    for (how, expect_panic) in [(Failure::Panic, true), (Failure::Exit, false)] {
+        let task = FailOn { bad: 17, how };
+        let check = |method: &str, error: PoolError| match (&error, expect_panic) {
+            (PoolError::Task { failure, .. }, true) => assert_eq!(failure.kind, FailureKind::Panic, "{method}"),
+            (PoolError::WorkerDied { death, .. }, false) => {
+                assert!(death.contains("exited with code 7"), "{method}: {death}")
+            }
+            _ => panic!("{method}: unexpected {error}"),
+        };
+        check("map", pool.map(&task, &items, Some(5)).unwrap_err());
+        check("imap", pool.imap(&task, &items, Some(5)).unwrap().find_map(Result::err).unwrap());
+        check("imap_unordered", pool.imap_unordered(&task, &items, Some(5)).unwrap().find_map(Result::err).unwrap());
+        check("apply", pool.apply(&task, &items, 17).unwrap_err());
+        let handle = pool.apply_async(&task, &items, 17, Callbacks::none()).unwrap();
+        check("apply_async", handle.get(Some(Duration::from_secs(60))).unwrap_err());
+        let handle = pool.map_async(task.clone(), items.clone(), Some(5), Callbacks::none()).unwrap();
+        check("map_async", handle.get(Some(Duration::from_secs(60))).unwrap_err());
+        // Items before the bad one still come back from the ordered stream.
+        let good: Vec<i64> = pool.imap(&task, &items, Some(5)).unwrap().map_while(Result::ok).collect();
+        assert_eq!(good, (0..15).collect::<Vec<_>>());
+    }
+}

@@ -88,7 +88,7 @@ pub struct CountArgs {
     pub verify: bool,
     /// Kill a worker that holds a chunk this long without answering, and send its chunks
     /// again [default: no limit].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub task_timeout: Option<f64>,
     /// How many workers a chunk may take down before the run fails.
     #[arg(long, value_name = "N", default_value_t = 3)]
