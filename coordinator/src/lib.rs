@@ -38,5 +38,6 @@ pub mod pool;
 pub use items::{Items, WithBounds};
 pub use matrix::Matrix;
 pub use pool::{
-    AsyncResult, Callbacks, IMap, IMapUnordered, Pool, PoolBuilder, PoolError, WorkerStats, default_chunk_size,
+    AsyncResult, Balance, Callbacks, CodecTime, IMap, IMapUnordered, Monitor, Pool, PoolBuilder, PoolError,
+    PoolObserver, WorkerState, WorkerStats, default_chunk_size,
 };

@@ -30,6 +30,8 @@ use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
 use super::{PoolError, WorkerStats};
 
+mod observe;
+
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -86,6 +88,7 @@ struct Slot {
     outbox: Option<Sender<Arc<Vec<u8>>>>,
     in_flight: usize,
     stats: WorkerStats,
+    watch: observe::SlotWatch,
 }
 
 pub(crate) struct State {
@@ -111,6 +114,8 @@ pub(crate) struct Shared {
     secret: Secret,
     endpoint: PathBuf,
     callbacks: Mutex<Option<Sender<Job>>>,
+    /// Encode and decode time, for reports.
+    pub meters: observe::Meters,
 }
 
 fn frame_of(message: &ToWorker) -> Vec<u8> {
@@ -149,6 +154,7 @@ impl Shared {
                 outbox: None,
                 in_flight: 0,
                 stats: WorkerStats::default(),
+                watch: observe::SlotWatch::default(),
             })
             .collect();
         let shared = Arc::new(Self {
@@ -168,6 +174,7 @@ impl Shared {
             secret,
             endpoint,
             callbacks: Mutex::new(None),
+            meters: observe::Meters::default(),
         });
         Ok((shared, listener))
     }
@@ -333,6 +340,7 @@ impl Shared {
         let Some(flight) = state.in_flight.remove_if_held_by(&id, index) else { return };
         let slot = &mut state.slots[index];
         slot.in_flight -= 1;
+        slot.note_load();
         slot.stats.chunks += 1;
         slot.stats.rows += flight.chunk.rows as u64;
         let rows = flight.chunk.rows;
@@ -356,6 +364,7 @@ impl Shared {
         let stopping = state.stopping;
         drop(state);
 
+        self.retire_usage(index, child.as_ref().map(Child::id));
         let death = child.map(reap).map_or_else(|| reason.to_owned(), |status| format!("{reason}, {status}"));
         let mut state = self.lock();
         let lost: Vec<TaskId> =
@@ -374,6 +383,7 @@ impl Shared {
             }
         }
         state.slots[index].in_flight = 0;
+        state.slots[index].note_load();
         // The survivors take the chunks back at once, while the replacement starts.
         dispatch(&mut state, self.settings.chunks_in_flight);
         let respawn = self.settings.respawn && !stopping;
@@ -461,6 +471,7 @@ impl Shared {
         for id in abandoned {
             if let Some(flight) = state.in_flight.remove(&id) {
                 state.slots[flight.worker].in_flight -= 1;
+                state.slots[flight.worker].note_load();
             }
         }
         dispatch(&mut state, self.settings.chunks_in_flight);
@@ -621,6 +632,7 @@ fn dispatch(state: &mut State, window: usize) {
             continue;
         }
         slot.in_flight += 1;
+        slot.note_load();
         state.in_flight.insert(chunk.id, InFlight { chunk, worker: index });
     }
 }
