@@ -7,6 +7,7 @@
 //! `sysinfo`) with the lock released, so the pool does not wait on it.
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     io::{IsTerminal, Write},
     sync::mpsc::{self, RecvTimeoutError, Sender},
@@ -97,15 +98,16 @@ struct View {
     style: Style,
     system: System,
     started: Instant,
-    /// Processes sampled before, whose CPU % is therefore known.
-    seen: Vec<u32>,
+    /// Each process's CPU time (ms) when last sampled, and when: CPU % is the difference
+    /// over the wall time between two samples.
+    last_cpu: HashMap<u32, (u64, Instant)>,
     /// Lines on screen, to move back over (redraw style).
     drawn: usize,
 }
 
 impl View {
     fn new(style: Style) -> Self {
-        Self { style, system: System::new(), started: Instant::now(), seen: Vec::new(), drawn: 0 }
+        Self { style, system: System::new(), started: Instant::now(), last_cpu: HashMap::new(), drawn: 0 }
     }
 
     fn refresh(&mut self, observer: &PoolObserver) {
@@ -137,11 +139,18 @@ impl View {
             true,
             ProcessRefreshKind::nothing().with_cpu().with_memory(),
         );
-        let seen = std::mem::take(&mut self.seen);
+        let now = Instant::now();
+        let last_cpu = std::mem::take(&mut self.last_cpu);
         let mut usage = |pid: u32| {
             let process = self.system.process(Pid::from_u32(pid))?;
-            let cpu = seen.contains(&pid).then(|| process.cpu_usage());
-            self.seen.push(pid);
+            // sysinfo's own CPU % stays 0 for a process whose first sample had no CPU time
+            // yet (a worker just started), so it is worked out here from the totals.
+            let cpu_ms = process.accumulated_cpu_time();
+            let cpu = last_cpu.get(&pid).and_then(|&(before, then)| {
+                let wall = now.duration_since(then).as_secs_f64();
+                (wall > 0.0).then(|| cpu_ms.saturating_sub(before) as f32 / (wall as f32 * 10.0))
+            });
+            self.last_cpu.insert(pid, (cpu_ms, now));
             Some((cpu, process.memory()))
         };
         let (cpu, rss) = usage(me).map_or((None, None), |(cpu, rss)| (cpu, Some(rss)));

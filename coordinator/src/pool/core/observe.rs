@@ -44,6 +44,8 @@ impl Slot {
     fn worker_state(&self, stopping: bool) -> WorkerState {
         match self.state {
             _ if stopping => WorkerState::Stopped,
+            // Slots are Gone until their first worker is spawned.
+            SlotState::Gone if self.generation == 0 => WorkerState::Starting,
             SlotState::Starting if self.stats.restarts == 0 => WorkerState::Starting,
             SlotState::Starting | SlotState::Gone => WorkerState::Restarting,
             SlotState::Ready if self.in_flight > 0 => WorkerState::Busy,
