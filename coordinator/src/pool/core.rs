@@ -84,11 +84,12 @@ struct Slot {
     state: SlotState,
     generation: u64,
     child: Option<Child>,
+    /// Busy clock and kernel usage, for observers.
+    watch: observe::SlotWatch,
     pid: u32,
     outbox: Option<Sender<Arc<Vec<u8>>>>,
     in_flight: usize,
     stats: WorkerStats,
-    watch: observe::SlotWatch,
 }
 
 pub(crate) struct State {
@@ -116,6 +117,8 @@ pub(crate) struct Shared {
     callbacks: Mutex<Option<Sender<Job>>>,
     /// Encode and decode time, for reports.
     pub meters: observe::Meters,
+    /// The live monitor, if the pool shows one; the pool stops it first when it stops.
+    pub monitor: Mutex<Option<super::Monitor>>,
 }
 
 fn frame_of(message: &ToWorker) -> Vec<u8> {
@@ -150,11 +153,11 @@ impl Shared {
                 state: SlotState::Gone,
                 generation: 0,
                 child: None,
+                watch: observe::SlotWatch::default(),
                 pid: 0,
                 outbox: None,
                 in_flight: 0,
                 stats: WorkerStats::default(),
-                watch: observe::SlotWatch::default(),
             })
             .collect();
         let shared = Arc::new(Self {
@@ -175,6 +178,7 @@ impl Shared {
             endpoint,
             callbacks: Mutex::new(None),
             meters: observe::Meters::default(),
+            monitor: Mutex::new(None),
         });
         Ok((shared, listener))
     }
@@ -340,9 +344,9 @@ impl Shared {
         let Some(flight) = state.in_flight.remove_if_held_by(&id, index) else { return };
         let slot = &mut state.slots[index];
         slot.in_flight -= 1;
-        slot.note_load();
         slot.stats.chunks += 1;
         slot.stats.rows += flight.chunk.rows as u64;
+        slot.note_load();
         let rows = flight.chunk.rows;
         let result = result.map_err(|failure| PoolError::Task { rows: row_range(&flight.chunk), failure });
         let delivery = state.take_delivery(id.job);
@@ -363,8 +367,8 @@ impl Shared {
         let child = slot.child.take();
         let stopping = state.stopping;
         drop(state);
-
         self.retire_usage(index, child.as_ref().map(Child::id));
+
         let death = child.map(reap).map_or_else(|| reason.to_owned(), |status| format!("{reason}, {status}"));
         let mut state = self.lock();
         let lost: Vec<TaskId> =
@@ -383,7 +387,6 @@ impl Shared {
             }
         }
         state.slots[index].in_flight = 0;
-        state.slots[index].note_load();
         // The survivors take the chunks back at once, while the replacement starts.
         dispatch(&mut state, self.settings.chunks_in_flight);
         let respawn = self.settings.respawn && !stopping;
@@ -471,9 +474,9 @@ impl Shared {
         for id in abandoned {
             if let Some(flight) = state.in_flight.remove(&id) {
                 state.slots[flight.worker].in_flight -= 1;
-                state.slots[flight.worker].note_load();
             }
         }
+        state.slots.iter_mut().for_each(|slot| slot.note_load());
         dispatch(&mut state, self.settings.chunks_in_flight);
         drop(state);
         self.changed.notify_all();
@@ -624,6 +627,7 @@ fn dispatch(state: &mut State, window: usize) {
         };
         let chunk = state.queue.pop_front().expect("queue is not empty");
         let slot = &mut state.slots[index];
+        slot.note_dispatch();
         let sent = slot.outbox.as_ref().expect("ready slots have an outbox").send(Arc::clone(&chunk.frame));
         if sent.is_err() {
             // The writer is gone; the reader will report the loss. Keep the chunk.
@@ -632,7 +636,6 @@ fn dispatch(state: &mut State, window: usize) {
             continue;
         }
         slot.in_flight += 1;
-        slot.note_load();
         state.in_flight.insert(chunk.id, InFlight { chunk, worker: index });
     }
 }

@@ -63,24 +63,24 @@ pub fn default_chunk_size(items: usize, workers: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct PoolBuilder {
     workers: usize,
+    monitor: Option<Duration>,
     program: Option<PathBuf>,
     env: Vec<(String, String)>,
     max_retries: u32,
     chunks_in_flight: usize,
     start_timeout: Duration,
-    monitor: Option<Duration>,
 }
 
 impl Default for PoolBuilder {
     fn default() -> Self {
         Self {
             workers: 0,
+            monitor: None,
             program: None,
             env: Vec::new(),
             max_retries: 3,
             chunks_in_flight: 2,
             start_timeout: Duration::from_secs(10),
-            monitor: None,
         }
     }
 }
@@ -89,6 +89,18 @@ impl PoolBuilder {
     /// How many worker processes to run; 0 (the default) means one per logical CPU.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// Shows a live [`Monitor`] of the pool's processes on standard error while the pool
+    /// runs, refreshed about twice a second (default off).
+    pub fn monitor(self, on: bool) -> Self {
+        self.monitor_every(on.then_some(DEFAULT_MONITOR_INTERVAL))
+    }
+
+    /// Like [`monitor`](Self::monitor), refreshed every `interval` (`None`: no monitor).
+    pub fn monitor_every(mut self, interval: Option<Duration>) -> Self {
+        self.monitor = interval;
         self
     }
 
@@ -132,18 +144,6 @@ impl PoolBuilder {
         self
     }
 
-    /// Shows a live [`Monitor`] of the pool's processes on standard error while the pool
-    /// runs, refreshed about twice a second (default off).
-    pub fn monitor(self, on: bool) -> Self {
-        self.monitor_every(on.then_some(DEFAULT_MONITOR_INTERVAL))
-    }
-
-    /// Like [`monitor`](Self::monitor), refreshed every `interval` (`None`: no monitor).
-    pub fn monitor_every(mut self, interval: Option<Duration>) -> Self {
-        self.monitor = interval;
-        self
-    }
-
     /// Starts the workers and waits until every one has joined.
     pub fn build(self) -> Result<Pool, PoolError> {
         let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
@@ -174,12 +174,13 @@ impl PoolBuilder {
             })
             .map_err(PoolError::Socket)?;
         let callback_thread = shared.start_callback_thread();
-        // From here on, a failed start drops `pool`, which stops whatever did start.
-        let mut pool =
-            Pool { shared, socket_dir: Some(socket_dir), threads: vec![acceptor, callback_thread], monitor: None };
         if let Some(interval) = self.monitor {
-            pool.monitor = Some(Monitor::start(pool.observer(), interval).map_err(PoolError::Socket)?);
+            // Started before the workers, so that it shows them starting.
+            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&shared) }, interval);
+            *shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.expect("cannot start a thread"));
         }
+        // From here on, a failed start drops `pool`, which stops whatever did start.
+        let pool = Pool { shared, socket_dir: Some(socket_dir), threads: vec![acceptor, callback_thread] };
         for index in 0..workers {
             pool.shared.spawn_worker(index)?;
         }
@@ -225,7 +226,6 @@ pub struct Pool {
     shared: Arc<Shared>,
     socket_dir: Option<tempfile::TempDir>,
     threads: Vec<JoinHandle<()>>,
-    monitor: Option<Monitor>,
 }
 
 impl Pool {
@@ -421,7 +421,8 @@ impl Pool {
     }
 
     fn shutdown(&mut self, graceful: bool) {
-        if let Some(monitor) = self.monitor.take() {
+        let monitor = self.shared.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(monitor) = monitor {
             monitor.stop();
         }
         // The last chance to read the workers' CPU times: they exit next.

@@ -29,27 +29,33 @@ pub(crate) struct SlotWatch {
 }
 
 impl Slot {
-    /// Starts or stops the busy clock when the worker's load goes between none and some.
+    /// Starts the busy clock, if it is not running, as the worker is handed a chunk.
+    pub(super) fn note_dispatch(&mut self) {
+        self.watch.busy_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Stops the busy clock once the worker holds no chunk.
     pub(super) fn note_load(&mut self) {
-        match (self.in_flight > 0, self.watch.busy_since) {
-            (true, None) => self.watch.busy_since = Some(Instant::now()),
-            (false, Some(since)) => {
-                self.watch.busy += since.elapsed();
-                self.watch.busy_since = None;
-            }
-            _ => {}
+        if self.in_flight == 0 {
+            self.stop_busy_clock();
+        }
+    }
+
+    fn stop_busy_clock(&mut self) {
+        if let Some(since) = self.watch.busy_since.take() {
+            self.watch.busy += since.elapsed();
         }
     }
 
     fn worker_state(&self, stopping: bool) -> WorkerState {
         match self.state {
             _ if stopping => WorkerState::Stopped,
-            // Slots are Gone until their first worker is spawned.
-            SlotState::Gone if self.generation == 0 => WorkerState::Starting,
-            SlotState::Starting if self.stats.restarts == 0 => WorkerState::Starting,
-            SlotState::Starting | SlotState::Gone => WorkerState::Restarting,
             SlotState::Ready if self.in_flight > 0 => WorkerState::Busy,
             SlotState::Ready => WorkerState::Idle,
+            // Not joined: before the slot's first worker has joined, that is starting;
+            // after, the slot is between a worker that died and its replacement.
+            _ if self.stats.restarts == 0 => WorkerState::Starting,
+            _ => WorkerState::Restarting,
         }
     }
 }
@@ -148,7 +154,11 @@ impl Shared {
     pub fn retire_usage(&self, index: usize, pid: Option<u32>) {
         let reading = pid.and_then(process_usage).unwrap_or_default();
         let mut state = self.lock();
-        let watch = &mut state.slots[index].watch;
+        let slot = &mut state.slots[index];
+        // A dead worker holds nothing any more, whatever the books say until they are
+        // settled.
+        slot.stop_busy_clock();
+        let watch = &mut slot.watch;
         watch.past = watch.past.then(watch.last.latest(reading));
         watch.last = ProcessUsage::default();
     }
