@@ -256,9 +256,12 @@ fn report_file_with_repeat_gives_each_repetition() {
 #[test]
 fn workers_are_named_in_proc() {
     let mut running = Running::start(&["count", "--rows", "100000", "--workers", "2", "--repeat", "100000", "--quiet"]);
+    let workers = wait_for_workers(&mut running, 2);
+    // Read once it has workers: before its exec, the child still bears the test thread's name.
     let coordinator = std::fs::read_to_string(format!("/proc/{}/comm", running.pid())).unwrap();
     assert_eq!(coordinator.trim_end(), "corepool");
-    let workers = wait_for_workers(&mut running, 2);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", running.pid())).unwrap();
+    assert!(cmdline.split(|&b| b == 0).next().unwrap().ends_with(b"corepool"), "{cmdline:?}");
     let mut indices = BTreeSet::new();
     for (pid, _) in workers {
         // The name is set by the worker itself right after it starts: give it a moment.
