@@ -83,9 +83,6 @@ pub struct CountArgs {
     /// apply-async only).
     #[arg(long, value_enum, default_value_t = Order::Row, requires = "output")]
     pub order: Order,
-    /// Also count serially and fail unless every row agrees.
-    #[arg(long)]
-    pub verify: bool,
     /// Run the same job N times in the same pool (the workers stay up), so that the load
     /// lasts long enough to watch in `top`; every repetition must give the same counts.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -107,22 +104,9 @@ pub struct CountArgs {
     /// implies --report json.
     #[arg(long, value_name = "FILE")]
     pub report_file: Option<PathBuf>,
-}
-
-/// Formats of `--report`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// One JSON document.
-    Json,
-}
-
-/// Where the report goes, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReportTarget {
-    /// Standard output; the human text moves to standard error.
-    Stdout,
-    /// A file, written atomically.
-    File(PathBuf),
+    /// Also count serially and fail unless every row agrees.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Arguments of `corepool demo`.
@@ -200,6 +184,22 @@ pub enum Order {
     Row,
     /// `row,count` lines in the order results arrived.
     Arrival,
+}
+
+/// Formats of `--report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One JSON document.
+    Json,
+}
+
+/// Where the report goes, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// Standard output; the human text moves to standard error.
+    Stdout,
+    /// A file, written atomically.
+    File(PathBuf),
 }
 
 /// Where the matrix comes from, checked.
@@ -286,9 +286,6 @@ impl CountArgs {
                 self.mode.name()
             );
         }
-        if let Some(output) = &self.output {
-            check_output_path("--output", output)?;
-        }
         if self.repeat == 0 {
             bail!("--repeat must be at least 1");
         }
@@ -306,6 +303,17 @@ impl CountArgs {
             (Some(ReportFormat::Json), None) => Some(ReportTarget::Stdout),
             (None, None) => None,
         };
+        if let Some(output) = &self.output {
+            let dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let meta = std::fs::metadata(dir)
+                .with_context(|| format!("--output {}: folder {} is not there", output.display(), dir.display()))?;
+            if !meta.is_dir() {
+                bail!("--output {}: {} is not a folder", output.display(), dir.display());
+            }
+            if output.is_dir() {
+                bail!("--output {}: is a folder", output.display());
+            }
+        }
         Ok(CountSettings {
             source: self.matrix.check()?,
             min: self.min,

@@ -9,10 +9,8 @@ use anyhow::{Context, anyhow, bail};
 use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats, default_chunk_size};
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
-use super::{
-    args::{MatrixSource, Mode},
-    progress::Progress,
-};
+use super::args::{MatrixSource, Mode};
+use super::progress::Progress;
 
 /// The counts of one run, and how long its parts took.
 #[derive(Debug)]
