@@ -97,7 +97,8 @@ pub struct CountArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Write a report for scripts: one JSON document (schema in docs/report-schema.md) to
-    /// standard output, or to --report-file. The human text then goes to standard error.
+    /// standard output, which then holds nothing else (the human text moves to standard
+    /// error), or to --report-file.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub report: Option<ReportFormat>,
     /// Write the report to FILE instead of standard output (written whole or not at all);
