@@ -83,6 +83,28 @@ pub struct CountArgs {
     /// apply-async only).
     #[arg(long, value_enum, default_value_t = Order::Row, requires = "output")]
     pub order: Order,
+    /// Run the same job N times in the same pool (the workers stay up), so that the load
+    /// lasts long enough to watch in `top`; every repetition must give the same counts.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: u32,
+    /// Show a live view of the coordinator and every worker on standard error: PID, state,
+    /// CPU %, resident memory, chunks and rows done (redrawn in place on a terminal,
+    /// plain lines otherwise).
+    #[arg(long, conflicts_with = "quiet")]
+    pub monitor: bool,
+    /// Nothing on standard error but errors: no progress bar, no monitor, and no human
+    /// summary when the JSON report takes standard output.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write a report for scripts: one JSON document (schema in docs/report-schema.md) to
+    /// standard output, which then holds nothing else (the human text moves to standard
+    /// error), or to --report-file.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub report: Option<ReportFormat>,
+    /// Write the report to FILE instead of standard output (written whole or not at all);
+    /// implies --report json.
+    #[arg(long, value_name = "FILE")]
+    pub report_file: Option<PathBuf>,
     /// Also count serially and fail unless every row agrees.
     #[arg(long)]
     pub verify: bool,
@@ -172,6 +194,22 @@ pub enum Order {
     Arrival,
 }
 
+/// Formats of `--report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One JSON document.
+    Json,
+}
+
+/// Where the report goes, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// Standard output; the human text moves to standard error.
+    Stdout,
+    /// A file, written atomically.
+    File(PathBuf),
+}
+
 /// Where the matrix comes from, checked.
 #[derive(Debug, Clone)]
 pub enum MatrixSource {
@@ -223,6 +261,14 @@ pub struct CountSettings {
     pub output: Option<PathBuf>,
     pub order: Order,
     pub verify: bool,
+    /// Runs of the job in the same pool, at least 1.
+    pub repeat: u32,
+    /// Show the live monitor (never with `quiet`, never in serial mode).
+    pub monitor: bool,
+    /// Nothing on standard error but errors.
+    pub quiet: bool,
+    /// Where the JSON report goes, if one is asked for.
+    pub report: Option<ReportTarget>,
 }
 
 impl MatrixArgs {
@@ -267,6 +313,23 @@ impl CountArgs {
                 self.mode.name()
             );
         }
+        if self.repeat == 0 {
+            bail!("--repeat must be at least 1");
+        }
+        if self.monitor && self.mode == Mode::Serial {
+            bail!("--monitor watches a pool's workers, and --mode serial starts none");
+        }
+        if let Some(path) = &self.report_file {
+            check_output_path("--report-file", path)?;
+            if self.output.as_ref() == Some(path) {
+                bail!("--report-file and --output are both {}", path.display());
+            }
+        }
+        let report = match (self.report, self.report_file) {
+            (_, Some(path)) => Some(ReportTarget::File(path)),
+            (Some(ReportFormat::Json), None) => Some(ReportTarget::Stdout),
+            (None, None) => None,
+        };
         if let Some(output) = &self.output {
             let dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             let meta = std::fs::metadata(dir)
@@ -303,8 +366,27 @@ impl CountArgs {
             output: self.output,
             order: self.order,
             verify: self.verify,
+            repeat: self.repeat,
+            monitor: self.monitor,
+            quiet: self.quiet,
+            report,
         })
     }
+}
+
+/// Checks that `path` (given with `flag`) can be written: its folder is there, and it is
+/// not itself a folder.
+fn check_output_path(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("{flag} {}: folder {} is not there", path.display(), dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{flag} {}: {} is not a folder", path.display(), dir.display());
+    }
+    if path.is_dir() {
+        bail!("{flag} {}: is a folder", path.display());
+    }
+    Ok(())
 }
 
 impl DemoArgs {

@@ -10,6 +10,7 @@ use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats, defa
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
 use super::args::{MatrixSource, Mode, PoolOptions};
+use super::progress::Progress;
 
 /// The counts of one run, and how long its parts took.
 #[derive(Debug)]
@@ -26,8 +27,45 @@ pub struct Counted {
     pub stop: Duration,
     /// Rows per chunk (1 for per-row modes; 0 for serial).
     pub chunk_size: usize,
-    /// What each worker did.
+    /// What each worker did, over every repetition.
     pub workers: Vec<WorkerStats>,
+    /// Each repetition's times, in order (one for a run without `--repeat`).
+    pub repetitions: Vec<Repetition>,
+}
+
+/// One run of the job, timed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Repetition {
+    /// From submitting the first chunk until the last result was in.
+    pub wall: Duration,
+    /// Of that, the coordinator's time encoding chunks (distribution).
+    pub encode: Duration,
+    /// Of that, the coordinator's time decoding answers (gathering).
+    pub decode: Duration,
+}
+
+impl Repetition {
+    /// The rest of the wall time: the coordinator waiting while the workers compute.
+    pub fn compute(&self) -> Duration {
+        self.wall.saturating_sub(self.encode + self.decode)
+    }
+}
+
+/// How `count_repeated` runs, beyond what to count.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Runs of the job in the same pool.
+    pub repeat: u32,
+    /// Show the pool's live monitor.
+    pub monitor: bool,
+    /// Show a progress bar (if standard error is a terminal and the run lasts).
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { repeat: 1, monitor: false, progress: false }
+    }
 }
 
 impl Counted {
@@ -55,22 +93,52 @@ pub fn count_serially(matrix: &Matrix, min: i64, max: i64) -> Vec<u32> {
 pub fn count_with(
     matrix: &Arc<Matrix>,
     mode: Mode,
-    (min, max): (i64, i64),
-    options: &PoolOptions,
+    bounds: (i64, i64),
+    settings: &PoolOptions,
 ) -> anyhow::Result<Counted> {
-    let (workers, chunk_size) = (options.workers, options.chunk_size);
+    count_repeated(matrix, mode, bounds, settings, RunOptions::default())
+}
+
+/// Counts with `mode` `options.repeat` times in one pool, started and stopped for it;
+/// fails if a repetition disagrees with the first.
+pub fn count_repeated(
+    matrix: &Arc<Matrix>,
+    mode: Mode,
+    (min, max): (i64, i64),
+    settings: &PoolOptions,
+    options: RunOptions,
+) -> anyhow::Result<Counted> {
+    let (workers, chunk_size) = (settings.workers, settings.chunk_size);
+    let zero = Duration::ZERO;
     if mode == Mode::Serial {
-        let started = Instant::now();
-        let counts = count_serially(matrix, min, max);
-        let compute = started.elapsed();
-        let zero = Duration::ZERO;
-        return Ok(Counted { counts, arrival: None, start: zero, compute, stop: zero, chunk_size: 0, workers: vec![] });
+        let mut repetitions = Vec::new();
+        let mut counts = Vec::new();
+        for repetition in 0..options.repeat {
+            let started = Instant::now();
+            let again = count_serially(matrix, min, max);
+            repetitions.push(Repetition { wall: started.elapsed(), ..Repetition::default() });
+            check_repetition(repetition, &counts, &again)?;
+            counts = again;
+        }
+        let compute = repetitions.iter().map(|r| r.wall).sum();
+        let workers = vec![];
+        return Ok(Counted {
+            counts,
+            arrival: None,
+            start: zero,
+            compute,
+            stop: zero,
+            chunk_size: 0,
+            workers,
+            repetitions,
+        });
     }
     let started = Instant::now();
     let mut pool = Pool::builder()
         .workers(workers)
-        .task_timeout(options.task_timeout)
-        .max_retries(options.max_retries)
+        .task_timeout(settings.task_timeout)
+        .max_retries(settings.max_retries)
+        .monitor(options.monitor)
         .self_serving()?
         .build()
         .context("starting the pool")?;
@@ -81,9 +149,53 @@ pub fn count_with(
         Mode::Apply | Mode::ApplyAsync => 1,
         _ => chunk_size.unwrap_or_else(|| default_chunk_size(rows, workers)),
     };
-    let task = CountInRange { min, max };
+    let progress = options.progress.then(|| Progress::start(pool.observer(), rows as u64, options.repeat));
+    let mut repetitions = Vec::new();
+    let (mut counts, mut arrival) = (Vec::new(), None);
+    for repetition in 0..options.repeat {
+        let codec = pool.codec_time();
+        let started = Instant::now();
+        let (again, again_arrival) = count_once(&pool, mode, matrix, (min, max), chunk_size)?;
+        let wall = started.elapsed();
+        let codec = pool.codec_time() - codec;
+        repetitions.push(Repetition { wall, encode: codec.encode, decode: codec.decode });
+        check_repetition(repetition, &counts, &again)?;
+        (counts, arrival) = (again, again_arrival);
+    }
+    drop(progress);
+    let compute = repetitions.iter().map(|r| r.wall).sum();
+    let workers = pool.worker_stats();
     let started = Instant::now();
-    let (counts, arrival) = match mode {
+    pool.close();
+    pool.join();
+    let stop = started.elapsed();
+    Ok(Counted { counts, arrival, start, compute, stop, chunk_size, workers, repetitions })
+}
+
+/// Fails if repetition `repetition` (from 0) gave other counts than the one before.
+fn check_repetition(repetition: u32, before: &[u32], counts: &[u32]) -> anyhow::Result<()> {
+    match first_difference(counts, before) {
+        Some(difference) if repetition > 0 => {
+            bail!("repetition {} disagrees with the one before: {difference}", repetition + 1)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The counts, and the arrival order for arrival-ordered modes, of one run in `pool`.
+type Once = (Vec<u32>, Option<Vec<(usize, u32)>>);
+
+/// Runs the job once in `pool`.
+fn count_once(
+    pool: &Pool,
+    mode: Mode,
+    matrix: &Arc<Matrix>,
+    (min, max): (i64, i64),
+    chunk_size: usize,
+) -> anyhow::Result<Once> {
+    let rows = matrix.rows();
+    let task = CountInRange { min, max };
+    Ok(match mode {
         Mode::Serial => unreachable!("handled above"),
         Mode::Apply => ((0..rows).map(|row| pool.apply(&task, &**matrix, row)).collect::<Result<_, _>>()?, None),
         Mode::Map => (pool.map(&task, &**matrix, Some(chunk_size))?, None),
@@ -98,7 +210,7 @@ pub fn count_with(
             (place_by_row(rows, &arrival)?, Some(arrival))
         }
         Mode::ApplyAsync => {
-            let arrival = apply_async_all(&mut pool, &task, matrix)?;
+            let arrival = apply_async_all(pool, &task, matrix)?;
             (place_by_row(rows, &arrival)?, Some(arrival))
         }
         Mode::MapAsync => {
@@ -108,21 +220,16 @@ pub fn count_with(
             let items = WithBounds { matrix: Arc::clone(matrix), min, max };
             (pool.starmap_async(CountInRangeStar, items, Some(chunk_size), Callbacks::none())?.get(None)?, None)
         }
-    };
-    let compute = started.elapsed();
-    let workers = pool.worker_stats();
-    let started = Instant::now();
-    pool.close();
-    pool.join();
-    let stop = started.elapsed();
-    Ok(Counted { counts, arrival, start, compute, stop, chunk_size, workers })
+    })
 }
 
 /// The tutorial's `apply_async` loop: one task per row, every one submitted before any
-/// result is read; a callback collects `(row, count)` as results arrive.
-fn apply_async_all(pool: &mut Pool, task: &CountInRange, matrix: &Matrix) -> anyhow::Result<Vec<(usize, u32)>> {
+/// result is read; a callback collects `(row, count)` as results arrive. It waits on every
+/// handle rather than closing the pool, so that `--repeat` can run it again.
+fn apply_async_all(pool: &Pool, task: &CountInRange, matrix: &Matrix) -> anyhow::Result<Vec<(usize, u32)>> {
     let arrival = Arc::new(Mutex::new(Vec::with_capacity(matrix.rows())));
     let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let mut handles = Vec::with_capacity(matrix.rows());
     for row in 0..matrix.rows() {
         let arrival = Arc::clone(&arrival);
         let first_error = Arc::clone(&first_error);
@@ -131,10 +238,12 @@ fn apply_async_all(pool: &mut Pool, task: &CountInRange, matrix: &Matrix) -> any
                 first_error.lock().unwrap().get_or_insert_with(|| error.to_string());
             },
         );
-        pool.apply_async(task, matrix, row, callbacks)?;
+        handles.push(pool.apply_async(task, matrix, row, callbacks)?);
     }
-    pool.close();
-    pool.join();
+    // A handle is ready once its callback has run, so after this every row is in.
+    for handle in &handles {
+        handle.wait(None);
+    }
     if let Some(error) = first_error.lock().unwrap().take() {
         bail!(error);
     }

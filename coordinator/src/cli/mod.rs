@@ -3,13 +3,17 @@
 mod args;
 mod count;
 mod output;
+mod progress;
+mod report;
 pub mod signals;
+mod summary;
 
-use std::{sync::Arc, time::Instant};
+use std::{io::Write, sync::Arc, time::Instant};
 
+use anyhow::Context;
 pub use args::Cli;
-use args::{Command, CountSettings, MatrixSource, Mode, Order, PoolOptions};
-use count::{Counted, count_serially, count_with, first_difference, load_matrix};
+use args::{Command, CountSettings, MatrixSource, Mode, Order, PoolOptions, ReportTarget};
+use count::{Counted, RunOptions, count_repeated, count_serially, count_with, first_difference, load_matrix};
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
 /// result disagreed with `--verify`, an output could not be written).
@@ -79,7 +83,13 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     let matrix = Arc::new(load_matrix(&settings.source).map_err(bad_input)?);
     let made = started.elapsed();
     let bounds = (settings.min, settings.max);
-    let run = count_with(&matrix, settings.mode, bounds, &settings.pool).map_err(failed)?;
+    let options = RunOptions {
+        repeat: settings.repeat,
+        monitor: settings.monitor,
+        // The monitor already shows rows done, and two things redrawing one screen fight.
+        progress: !settings.quiet && !settings.monitor,
+    };
+    let run = count_repeated(&matrix, settings.mode, bounds, &settings.pool, options).map_err(failed)?;
     if settings.verify {
         let expected = count_serially(&matrix, settings.min, settings.max);
         if let Some(difference) = first_difference(&run.counts, &expected) {
@@ -98,40 +108,90 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
         };
         written.map_err(failed)?;
     }
-    let (rows, cols) = (matrix.rows(), matrix.cols());
-    println!("{}, read or made in {}", describe(&settings.source, rows, cols), ms(made));
-    println!(
+    let shape = (matrix.rows(), matrix.cols());
+    if let Some(target) = &settings.report {
+        let report = report::Report::new(settings, shape, made, &run);
+        let written = match target {
+            ReportTarget::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                serde_json::to_writer_pretty(&mut stdout, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(stdout))
+                    .context("writing the report to standard output")
+            }
+            ReportTarget::File(path) => output::write_atomically_for("--report-file", path, |out| {
+                serde_json::to_writer_pretty(&mut *out, &report)?;
+                writeln!(out)
+            }),
+        };
+        written.map_err(failed)?;
+    }
+    // Standard output stays pure JSON when it carries the report.
+    let mut human: Box<dyn Write> = match (&settings.report, settings.quiet) {
+        (Some(ReportTarget::Stdout), true) => Box::new(std::io::sink()),
+        (Some(ReportTarget::Stdout), false) => Box::new(std::io::stderr()),
+        _ => Box::new(std::io::stdout()),
+    };
+    write_human(&mut *human, settings, shape, made, &run).context("writing the summary").map_err(failed)
+}
+
+/// The run told for people: the matrix, the mode, the first counts, the times, and what
+/// each worker did.
+fn write_human(
+    out: &mut dyn Write,
+    settings: &CountSettings,
+    (rows, cols): (usize, usize),
+    made: std::time::Duration,
+    run: &Counted,
+) -> std::io::Result<()> {
+    writeln!(out, "{}, read or made in {}", describe(&settings.source, rows, cols), ms(made))?;
+    writeln!(
+        out,
         "mode {}: {} workers, {} rows per chunk; counted values in [{}, {}]",
         settings.mode.name(),
         if settings.mode == Mode::Serial { 0 } else { settings.pool.workers },
         run.chunk_size,
         settings.min,
         settings.max
-    );
-    println!("first 10 counts: {:?}", &run.counts[..rows.min(10)]);
+    )?;
+    writeln!(out, "first 10 counts: {:?}", &run.counts[..rows.min(10)])?;
     let in_range: u64 = run.counts.iter().map(|&c| u64::from(c)).sum();
-    println!("values in range: {in_range} of {}", rows as u64 * cols as u64);
-    println!(
+    writeln!(out, "values in range: {in_range} of {}", rows as u64 * cols as u64)?;
+    writeln!(
+        out,
         "time: {} total (pool start {}, compute {}, pool stop {}){}",
         ms(run.total()),
         ms(run.start),
         ms(run.compute),
         ms(run.stop),
         if settings.verify { "; --verify: every row agrees with serial" } else { "" }
-    );
-    let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
-    let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
-    println!("faults: {restarts} worker restarts, {retried} chunks sent again");
-    for (index, worker) in run.workers.iter().enumerate() {
-        println!(
-            "worker {index} (pid {}): {} rows in {} chunks, {} restarts",
-            worker.pid, worker.rows, worker.chunks, worker.restarts
-        );
+    )?;
+    if settings.mode != Mode::Serial {
+        let encode: std::time::Duration = run.repetitions.iter().map(|r| r.encode).sum();
+        let decode: std::time::Duration = run.repetitions.iter().map(|r| r.decode).sum();
+        writeln!(
+            out,
+            "compute split: distribution (encoding) {}, waiting on workers {}, gathering (decoding) {}",
+            ms(encode),
+            ms(run.compute.saturating_sub(encode + decode)),
+            ms(decode)
+        )?;
+        let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
+        let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
+        writeln!(out, "faults: {restarts} worker restarts, {retried} chunks sent again")?;
     }
+    if run.repetitions.len() > 1 {
+        summary::write_repetitions(out, &run.repetitions)?;
+    }
+    writeln!(out, "checksum: fnv1a64:{:016x}", report::checksum(&run.counts))?;
+    summary::write_workers(out, &run.workers)?;
     if let Some(path) = &settings.output {
-        println!("wrote {}", path.display());
+        writeln!(out, "wrote {}", path.display())?;
     }
-    Ok(())
+    if let Some(ReportTarget::File(path)) = &settings.report {
+        writeln!(out, "wrote report {}", path.display())?;
+    }
+    out.flush()
 }
 
 /// "3.1x faster" or "740x slower": how `time` compares with `reference`.

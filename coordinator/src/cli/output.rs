@@ -10,11 +10,20 @@ use anyhow::Context;
 /// Writes `write`'s lines to `path` through a temporary file in the same folder, renamed
 /// into place only once everything is written, so that a failed run leaves nothing.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+    write_atomically_for("--output", path, write)
+}
+
+/// [`write_atomically`] for the file of another flag than `--output`, named in errors.
+pub fn write_atomically_for(
+    flag: &str,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file = tempfile::Builder::new()
         .prefix(".corepool-output-")
         .tempfile_in(dir)
-        .with_context(|| format!("--output {}: cannot create a file in {}", path.display(), dir.display()))?;
+        .with_context(|| format!("{flag} {}: cannot create a file in {}", path.display(), dir.display()))?;
     super::signals::set_pending_output(Some(file.path().to_path_buf()));
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     write(&mut writer).and_then(|()| writer.flush()).with_context(|| format!("writing {}", path.display()))?;
@@ -23,7 +32,7 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::
     file.as_file().sync_all().with_context(|| format!("writing {}", path.display()))?;
     let persisted = file.persist(path);
     super::signals::set_pending_output(None);
-    persisted.with_context(|| format!("--output {}: cannot put the file in place", path.display()))?;
+    persisted.with_context(|| format!("{flag} {}: cannot put the file in place", path.display()))?;
     Ok(())
 }
 

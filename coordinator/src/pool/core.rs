@@ -30,6 +30,8 @@ use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
 use super::{PoolError, WorkerStats};
 
+mod observe;
+
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -93,6 +95,8 @@ struct Slot {
     state: SlotState,
     generation: u64,
     child: Option<Child>,
+    /// Busy clock and kernel usage, for observers.
+    watch: observe::SlotWatch,
     pid: u32,
     outbox: Option<Sender<Arc<Vec<u8>>>>,
     in_flight: usize,
@@ -137,6 +141,10 @@ pub(crate) struct Shared {
     endpoint: PathBuf,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
     callbacks: Mutex<Option<Sender<Job>>>,
+    /// Encode and decode time, for reports.
+    pub meters: observe::Meters,
+    /// The live monitor, if the pool shows one; the pool stops it first when it stops.
+    pub monitor: Mutex<Option<super::Monitor>>,
 }
 
 /// Every live pool of this process, so that a signal handler can stop them all.
@@ -184,6 +192,7 @@ impl Shared {
                 state: SlotState::Waiting,
                 generation: 0,
                 child: None,
+                watch: observe::SlotWatch::default(),
                 pid: 0,
                 outbox: None,
                 in_flight: 0,
@@ -215,6 +224,8 @@ impl Shared {
             endpoint,
             socket_dir: Mutex::new(Some(socket_dir)),
             callbacks: Mutex::new(None),
+            meters: observe::Meters::default(),
+            monitor: Mutex::new(None),
         });
         let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
         pools.retain(|pool| pool.strong_count() > 0);
@@ -476,6 +487,7 @@ impl Shared {
         slot.last_progress = Instant::now();
         slot.stats.chunks += 1;
         slot.stats.rows += flight.chunk.rows as u64;
+        slot.note_load();
         let rows = flight.chunk.rows;
         let result = result.map_err(|failure| PoolError::Task { rows: row_range(&flight.chunk), failure });
         let delivery = state.take_delivery(id.job);
@@ -497,6 +509,7 @@ impl Shared {
         let reason = slot.kill_reason.take().unwrap_or_else(|| reason.to_owned());
         let stopping = state.stopping;
         drop(state);
+        self.retire_usage(index, child.as_ref().map(Child::id));
 
         let death = child.map(reap).map_or_else(|| reason.clone(), |status| format!("{reason}, {status}"));
         let mut state = self.lock();
@@ -625,6 +638,7 @@ impl Shared {
                 slot.isolated &= slot.in_flight > 0;
             }
         }
+        state.slots.iter_mut().for_each(|slot| slot.note_load());
         dispatch(&mut state, self.settings.chunks_in_flight);
         drop(state);
         self.changed.notify_all();
@@ -789,6 +803,7 @@ fn dispatch(state: &mut State, window: usize) {
         };
         let chunk = state.queue.pop_front().expect("queue is not empty");
         let slot = &mut state.slots[index];
+        slot.note_dispatch();
         let sent = slot.outbox.as_ref().expect("ready slots have an outbox").send(Arc::clone(&chunk.frame));
         if sent.is_err() {
             // The writer is gone; the reader will report the loss. Keep the chunk.

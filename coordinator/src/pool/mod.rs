@@ -2,6 +2,9 @@
 
 mod core;
 mod error;
+mod monitor;
+mod observer;
+mod platform;
 mod results;
 
 use std::{
@@ -17,6 +20,8 @@ use corepool_worker::{Task, decode_outputs, encode_payload};
 
 pub use self::core::terminate_all;
 pub use error::PoolError;
+pub use monitor::{DEFAULT_MONITOR_INTERVAL, Monitor};
+pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 
 use self::core::{Chunk, Outcome, Settings, Shared, Sink, task_frame};
@@ -38,6 +43,16 @@ pub struct WorkerStats {
     pub restarts: u64,
     /// Chunks that were sent again because the slot's worker died holding them.
     pub retried_chunks: u64,
+    /// What the slot is doing now.
+    pub state: WorkerState,
+    /// Time the slot's workers held at least one chunk.
+    pub busy: Duration,
+    /// CPU time of the slot's workers in user mode (0 where the platform cannot say).
+    pub cpu_user: Duration,
+    /// CPU time of the slot's workers in the kernel.
+    pub cpu_system: Duration,
+    /// Peak resident memory of any of the slot's workers, in bytes (`VmHWM`).
+    pub peak_rss: u64,
 }
 
 /// Python's rule for `Pool.map`'s chunk size: about four chunks per worker.
@@ -49,6 +64,7 @@ pub fn default_chunk_size(items: usize, workers: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct PoolBuilder {
     workers: usize,
+    monitor: Option<Duration>,
     program: Option<PathBuf>,
     env: Vec<(String, String)>,
     max_retries: u32,
@@ -61,6 +77,7 @@ impl Default for PoolBuilder {
     fn default() -> Self {
         Self {
             workers: 0,
+            monitor: None,
             program: None,
             env: Vec::new(),
             max_retries: 3,
@@ -75,6 +92,18 @@ impl PoolBuilder {
     /// How many worker processes to run; 0 (the default) means one per logical CPU.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// Shows a live [`Monitor`] of the pool's processes on standard error while the pool
+    /// runs, refreshed about twice a second (default off).
+    pub fn monitor(self, on: bool) -> Self {
+        self.monitor_every(on.then_some(DEFAULT_MONITOR_INTERVAL))
+    }
+
+    /// Like [`monitor`](Self::monitor), refreshed every `interval` (`None`: no monitor).
+    pub fn monitor_every(mut self, interval: Option<Duration>) -> Self {
+        self.monitor = interval;
         self
     }
 
@@ -166,6 +195,11 @@ impl PoolBuilder {
             })
             .map_err(PoolError::Socket)?;
         let callback_thread = shared.start_callback_thread();
+        if let Some(interval) = self.monitor {
+            // Started before the workers, so that it shows them starting.
+            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&shared) }, interval);
+            *shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.expect("cannot start a thread"));
+        }
         // From here on, a failed start drops `pool`, which stops whatever did start.
         let pool = Pool { shared, threads: vec![acceptor, watchdog, callback_thread] };
         pool.shared.wait_until_ready()?;
@@ -255,9 +289,26 @@ impl Pool {
         self.shared.worker_pids()
     }
 
-    /// What each worker slot has done so far, in slot order.
+    /// What each worker slot has done so far, in slot order. CPU times and peak memory
+    /// are read from the kernel for the live workers; call it before
+    /// [`join`](Pool::join) to have them final, as the workers are then still there to ask.
     pub fn worker_stats(&self) -> Vec<WorkerStats> {
-        self.shared.stats().0
+        self.observer().worker_stats()
+    }
+
+    /// Rows (items) answered so far, over all jobs: what a progress bar counts.
+    pub fn rows_done(&self) -> u64 {
+        self.shared.rows_done()
+    }
+
+    /// Time this process has spent encoding chunks and decoding answers so far.
+    pub fn codec_time(&self) -> CodecTime {
+        self.shared.meters.codec_time()
+    }
+
+    /// A handle that watches the pool from other threads (progress, monitors).
+    pub fn observer(&self) -> PoolObserver {
+        PoolObserver { shared: Arc::clone(&self.shared) }
     }
 
     /// How many peers connected to the pool's socket and were turned away.
@@ -347,12 +398,16 @@ impl Pool {
     ) -> Result<AsyncResult<T::Output>, PoolError> {
         check_index(index, items.len())?;
         let (result, completer) = AsyncResult::new();
+        let shared = Arc::clone(&self.shared);
         let finish = move |outcome: Outcome| {
-            let value = outputs_of::<T>(outcome).map(|outputs| outputs.into_iter().next().expect("checked"));
+            let value = shared
+                .meters
+                .decoding(|| outputs_of::<T>(outcome))
+                .map(|outputs| outputs.into_iter().next().expect("checked"));
             completer.complete(value, callbacks);
         };
         let job = self.shared.open_job(Sink::Callback(Box::new(finish)))?;
-        let chunk = encode_chunk(job, 0, index..index + 1, task, items)?;
+        let chunk = self.shared.meters.encoding(|| encode_chunk(job, 0, index..index + 1, task, items))?;
         self.shared.enqueue(chunk)?;
         Ok(result)
     }
@@ -406,6 +461,12 @@ impl Pool {
     }
 
     fn shutdown(&mut self, graceful: bool) {
+        let monitor = self.shared.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(monitor) = monitor {
+            monitor.stop();
+        }
+        // The last chance to read the workers' CPU times: they exit next.
+        self.shared.refresh_usage();
         self.shared.stop(graceful);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -503,7 +564,8 @@ impl JobRun {
         }
         let start = self.range.start + self.submitted as usize * self.chunk_size;
         let end = (start + self.chunk_size).min(self.range.end);
-        self.shared.enqueue(encode_chunk(self.job, self.submitted, start..end, task, items)?)?;
+        let chunk = self.shared.meters.encoding(|| encode_chunk(self.job, self.submitted, start..end, task, items))?;
+        self.shared.enqueue(chunk)?;
         self.submitted += 1;
         Ok(true)
     }
@@ -513,7 +575,7 @@ impl JobRun {
         let outcome = self.outcomes.recv().map_err(|_| PoolError::Terminated)?;
         self.received += 1;
         let chunk = outcome.id.chunk;
-        Ok((chunk, outputs_of::<T>(outcome)?))
+        Ok((chunk, self.shared.meters.decoding(|| outputs_of::<T>(outcome))?))
     }
 
     /// Index of the first item of chunk `chunk`.
@@ -535,7 +597,7 @@ impl JobRun {
                 while let Ok(outcome) = self.outcomes.try_recv() {
                     self.received += 1;
                     let index = outcome.id.chunk as usize;
-                    chunks[index] = Some(outputs_of::<T>(outcome)?);
+                    chunks[index] = Some(self.shared.meters.decoding(|| outputs_of::<T>(outcome))?);
                 }
                 if self.submitted == total && self.received < total {
                     let (index, outputs) = self.next_outcome::<T>()?;

@@ -1,0 +1,165 @@
+//! The supervisor's side of watching: per-slot busy clocks and kernel usage, and the
+//! coordinator's encode and decode meters. Kept apart from the supervisor so that
+//! watching adds nothing to it but a note when a worker's load changes; the kernel is
+//! only read with the state lock released.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use super::{Shared, Slot, SlotState};
+use crate::pool::{
+    WorkerStats,
+    observer::{CodecTime, WorkerState},
+    platform::{ProcessUsage, process_usage},
+};
+
+/// What a slot keeps for observers.
+#[derive(Debug, Default)]
+pub(crate) struct SlotWatch {
+    /// When the slot's worker last went from holding no chunk to holding one.
+    busy_since: Option<Instant>,
+    /// Time spent holding at least one chunk, up to `busy_since`.
+    busy: Duration,
+    /// Usage of the slot's earlier workers, which died.
+    past: ProcessUsage,
+    /// The last reading of the current worker, kept for when it can no longer be read.
+    last: ProcessUsage,
+}
+
+impl Slot {
+    /// Starts the busy clock, if it is not running, as the worker is handed a chunk.
+    pub(super) fn note_dispatch(&mut self) {
+        self.watch.busy_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Stops the busy clock once the worker holds no chunk.
+    pub(super) fn note_load(&mut self) {
+        if self.in_flight == 0 {
+            self.stop_busy_clock();
+        }
+    }
+
+    fn stop_busy_clock(&mut self) {
+        if let Some(since) = self.watch.busy_since.take() {
+            self.watch.busy += since.elapsed();
+        }
+    }
+
+    fn worker_state(&self, stopping: bool) -> WorkerState {
+        match self.state {
+            _ if stopping => WorkerState::Stopped,
+            SlotState::Ready if self.in_flight > 0 => WorkerState::Busy,
+            SlotState::Ready => WorkerState::Idle,
+            // Not joined: before the slot's first worker has joined, that is starting;
+            // after, the slot is between a worker that died and its replacement.
+            _ if self.stats.restarts == 0 => WorkerState::Starting,
+            _ => WorkerState::Restarting,
+        }
+    }
+}
+
+/// Encode and decode time, summed lock-free by whichever thread does the work.
+#[derive(Debug, Default)]
+pub(crate) struct Meters {
+    encode_nanos: AtomicU64,
+    decode_nanos: AtomicU64,
+}
+
+impl Meters {
+    /// Runs `encode`, adding its time to the encoding total.
+    pub fn encoding<R>(&self, encode: impl FnOnce() -> R) -> R {
+        Self::timed(&self.encode_nanos, encode)
+    }
+
+    /// Runs `decode`, adding its time to the decoding total.
+    pub fn decoding<R>(&self, decode: impl FnOnce() -> R) -> R {
+        Self::timed(&self.decode_nanos, decode)
+    }
+
+    /// The totals so far.
+    pub fn codec_time(&self) -> CodecTime {
+        CodecTime {
+            encode: Duration::from_nanos(self.encode_nanos.load(Ordering::Relaxed)),
+            decode: Duration::from_nanos(self.decode_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn timed<R>(total: &AtomicU64, work: impl FnOnce() -> R) -> R {
+        let started = Instant::now();
+        let result = work();
+        total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+}
+
+impl Shared {
+    /// Each slot's statistics with its state, busy time and last known usage.
+    pub fn snapshot(&self) -> Vec<WorkerStats> {
+        let state = self.lock();
+        let now = Instant::now();
+        state
+            .slots
+            .iter()
+            .map(|slot| {
+                let open = if state.stopping { None } else { slot.watch.busy_since };
+                let usage = slot.watch.past.then(slot.watch.last);
+                WorkerStats {
+                    pid: slot.pid,
+                    state: slot.worker_state(state.stopping),
+                    busy: slot.watch.busy + open.map_or(Duration::ZERO, |since| now - since),
+                    cpu_user: usage.cpu_user,
+                    cpu_system: usage.cpu_system,
+                    peak_rss: slot.watch.past.peak_rss.max(slot.watch.last.peak_rss),
+                    ..slot.stats.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// Rows answered so far, over every slot and job.
+    pub fn rows_done(&self) -> u64 {
+        self.lock().slots.iter().map(|slot| slot.stats.rows).sum()
+    }
+
+    /// Reads each live worker's usage from the kernel and keeps it in its slot.
+    pub fn refresh_usage(&self) {
+        let live: Vec<(usize, u64, u32)> = {
+            let state = self.lock();
+            state
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.child.is_some())
+                .map(|(index, slot)| (index, slot.generation, slot.pid))
+                .collect()
+        };
+        let readings: Vec<_> = live
+            .into_iter()
+            .filter_map(|(index, generation, pid)| Some((index, generation, process_usage(pid)?)))
+            .collect();
+        let mut state = self.lock();
+        for (index, generation, usage) in readings {
+            let slot = &mut state.slots[index];
+            // The worker may have been replaced while the kernel was read.
+            if slot.generation == generation {
+                slot.watch.last = slot.watch.last.latest(usage);
+            }
+        }
+    }
+
+    /// Moves a lost worker's usage into its slot's past, reading it one last time first
+    /// (a worker that died is a zombie until reaped, and still has its CPU times).
+    pub fn retire_usage(&self, index: usize, pid: Option<u32>) {
+        let reading = pid.and_then(process_usage).unwrap_or_default();
+        let mut state = self.lock();
+        let slot = &mut state.slots[index];
+        // A dead worker holds nothing any more, whatever the books say until they are
+        // settled.
+        slot.stop_busy_clock();
+        let watch = &mut slot.watch;
+        watch.past = watch.past.then(watch.last.latest(reading));
+        watch.last = ProcessUsage::default();
+    }
+}
