@@ -25,10 +25,7 @@ impl Matrix {
     /// # Panics
     /// If `low >= high`.
     pub fn random(rows: usize, cols: usize, low: i64, high: i64, seed: u64) -> Self {
-        assert!(low < high, "empty range {low}..{high}");
-        let span = high.abs_diff(low);
-        let mut generator = SplitMix64(seed);
-        let values = (0..rows * cols).map(|_| low.wrapping_add_unsigned(generator.below(span))).collect();
+        let values = random_integers(low, high, seed).take(rows * cols).collect();
         Self { rows, cols, values }
     }
 
@@ -59,6 +56,31 @@ impl Matrix {
     pub fn iter_rows(&self) -> impl ExactSizeIterator<Item = &[i64]> + '_ {
         (0..self.rows).map(move |index| self.row(index))
     }
+}
+
+/// The endless stream of integers in `low..high` behind [`Matrix::random`]: row after row,
+/// so that a writer can stream a matrix of any size without holding it.
+///
+/// # Panics
+/// If `low >= high`.
+pub fn random_integers(low: i64, high: i64, seed: u64) -> impl Iterator<Item = i64> {
+    assert!(low < high, "empty range {low}..{high}");
+    let span = high.abs_diff(low);
+    let mut generator = SplitMix64(seed);
+    std::iter::repeat_with(move || low.wrapping_add_unsigned(generator.below(span)))
+}
+
+/// An endless stream of reals drawn uniformly from `low..high`, fixed for a seed like
+/// [`random_integers`].
+///
+/// # Panics
+/// If `low >= high`.
+pub fn random_reals(low: f64, high: f64, seed: u64) -> impl Iterator<Item = f64> {
+    assert!(low < high, "empty range {low}..{high}");
+    let mut generator = SplitMix64(seed);
+    // 53 random bits: every double in [0, 1) that is a multiple of 2^-53.
+    std::iter::repeat_with(move || low + (generator.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * (high - low))
+        .map(move |value| if value < high { value } else { low })
 }
 
 /// SplitMix64 (Steele, Lea and Flood): tiny, fast, and fixed forever, unlike the
@@ -105,6 +127,13 @@ mod tests {
     fn random_values_are_pinned_across_versions() {
         // Changing the generator changes every user's data set: this test makes that loud.
         assert_eq!(Matrix::random(2, 5, 0, 10, 2019).values(), [3, 2, 6, 5, 0, 8, 3, 2, 6, 3]);
+    }
+
+    #[test]
+    fn reals_are_deterministic_and_in_range() {
+        let a: Vec<f64> = random_reals(-1.5, 2.5, 3).take(1000).collect();
+        assert_eq!(a, random_reals(-1.5, 2.5, 3).take(1000).collect::<Vec<_>>());
+        assert!(a.iter().all(|v| (-1.5..2.5).contains(v)));
     }
 
     #[test]

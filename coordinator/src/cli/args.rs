@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Seed of the generator when `--seed` is not given (the year of the tutorial).
@@ -30,6 +30,8 @@ pub enum Command {
     Count(CountArgs),
     /// Run the tutorial: serial and every pool method on one matrix, timed and compared.
     Demo(DemoArgs),
+    /// Write a seeded random matrix to a CSV or .npy file (for Python and corepool alike).
+    Gen(GenArgs),
 }
 
 /// Where the matrix comes from.
@@ -115,6 +117,35 @@ pub struct CountArgs {
     /// How many workers a chunk may take down before the run fails.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_retries: u32,
+}
+
+/// Arguments of `corepool gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Rows.
+    #[arg(long, default_value_t = 200_000)]
+    pub rows: usize,
+    /// Columns.
+    #[arg(long, default_value_t = 5)]
+    pub cols: usize,
+    /// Smallest value.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub low: i64,
+    /// Values are below this one (like numpy's randint; for floats, uniform in low..high).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub high: i64,
+    /// Seed: the same seed gives the same values as `corepool count --seed`.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
+    /// Element type, with numpy's names.
+    #[arg(long, value_enum, default_value_t = super::generate::Dtype::Int64)]
+    pub dtype: super::generate::Dtype,
+    /// File format [default: from the extension, .csv or .npy].
+    #[arg(long, value_enum)]
+    pub format: Option<super::generate::Format>,
+    /// The file to write (whole or not at all).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 /// Arguments of `corepool demo`.
@@ -320,7 +351,7 @@ impl CountArgs {
             bail!("--monitor watches a pool's workers, and --mode serial starts none");
         }
         if let Some(path) = &self.report_file {
-            check_output_path("--report-file", path)?;
+            super::output::check_output_folder("--report-file", path)?;
             if self.output.as_ref() == Some(path) {
                 bail!("--report-file and --output are both {}", path.display());
             }
@@ -331,15 +362,7 @@ impl CountArgs {
             (None, None) => None,
         };
         if let Some(output) = &self.output {
-            let dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let meta = std::fs::metadata(dir)
-                .with_context(|| format!("--output {}: folder {} is not there", output.display(), dir.display()))?;
-            if !meta.is_dir() {
-                bail!("--output {}: {} is not a folder", output.display(), dir.display());
-            }
-            if output.is_dir() {
-                bail!("--output {}: is a folder", output.display());
-            }
+            super::output::check_output_folder("--output", output)?;
         }
         if self.max_retries == 0 {
             bail!("--max-retries must be at least 1");
@@ -372,21 +395,6 @@ impl CountArgs {
             report,
         })
     }
-}
-
-/// Checks that `path` (given with `flag`) can be written: its folder is there, and it is
-/// not itself a folder.
-fn check_output_path(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let meta = std::fs::metadata(dir)
-        .with_context(|| format!("{flag} {}: folder {} is not there", path.display(), dir.display()))?;
-    if !meta.is_dir() {
-        bail!("{flag} {}: {} is not a folder", path.display(), dir.display());
-    }
-    if path.is_dir() {
-        bail!("{flag} {}: is a folder", path.display());
-    }
-    Ok(())
 }
 
 impl DemoArgs {

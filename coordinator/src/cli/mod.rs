@@ -2,6 +2,7 @@
 
 mod args;
 mod count;
+mod generate;
 mod output;
 mod progress;
 mod report;
@@ -48,6 +49,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Count(args)) => {
             let settings = args.check().map_err(bad_input)?;
             count(&settings)
+        }
+        Some(Command::Gen(args)) => {
+            let settings = args.check().map_err(bad_input)?;
+            generate::generate(&settings).map_err(failed)
         }
         Some(Command::Demo(args)) => {
             let (source, workers) = args.check().map_err(bad_input)?;

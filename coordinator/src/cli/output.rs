@@ -45,3 +45,18 @@ pub fn write_counts(out: &mut dyn Write, counts: &[u32]) -> std::io::Result<()> 
 pub fn write_arrivals(out: &mut dyn Write, arrival: &[(usize, u32)]) -> std::io::Result<()> {
     arrival.iter().try_for_each(|(row, count)| writeln!(out, "{row},{count}"))
 }
+
+/// Checks, before anything runs, that `path` can be written: its folder exists and it is
+/// not itself a folder. `flag` names it in the error.
+pub fn check_output_folder(flag: &str, path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("{flag} {}: folder {} is not there", path.display(), dir.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("{flag} {}: {} is not a folder", path.display(), dir.display());
+    }
+    if path.is_dir() {
+        anyhow::bail!("{flag} {}: is a folder", path.display());
+    }
+    Ok(())
+}

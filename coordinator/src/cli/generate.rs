@@ -1,0 +1,175 @@
+//! `corepool gen`: a seeded random matrix written to CSV or `.npy`, streamed (any size, in
+//! constant memory) and put in place whole, so that Python (`numpy.load`,
+//! `pandas.read_csv`) and corepool can run on the very same file.
+
+use std::io::Write;
+
+use anyhow::bail;
+use clap::ValueEnum;
+use npyz::WriterBuilder;
+
+use super::args::GenArgs;
+
+/// Element types `gen` writes, with numpy's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// 8-bit signed integers.
+    Int8,
+    /// 16-bit signed integers.
+    Int16,
+    /// 32-bit signed integers.
+    Int32,
+    /// 64-bit signed integers.
+    Int64,
+    /// 8-bit unsigned integers.
+    Uint8,
+    /// 16-bit unsigned integers.
+    Uint16,
+    /// 32-bit unsigned integers.
+    Uint32,
+    /// 32-bit floats: reals drawn uniformly from low..high.
+    Float32,
+    /// 64-bit floats: reals drawn uniformly from low..high.
+    Float64,
+}
+
+/// The file formats `gen` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Comma-separated text, one row a line.
+    Csv,
+    /// numpy's `.npy`: a 2-D array in C order.
+    Npy,
+}
+
+impl Dtype {
+    /// The range of values the type holds, for integer types.
+    fn integer_range(self) -> Option<(i128, i128)> {
+        Some(match self {
+            Dtype::Int8 => (i8::MIN.into(), i8::MAX.into()),
+            Dtype::Int16 => (i16::MIN.into(), i16::MAX.into()),
+            Dtype::Int32 => (i32::MIN.into(), i32::MAX.into()),
+            Dtype::Int64 => (i64::MIN.into(), i64::MAX.into()),
+            Dtype::Uint8 => (0, u8::MAX.into()),
+            Dtype::Uint16 => (0, u16::MAX.into()),
+            Dtype::Uint32 => (0, u32::MAX.into()),
+            Dtype::Float32 | Dtype::Float64 => return None,
+        })
+    }
+}
+
+/// `corepool gen`'s settings, checked.
+#[derive(Debug, Clone)]
+pub struct GenSettings {
+    rows: usize,
+    cols: usize,
+    low: i64,
+    high: i64,
+    seed: u64,
+    dtype: Dtype,
+    format: Format,
+    output: std::path::PathBuf,
+}
+
+impl GenArgs {
+    /// Checks every flag; nothing is written yet.
+    pub fn check(self) -> anyhow::Result<GenSettings> {
+        if self.low >= self.high {
+            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
+        }
+        if self.cols == 0 {
+            bail!("--cols must be at least 1");
+        }
+        if let Some((min, max)) = self.dtype.integer_range()
+            && (i128::from(self.low) < min || i128::from(self.high) - 1 > max)
+        {
+            bail!("--dtype {}: holds {min}..={max}, not {}..{}", self.dtype.name(), self.low, self.high);
+        }
+        let format = match (self.format, self.output.extension().and_then(|e| e.to_str())) {
+            (Some(format), _) => format,
+            (None, Some(ext)) if ext.eq_ignore_ascii_case("npy") => Format::Npy,
+            (None, Some(ext)) if ["csv", "txt"].iter().any(|known| ext.eq_ignore_ascii_case(known)) => Format::Csv,
+            (None, _) => bail!("--output {}: name it .csv or .npy, or give --format", self.output.display()),
+        };
+        super::output::check_output_folder("--output", &self.output)?;
+        let Self { rows, cols, low, high, seed, dtype, output, .. } = self;
+        Ok(GenSettings { rows, cols, low, high, seed, dtype, format, output })
+    }
+}
+
+impl Dtype {
+    /// numpy's name for the type.
+    fn name(self) -> &'static str {
+        match self {
+            Dtype::Int8 => "int8",
+            Dtype::Int16 => "int16",
+            Dtype::Int32 => "int32",
+            Dtype::Int64 => "int64",
+            Dtype::Uint8 => "uint8",
+            Dtype::Uint16 => "uint16",
+            Dtype::Uint32 => "uint32",
+            Dtype::Float32 => "float32",
+            Dtype::Float64 => "float64",
+        }
+    }
+}
+
+/// Writes the matrix `settings` describe.
+pub fn generate(settings: &GenSettings) -> anyhow::Result<()> {
+    let count = settings.rows * settings.cols;
+    let (low, high, seed) = (settings.low, settings.high, settings.seed);
+    let integers = || corepool::matrix::random_integers(low, high, seed).take(count);
+    let reals = || corepool::matrix::random_reals(low as f64, high as f64, seed).take(count);
+    let shape = [settings.rows as u64, settings.cols as u64];
+    super::output::write_atomically_for("--output", &settings.output, |out| match settings.format {
+        Format::Csv => match settings.dtype {
+            Dtype::Float32 => write_csv_reals(out, settings.cols, reals().map(|v| v as f32)),
+            Dtype::Float64 => write_csv_reals(out, settings.cols, reals()),
+            _ => write_csv_integers(out, settings.cols, integers()),
+        },
+        Format::Npy => match settings.dtype {
+            Dtype::Int8 => write_npy(out, &shape, integers().map(|v| v as i8)),
+            Dtype::Int16 => write_npy(out, &shape, integers().map(|v| v as i16)),
+            Dtype::Int32 => write_npy(out, &shape, integers().map(|v| v as i32)),
+            Dtype::Int64 => write_npy(out, &shape, integers()),
+            Dtype::Uint8 => write_npy(out, &shape, integers().map(|v| v as u8)),
+            Dtype::Uint16 => write_npy(out, &shape, integers().map(|v| v as u16)),
+            Dtype::Uint32 => write_npy(out, &shape, integers().map(|v| v as u32)),
+            Dtype::Float32 => write_npy(out, &shape, reals().map(|v| v as f32)),
+            Dtype::Float64 => write_npy(out, &shape, reals()),
+        },
+    })?;
+    Ok(())
+}
+
+fn write_npy<T: npyz::AutoSerialize>(
+    out: &mut dyn Write,
+    shape: &[u64],
+    values: impl Iterator<Item = T>,
+) -> std::io::Result<()> {
+    let mut writer = npyz::WriteOptions::new().default_dtype().shape(shape).writer(out).begin_nd()?;
+    writer.extend(values)?;
+    writer.finish()
+}
+
+fn write_csv_integers(out: &mut dyn Write, cols: usize, values: impl Iterator<Item = i64>) -> std::io::Result<()> {
+    let mut buffer = itoa::Buffer::new();
+    for (index, value) in values.enumerate() {
+        out.write_all(buffer.format(value).as_bytes())?;
+        out.write_all(if (index + 1) % cols == 0 { b"\n" } else { b"," })?;
+    }
+    Ok(())
+}
+
+fn write_csv_reals<T: ryu::Float>(
+    out: &mut dyn Write,
+    cols: usize,
+    values: impl Iterator<Item = T>,
+) -> std::io::Result<()> {
+    let mut buffer = ryu::Buffer::new();
+    for (index, value) in values.enumerate() {
+        out.write_all(buffer.format(value).as_bytes())?;
+        out.write_all(if (index + 1) % cols == 0 { b"\n" } else { b"," })?;
+    }
+    Ok(())
+}
