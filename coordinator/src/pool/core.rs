@@ -648,8 +648,15 @@ impl Shared {
     pub fn enqueue(&self, chunk: Chunk) -> Result<(), PoolError> {
         let limit = self.settings.workers * self.settings.chunks_in_flight * 2;
         let mut state = self.lock();
-        while state.queue.len() >= limit && !state.stopping && state.jobs.contains_key(&chunk.id.job) {
+        while state.queue.len() >= limit
+            && !state.stopping
+            && state.broken.is_none()
+            && state.jobs.contains_key(&chunk.id.job)
+        {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(reason) = &state.broken {
+            return Err(PoolError::Broken(reason.clone()));
         }
         if state.stopping {
             return Err(PoolError::Terminated);

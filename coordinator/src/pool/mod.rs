@@ -572,10 +572,21 @@ impl JobRun {
 
     /// The next chunk's outputs to arrive, with the chunk's index.
     pub(crate) fn next_outcome<T: Task>(&mut self) -> Result<(u64, Vec<T::Output>), PoolError> {
+        let (chunk, outputs) = self.next_chunk_result::<T>()?;
+        Ok((chunk, outputs?))
+    }
+
+    /// The next chunk to arrive, with its index, whether it succeeded or failed; the outer
+    /// error is for the whole job (the pool was terminated or cannot go on).
+    pub(crate) fn next_chunk_result<T: Task>(&mut self) -> Result<(u64, Result<Vec<T::Output>, PoolError>), PoolError> {
         let outcome = self.outcomes.recv().map_err(|_| PoolError::Terminated)?;
+        if outcome.id.job != self.job {
+            // Not about one chunk: the pool stopped every job at once.
+            return Err(outcome.result.err().unwrap_or(PoolError::Terminated));
+        }
         self.received += 1;
         let chunk = outcome.id.chunk;
-        Ok((chunk, self.shared.meters.decoding(|| outputs_of::<T>(outcome))?))
+        Ok((chunk, self.shared.meters.decoding(|| outputs_of::<T>(outcome))))
     }
 
     /// Index of the first item of chunk `chunk`.

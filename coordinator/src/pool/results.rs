@@ -123,7 +123,7 @@ pub struct IMap<'p, T: Task, I: ?Sized> {
     items: &'p I,
     window: u64,
     next_chunk: u64,
-    early: BTreeMap<u64, Vec<T::Output>>,
+    early: BTreeMap<u64, Result<Vec<T::Output>, PoolError>>,
     current: std::vec::IntoIter<T::Output>,
     failed: bool,
 }
@@ -145,12 +145,14 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
             while self.run.outstanding() + (self.early.len() as u64) < self.window
                 && self.run.submit_next(self.task, self.items)?
             {}
+            // A failed chunk raises its error in its place in item order, as Python's
+            // `imap` does: the items before it come out first.
             if let Some(outputs) = self.early.remove(&self.next_chunk) {
-                self.current = outputs.into_iter();
+                self.current = outputs?.into_iter();
                 self.next_chunk += 1;
                 continue;
             }
-            let (chunk, outputs) = self.run.next_outcome::<T>()?;
+            let (chunk, outputs) = self.run.next_chunk_result::<T>()?;
             self.early.insert(chunk, outputs);
         }
     }
