@@ -516,6 +516,9 @@ fn outputs_of<T: Task>(outcome: Outcome) -> Result<Vec<T::Output>, PoolError> {
     Ok(outputs)
 }
 
+/// One chunk's outputs, or why it failed.
+pub(crate) type ChunkResult<T> = Result<Vec<<T as Task>::Output>, PoolError>;
+
 /// One job's chunks: submitted lazily by the caller's thread, answered through a channel.
 /// Dropping it forgets the job, so late answers are ignored.
 pub(crate) struct JobRun {
@@ -578,7 +581,7 @@ impl JobRun {
 
     /// The next chunk to arrive, with its index, whether it succeeded or failed; the outer
     /// error is for the whole job (the pool was terminated or cannot go on).
-    pub(crate) fn next_chunk_result<T: Task>(&mut self) -> Result<(u64, Result<Vec<T::Output>, PoolError>), PoolError> {
+    pub(crate) fn next_chunk_result<T: Task>(&mut self) -> Result<(u64, ChunkResult<T>), PoolError> {
         let outcome = self.outcomes.recv().map_err(|_| PoolError::Terminated)?;
         if outcome.id.job != self.job {
             // Not about one chunk: the pool stopped every job at once.
