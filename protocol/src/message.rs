@@ -19,15 +19,13 @@ pub struct TaskId {
 /// From the coordinator to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// Run the task named `task` on `payload` (the task's own encoding of its input).
+    /// Run the task named `task` on the frame's payload: the task's parameters and one
+    /// chunk of items, encoded by the task (see [`crate::codec::encode_frame`]).
     Task {
         /// Identity to echo in the answer.
         id: TaskId,
         /// Name the worker finds the task's code by.
         task: String,
-        /// The task's parameters and one chunk of items, encoded by the task.
-        #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
     },
     /// Finish and exit: no more tasks will come.
     Shutdown,
@@ -36,13 +34,11 @@ pub enum ToWorker {
 /// From a worker to the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToCoordinator {
-    /// The task ran; `payload` holds its outputs, one per item, encoded by the task.
+    /// The task ran; the frame's payload holds its outputs, one per item, encoded by the
+    /// task.
     Done {
         /// The id of the task this answers.
         id: TaskId,
-        /// The outputs.
-        #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
     },
     /// The task failed; the worker is still able to take more.
     Failed {
@@ -118,17 +114,12 @@ mod tests {
     }
 
     fn to_worker() -> impl Strategy<Value = ToWorker> {
-        prop_oneof![
-            (task_id(), ".*", proptest::collection::vec(any::<u8>(), 0..512))
-                .prop_map(|(id, task, payload)| ToWorker::Task { id, task, payload }),
-            Just(ToWorker::Shutdown),
-        ]
+        prop_oneof![(task_id(), ".*").prop_map(|(id, task)| ToWorker::Task { id, task }), Just(ToWorker::Shutdown),]
     }
 
     fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
         prop_oneof![
-            (task_id(), proptest::collection::vec(any::<u8>(), 0..512))
-                .prop_map(|(id, payload)| ToCoordinator::Done { id, payload }),
+            task_id().prop_map(|id| ToCoordinator::Done { id }),
             (task_id(), failure()).prop_map(|(id, failure)| ToCoordinator::Failed { id, failure }),
         ]
     }
@@ -168,12 +159,8 @@ mod tests {
     #[test]
     fn huge_inner_length_is_refused_without_allocating() {
         // Variant 0 (Task), then a varint claiming a string of u64::MAX bytes.
-        let mut bytes = encode(&ToWorker::Task {
-            id: TaskId { job: 1, chunk: 2, first_row: 3 },
-            task: String::new(),
-            payload: vec![],
-        })
-        .unwrap();
+        let mut bytes =
+            encode(&ToWorker::Task { id: TaskId { job: 1, chunk: 2, first_row: 3 }, task: String::new() }).unwrap();
         bytes.truncate(4);
         bytes.extend([253, 255, 255, 255, 255, 255, 255, 255, 255]);
         assert!(decode::<ToWorker>(&bytes).is_err());

@@ -9,7 +9,7 @@ use std::{
 
 use corepool_protocol::{
     ToCoordinator, ToWorker, codec,
-    frame::{MAX_FRAME_LEN, read_frame, write_frame},
+    frame::{MAX_FRAME_LEN, read_frame},
     handshake::{Secret, worker_handshake},
     transport::Link,
 };
@@ -177,12 +177,13 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
         if !read_frame(&mut reader, &mut frame, MAX_FRAME_LEN)? {
             return Ok(());
         }
-        match codec::decode::<ToWorker>(&frame)? {
+        let (message, payload) = codec::decode_prefix::<ToWorker>(&frame)?;
+        match message {
             ToWorker::Shutdown => {
                 writer.flush().map_err(corepool_protocol::frame::FrameError::Io)?;
                 return Ok(());
             }
-            ToWorker::Task { id, task, payload } => {
+            ToWorker::Task { id, task } => {
                 if !config.delay.is_zero() {
                     std::thread::sleep(config.delay);
                 }
@@ -194,13 +195,21 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
                     },
                     _ => {}
                 }
-                let message = match registry.run(&task, &payload) {
-                    Ok(payload) => ToCoordinator::Done { id, payload },
-                    Err(failure) => ToCoordinator::Failed { id, failure },
-                };
+                // The outputs go straight after the answer's header, in a buffer kept from
+                // one task to the next.
                 answer.clear();
-                codec::encode_into(&message, &mut answer)?;
-                write_frame(&mut writer, &answer)?;
+                answer.extend_from_slice(&[0; 4]);
+                codec::encode_into(&ToCoordinator::Done { id }, &mut answer)?;
+                if let Err(failure) = registry.run(&task, payload, &mut answer) {
+                    answer.truncate(4);
+                    codec::encode_into(&ToCoordinator::Failed { id, failure }, &mut answer)?;
+                }
+                let len = u32::try_from(answer.len() - 4)
+                    .ok()
+                    .filter(|&len| len <= MAX_FRAME_LEN)
+                    .ok_or(codec::CodecError::TooLarge(answer.len() - 4))?;
+                answer[..4].copy_from_slice(&len.to_le_bytes());
+                writer.write_all(&answer).map_err(corepool_protocol::frame::FrameError::Io)?;
             }
         }
     }

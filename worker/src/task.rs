@@ -24,9 +24,20 @@ pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// An `Err` travels back to the caller as a [`TaskFailure`]; so does a panic, which the
     /// worker survives.
     fn run(&self, chunk: Self::Chunk) -> Result<Vec<Self::Output>, String>;
+
+    /// Appends the wire form of one chunk's outputs to `out`. The default is the codec's;
+    /// a task with plain outputs (counts, say) can write them more compactly.
+    fn encode_outputs(outputs: &[Self::Output], out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
+        codec::encode_into(outputs, out)
+    }
+
+    /// Reads back what [`encode_outputs`](Task::encode_outputs) wrote.
+    fn decode_outputs(bytes: &[u8]) -> Result<Vec<Self::Output>, codec::CodecError> {
+        codec::decode(bytes)
+    }
 }
 
-type Runner = fn(&[u8]) -> Result<Vec<u8>, TaskFailure>;
+type Runner = fn(&[u8], &mut Vec<u8>) -> Result<(), TaskFailure>;
 
 /// The tasks a worker can run, by name.
 #[derive(Clone, Default)]
@@ -58,15 +69,15 @@ impl Registry {
         self
     }
 
-    /// Runs the task named `name` on an encoded `(task, chunk)` payload, returning its
-    /// encoded outputs.
-    pub fn run(&self, name: &str, payload: &[u8]) -> Result<Vec<u8>, TaskFailure> {
+    /// Runs the task named `name` on an encoded `(task, chunk)` payload, appending its
+    /// encoded outputs to `out` (on failure, `out` may hold part of them).
+    pub fn run(&self, name: &str, payload: &[u8], out: &mut Vec<u8>) -> Result<(), TaskFailure> {
         let runner = self.runners.get(name).ok_or_else(|| TaskFailure {
             kind: FailureKind::UnknownTask,
             message: format!("this worker has no task named {name:?}"),
             location: None,
         })?;
-        runner(payload)
+        runner(payload, out)
     }
 }
 
@@ -77,10 +88,10 @@ pub fn encode_payload<T: Task>(task: &T, chunk: &T::Chunk, out: &mut Vec<u8>) ->
 
 /// Decodes the outputs of one chunk of task `T`.
 pub fn decode_outputs<T: Task>(payload: &[u8]) -> Result<Vec<T::Output>, codec::CodecError> {
-    codec::decode(payload)
+    T::decode_outputs(payload)
 }
 
-fn run_encoded<T: Task>(payload: &[u8]) -> Result<Vec<u8>, TaskFailure> {
+fn run_encoded<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), TaskFailure> {
     let (task, chunk): (T, T::Chunk) = codec::decode(payload).map_err(|e| TaskFailure {
         kind: FailureKind::BadPayload,
         message: format!("task {:?}: {e}", T::NAME),
@@ -91,7 +102,7 @@ fn run_encoded<T: Task>(payload: &[u8]) -> Result<Vec<u8>, TaskFailure> {
         Ok(Err(message)) => return Err(TaskFailure { kind: FailureKind::Error, message, location: None }),
         Err(panic) => return Err(crate::panics::failure_from_panic(panic)),
     };
-    codec::encode(&outputs).map_err(|e| TaskFailure {
+    T::encode_outputs(&outputs, out).map_err(|e| TaskFailure {
         kind: FailureKind::Error,
         message: format!("task {:?}: cannot encode its outputs: {e}", T::NAME),
         location: None,

@@ -1,6 +1,7 @@
 //! corepool's own tasks: the tutorial's count in range (per row, and starmap-style with
 //! per-row bounds) and its "normalize each row" exercise.
 
+use corepool_protocol::codec::CodecError;
 use serde::{Deserialize, Serialize};
 
 use crate::Task;
@@ -61,9 +62,15 @@ impl RowBlock {
     /// If `values.len() != rows * cols`.
     pub fn new(rows: usize, cols: usize, values: &[i64]) -> Self {
         assert_eq!(values.len(), rows * cols, "a {rows} x {cols} block needs {} values", rows * cols);
+        let mut data = Vec::with_capacity(values.len());
+        // Most data fits one byte (the tutorial's does): try that in one pass first.
+        if narrow_to_bytes(values, &mut data) {
+            return Self { rows: rows as u64, cols: cols as u64, width: Width::One, data };
+        }
+        data.clear();
         let (min, max) = values.iter().fold((0, 0), |(lo, hi), &v| (v.min(lo), v.max(hi)));
         let width = Width::narrowest(min, max);
-        let mut data = Vec::with_capacity(values.len() * width.bytes());
+        data.reserve(values.len() * width.bytes());
         match width {
             Width::One => data.extend(values.iter().map(|&v| v as i8 as u8)),
             Width::Two => values.iter().for_each(|&v| data.extend_from_slice(&(v as i16).to_le_bytes())),
@@ -134,6 +141,66 @@ impl RowBlock {
     }
 }
 
+/// Appends every value as one byte, if every value fits one; returns whether they did.
+fn narrow_to_bytes(values: &[i64], data: &mut Vec<u8>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { narrow_to_bytes_avx2(values, data) };
+    }
+    narrow_to_bytes_portable(values, data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn narrow_to_bytes_avx2(values: &[i64], data: &mut Vec<u8>) -> bool {
+    narrow_to_bytes_portable(values, data)
+}
+
+// Blocks small enough to stay in the first-level cache: checking and narrowing a block are
+// two tight loops the compiler turns into vector code.
+#[inline(always)]
+fn narrow_to_bytes_portable(values: &[i64], data: &mut Vec<u8>) -> bool {
+    for block in values.chunks(2048) {
+        if !block.iter().fold(true, |fits, &v| fits & (v as i8 as i64 == v)) {
+            return false;
+        }
+        data.extend(block.iter().map(|&v| v as i8 as u8));
+    }
+    true
+}
+
+/// Writes counts in the narrowest of one, two or four bytes each, after a width byte.
+fn encode_counts(counts: &[u32], out: &mut Vec<u8>) {
+    let max = counts.iter().copied().max().unwrap_or(0);
+    if max <= u32::from(u8::MAX) {
+        out.push(1);
+        out.extend(counts.iter().map(|&c| c as u8));
+    } else if max <= u32::from(u16::MAX) {
+        out.push(2);
+        counts.iter().for_each(|&c| out.extend_from_slice(&(c as u16).to_le_bytes()));
+    } else {
+        out.push(4);
+        counts.iter().for_each(|&c| out.extend_from_slice(&c.to_le_bytes()));
+    }
+}
+
+/// Reads back what [`encode_counts`] wrote.
+fn decode_counts(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
+    let malformed = || CodecError::Decode(bincode::error::DecodeError::Other("malformed counts"));
+    let (&width, data) = bytes.split_first().ok_or_else(malformed)?;
+    match width {
+        1 => Ok(data.iter().map(|&c| u32::from(c)).collect()),
+        2 if data.len() % 2 == 0 => {
+            Ok(data.chunks_exact(2).map(|c| u32::from(u16::from_le_bytes([c[0], c[1]]))).collect())
+        }
+        4 if data.len() % 4 == 0 => {
+            Ok(data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+        }
+        _ => Err(malformed()),
+    }
+}
+
 #[inline(always)]
 fn count_rows(data: &[u8], cols: usize, read: impl Fn(&[u8]) -> i64, width: usize, min: i64, max: i64) -> Vec<u32> {
     data.chunks_exact(cols * width)
@@ -157,6 +224,15 @@ impl Task for CountInRange {
 
     fn run(&self, chunk: RowBlock) -> Result<Vec<u32>, String> {
         chunk.count_in_range(self.min, self.max)
+    }
+
+    fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        encode_counts(outputs, out);
+        Ok(())
+    }
+
+    fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
+        decode_counts(bytes)
     }
 }
 
@@ -190,6 +266,15 @@ impl Task for CountInRangeStar {
             .zip(values.chunks(cols).chain(std::iter::repeat(&[][..])))
             .map(|(&(min, max), row)| row.iter().filter(|v| (min..=max).contains(*v)).count() as u32)
             .collect())
+    }
+
+    fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        encode_counts(outputs, out);
+        Ok(())
+    }
+
+    fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
+        decode_counts(bytes)
     }
 }
 
@@ -270,6 +355,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn counts_round_trip_in_every_width(counts in proptest::collection::vec(prop_oneof![0u32..256, 0u32..70_000, any::<u32>()], 0..64)) {
+            let mut bytes = Vec::new();
+            encode_counts(&counts, &mut bytes);
+            prop_assert_eq!(decode_counts(&bytes).unwrap(), counts);
+        }
+
+        #[test]
+        fn decoding_junk_counts_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_counts(&bytes);
+        }
+
         #[test]
         fn packing_round_trips_and_counts_match_naive(
             cols in 1usize..8,

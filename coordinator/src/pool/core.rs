@@ -49,7 +49,7 @@ pub(crate) struct Settings {
 pub(crate) struct Outcome {
     pub id: TaskId,
     pub rows: usize,
-    pub result: Result<Vec<u8>, PoolError>,
+    pub result: Result<Payload, PoolError>,
 }
 
 /// Where a job's outcomes go.
@@ -160,25 +160,24 @@ pub fn terminate_all() {
     }
 }
 
-fn frame_of(message: &ToWorker) -> Vec<u8> {
-    let mut frame = vec![0; 4];
-    codec::encode_into(message, &mut frame).expect("encoding into memory cannot fail");
-    let len = u32::try_from(frame.len() - 4).expect("frames stay under 4 GiB");
-    frame[..4].copy_from_slice(&len.to_le_bytes());
-    frame
+/// The frame that tells a worker to finish.
+fn shutdown_frame() -> Vec<u8> {
+    codec::encode_frame(&ToWorker::Shutdown, 0, |_| Ok(())).expect("a message with no payload fits a frame")
 }
 
-/// Encodes a task message as a whole frame; fails if it is over the frame limit.
-pub(crate) fn task_frame(id: TaskId, task: &str, payload: Vec<u8>) -> Result<Vec<u8>, PoolError> {
-    let frame = frame_of(&ToWorker::Task { id, task: task.to_owned(), payload });
-    if frame.len() - 4 > MAX_FRAME_LEN as usize {
-        return Err(PoolError::Protocol(format!(
-            "chunk at item {} is {} bytes encoded, over the frame limit of {MAX_FRAME_LEN}: use a smaller chunk size",
-            id.first_row,
-            frame.len() - 4
-        )));
+/// A worker's answer: the frame it came in, and where its payload starts, handed on
+/// without copying it.
+pub(crate) struct Payload {
+    frame: Vec<u8>,
+    start: usize,
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.frame[self.start..]
     }
-    Ok(frame)
 }
 
 impl Shared {
@@ -464,19 +463,24 @@ impl Shared {
                 Ok(false) => break "closed its connection".to_owned(),
                 Err(error) => break format!("connection failed: {error}"),
             }
-            match codec::decode::<ToCoordinator>(&frame) {
-                Ok(message) => self.on_answer(index, message),
+            let (message, payload_len) = match codec::decode_prefix::<ToCoordinator>(&frame) {
+                Ok((message, payload)) => (message, payload.len()),
                 Err(error) => break format!("sent a malformed message: {error}"),
-            }
+            };
+            let result = match message {
+                ToCoordinator::Done { id } => {
+                    // The frame becomes the payload; the next read gets a new buffer.
+                    let start = frame.len() - payload_len;
+                    (id, Ok(Payload { frame: std::mem::take(&mut frame), start }))
+                }
+                ToCoordinator::Failed { id, failure } => (id, Err(failure)),
+            };
+            self.on_answer(index, result);
         };
         self.on_worker_lost(index, generation, &reason);
     }
 
-    fn on_answer(&self, index: usize, message: ToCoordinator) {
-        let (id, result) = match message {
-            ToCoordinator::Done { id, payload } => (id, Ok(payload)),
-            ToCoordinator::Failed { id, failure } => (id, Err(failure)),
-        };
+    fn on_answer(&self, index: usize, (id, result): (TaskId, Result<Payload, corepool_protocol::TaskFailure>)) {
         let mut state = self.lock();
         // Only the worker that holds a chunk may answer for it: a late answer from a worker
         // given up on, or a duplicate, finds nothing here and is dropped.
@@ -697,7 +701,7 @@ impl Shared {
             if let Some(outbox) = slot.outbox.take()
                 && graceful
             {
-                let _ = outbox.send(Arc::new(frame_of(&ToWorker::Shutdown)));
+                let _ = outbox.send(Arc::new(shutdown_frame()));
             }
             slot.state = SlotState::Gone;
             children.extend(slot.child.take());

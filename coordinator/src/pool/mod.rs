@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use corepool_protocol::TaskId;
+use corepool_protocol::{TaskId, ToWorker, codec};
 use corepool_worker::{Task, decode_outputs, encode_payload};
 
 pub use self::core::terminate_all;
@@ -24,7 +24,7 @@ pub use monitor::{DEFAULT_MONITOR_INTERVAL, Monitor};
 pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 
-use self::core::{Chunk, Outcome, Settings, Shared, Sink, task_frame};
+use self::core::{Chunk, Outcome, Settings, Shared, Sink};
 use crate::Items;
 
 /// Environment variable naming the worker program, when the builder is not told one.
@@ -497,9 +497,11 @@ fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
 ) -> Result<Chunk, PoolError> {
     let id = TaskId { job, chunk, first_row: range.start as u64 };
     let rows = range.len();
-    let mut payload = Vec::new();
-    encode_payload(task, &items.chunk(range), &mut payload).map_err(|e| PoolError::Protocol(e.to_string()))?;
-    Ok(Chunk { id, rows, frame: Arc::new(task_frame(id, T::NAME, payload)?), attempts: 0, suspect: false })
+    let chunk = items.chunk(range);
+    let message = ToWorker::Task { id, task: T::NAME.to_owned() };
+    let frame = codec::encode_frame(&message, 0, |out| encode_payload(task, &chunk, out))
+        .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", id.first_row)))?;
+    Ok(Chunk { id, rows, frame: Arc::new(frame), attempts: 0, suspect: false })
 }
 
 fn outputs_of<T: Task>(outcome: Outcome) -> Result<Vec<T::Output>, PoolError> {
