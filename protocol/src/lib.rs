@@ -28,6 +28,7 @@
 //! socket at a filesystem path); everything else sees a [`transport::Link`] of a reader
 //! and a writer.
 
+pub mod batch;
 pub mod codec;
 pub mod frame;
 pub mod handshake;

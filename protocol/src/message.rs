@@ -29,6 +29,15 @@ pub enum ToWorker {
     },
     /// Finish and exit: no more tasks will come.
     Shutdown,
+    /// Run `tasks` independent one-item tasks, each with its own task name and payload,
+    /// packed in the frame's payload by [`crate::batch::push_task`]; answer them all in one
+    /// [`ToCoordinator::Done`] whose payload [`crate::batch::push_answer`] fills.
+    Batch {
+        /// Identity to echo in the answer.
+        id: TaskId,
+        /// How many tasks the payload holds.
+        tasks: u32,
+    },
 }
 
 /// From a worker to the coordinator.

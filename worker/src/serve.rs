@@ -8,7 +8,7 @@ use std::{
 };
 
 use corepool_protocol::{
-    ToCoordinator, ToWorker, codec,
+    ToCoordinator, ToWorker, batch, codec,
     frame::{MAX_FRAME_LEN, read_frame},
     handshake::{Secret, worker_handshake},
     transport::Link,
@@ -85,6 +85,9 @@ pub enum WorkerError {
     /// A frame from the coordinator was malformed.
     #[error("malformed message from the coordinator: {0}")]
     Codec(#[from] codec::CodecError),
+    /// A batch from the coordinator was malformed.
+    #[error("malformed batch from the coordinator: {0}")]
+    Batch(String),
 }
 
 impl WorkerError {
@@ -204,15 +207,39 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
                     answer.truncate(4);
                     codec::encode_into(&ToCoordinator::Failed { id, failure }, &mut answer)?;
                 }
-                let len = u32::try_from(answer.len() - 4)
-                    .ok()
-                    .filter(|&len| len <= MAX_FRAME_LEN)
-                    .ok_or(codec::CodecError::TooLarge(answer.len() - 4))?;
-                answer[..4].copy_from_slice(&len.to_le_bytes());
-                writer.write_all(&answer).map_err(corepool_protocol::frame::FrameError::Io)?;
+                send_answer(&mut writer, &mut answer)?;
+            }
+            ToWorker::Batch { id, tasks } => {
+                if !config.delay.is_zero() {
+                    std::thread::sleep(config.delay);
+                }
+                answer.clear();
+                answer.extend_from_slice(&[0; 4]);
+                codec::encode_into(&ToCoordinator::Done { id }, &mut answer)?;
+                let mut ran = 0u32;
+                for entry in batch::tasks(payload) {
+                    let (task, payload) = entry.map_err(|e| WorkerError::Batch(e.to_string()))?;
+                    batch::push_answer(&mut answer, |out| registry.run(task, payload, out))?;
+                    ran += 1;
+                }
+                if ran != tasks {
+                    return Err(WorkerError::Batch(format!("announced {tasks} tasks, held {ran}")));
+                }
+                send_answer(&mut writer, &mut answer)?;
             }
         }
     }
+}
+
+/// Fills in the length of the whole frame in `answer` and queues it for writing.
+fn send_answer(writer: &mut impl Write, answer: &mut [u8]) -> Result<(), WorkerError> {
+    let len = u32::try_from(answer.len() - 4)
+        .ok()
+        .filter(|&len| len <= MAX_FRAME_LEN)
+        .ok_or(codec::CodecError::TooLarge(answer.len() - 4))?;
+    answer[..4].copy_from_slice(&len.to_le_bytes());
+    writer.write_all(answer).map_err(corepool_protocol::frame::FrameError::Io)?;
+    Ok(())
 }
 
 fn holds_complete_frame(buffered: &[u8]) -> bool {

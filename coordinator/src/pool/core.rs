@@ -21,7 +21,7 @@ use std::{
 };
 
 use corepool_protocol::{
-    TaskId, ToCoordinator, ToWorker, codec,
+    TaskId, ToCoordinator, ToWorker, batch, codec,
     frame::{MAX_FRAME_LEN, read_frame},
     handshake::{Secret, coordinator_handshake},
     transport::{Link, Listener},
@@ -56,9 +56,32 @@ pub(crate) struct Outcome {
 pub(crate) enum Sink {
     /// To a channel, read by the caller that submitted the job.
     Channel(Sender<Outcome>),
-    /// To a one-shot callback, run on the pool's callback thread.
-    Callback(Box<dyn FnOnce(Outcome) + Send>),
+    /// To the items of a batch of one-item calls (`apply_async`), each answered on the
+    /// pool's callback thread.
+    Batch(Vec<ItemCompletion>),
 }
+
+/// Why one item of a batch got no outputs.
+pub(crate) enum ItemError {
+    /// Its task failed, and the worker said why.
+    Failed(corepool_protocol::TaskFailure),
+    /// The pool could not run it.
+    Pool(PoolError),
+}
+
+/// What to do with one batch item's answer (its encoded outputs), on the callback thread.
+pub(crate) type ItemCompletion = Box<dyn FnOnce(Result<&[u8], ItemError>) + Send>;
+
+/// One-item calls gathered to go out as one frame (see [`Shared::submit_one`]).
+struct OpenBatch {
+    job: u64,
+    tasks: Vec<u8>,
+    completions: Vec<ItemCompletion>,
+}
+
+/// A batch goes out when a worker has room for it, or when it is this full.
+const BATCH_TASKS: usize = 4096;
+const BATCH_BYTES: usize = 4 << 20;
 
 /// A chunk, encoded as a whole frame ready to write.
 #[derive(Clone)]
@@ -125,8 +148,42 @@ pub(crate) struct State {
     threads: Vec<JoinHandle<()>>,
     /// Dispatches so far, to order [`InFlight`] entries.
     dispatched: u64,
+    /// One-item calls waiting for a worker with room.
+    open_batch: Option<OpenBatch>,
     /// Why the pool cannot go on, once it cannot.
     broken: Option<String>,
+}
+
+/// A condition variable that skips the wake-up system call when nobody waits, which is
+/// most of the time: it is signalled on every answer.
+#[derive(Default)]
+struct Signal {
+    condvar: Condvar,
+    waiters: std::sync::atomic::AtomicUsize,
+}
+
+impl Signal {
+    fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        // Counted while the lock is held, so a notifier that changes the state under the
+        // lock afterwards sees the count.
+        self.waiters.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let guard = self.condvar.wait(guard).unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        guard
+    }
+
+    fn wait_timeout<'a, T>(&self, guard: MutexGuard<'a, T>, timeout: Duration) -> MutexGuard<'a, T> {
+        self.waiters.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let guard = self.condvar.wait_timeout(guard, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        self.waiters.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        guard
+    }
+
+    fn notify_all(&self) {
+        if self.waiters.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            self.condvar.notify_all();
+        }
+    }
 }
 
 /// A piece of work for the callback thread.
@@ -136,7 +193,9 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(crate) struct Shared {
     pub settings: Settings,
     state: Mutex<State>,
-    changed: Condvar,
+    changed: Signal,
+    /// Wakes the watchdog: a worker needs starting, or the pool is stopping.
+    watch: Signal,
     secret: Secret,
     endpoint: PathBuf,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
@@ -216,9 +275,11 @@ impl Shared {
                 rejected_peers: 0,
                 threads: Vec::new(),
                 dispatched: 0,
+                open_batch: None,
                 broken: None,
             }),
-            changed: Condvar::new(),
+            changed: Signal::default(),
+            watch: Signal::default(),
             secret,
             endpoint,
             socket_dir: Mutex::new(Some(socket_dir)),
@@ -306,7 +367,7 @@ impl Shared {
                 });
             }
             let wait = (deadline - now).min(Duration::from_millis(20));
-            state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+            state = self.changed.wait_timeout(state, wait);
         }
     }
 
@@ -380,7 +441,7 @@ impl Shared {
             self.changed.notify_all();
             state = self.lock();
             if to_start.is_empty() && !state.stopping {
-                state = self.changed.wait_timeout(state, tick).unwrap_or_else(|e| e.into_inner()).0;
+                state = self.watch.wait_timeout(state, tick);
             }
         }
     }
@@ -534,6 +595,13 @@ impl Shared {
             let mut chunk = state.in_flight.remove(&id).expect("listed above").chunk;
             if alone {
                 chunk.attempts += 1;
+                if let Some(pieces) = split_batch(&mut state, &chunk) {
+                    for piece in pieces.into_iter().rev() {
+                        state.slots[index].stats.retried_chunks += 1;
+                        state.queue.push_front(piece);
+                    }
+                    continue;
+                }
             } else {
                 chunk.suspect = true;
             }
@@ -558,6 +626,7 @@ impl Shared {
             slot.stats.restarts += 1;
         }
         drop(state);
+        self.watch.notify_all();
         for (delivery, outcome) in failed {
             self.deliver(delivery, outcome);
         }
@@ -590,9 +659,11 @@ impl Shared {
                 // A closed channel means the caller stopped listening: nothing to do.
                 let _ = sender.send(outcome);
             }
-            Some(Delivery::Callback(callback)) => {
+            Some(Delivery::Batch(completions)) => {
                 let sent = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|callbacks| {
-                    callbacks.send(Box::new(move || callback(outcome))).map_err(|rejected| rejected.0)
+                    callbacks
+                        .send(Box::new(move || complete_batch(outcome, completions)))
+                        .map_err(|rejected| rejected.0)
                 });
                 // With the callback thread gone (the pool is stopping), run it here.
                 if let Some(Err(callback)) = sent {
@@ -650,14 +721,14 @@ impl Shared {
 
     /// Queues a chunk, waiting while the queue is full so that memory stays bounded.
     pub fn enqueue(&self, chunk: Chunk) -> Result<(), PoolError> {
-        let limit = self.settings.workers * self.settings.chunks_in_flight * 2;
+        let limit = self.queue_limit();
         let mut state = self.lock();
         while state.queue.len() >= limit
             && !state.stopping
             && state.broken.is_none()
             && state.jobs.contains_key(&chunk.id.job)
         {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.changed.wait(state);
         }
         if let Some(reason) = &state.broken {
             return Err(PoolError::Broken(reason.clone()));
@@ -674,6 +745,44 @@ impl Shared {
         Ok(())
     }
 
+    /// Adds a one-item call to the open batch, which goes out as one frame as soon as a
+    /// worker has room (at once, while workers are idle), or once it is full. A burst of
+    /// calls while every worker is busy thus costs one message, not one per call. Waits
+    /// while the queue is full, so that memory stays bounded.
+    pub fn submit_one(&self, task: &str, payload: &[u8], completion: ItemCompletion) -> Result<(), PoolError> {
+        let limit = self.queue_limit();
+        let mut state = self.lock();
+        loop {
+            if let Some(reason) = &state.broken {
+                return Err(PoolError::Broken(reason.clone()));
+            }
+            if state.closed || state.stopping {
+                return Err(PoolError::Closed);
+            }
+            if state.queue.len() < limit {
+                break;
+            }
+            state = self.changed.wait(state);
+        }
+        if state.open_batch.is_none() {
+            let job = state.next_job;
+            state.next_job += 1;
+            state.open_batch = Some(OpenBatch { job, tasks: Vec::new(), completions: Vec::new() });
+        }
+        let open = state.open_batch.as_mut().expect("opened above");
+        batch::push_task(&mut open.tasks, task, payload);
+        open.completions.push(completion);
+        if open.completions.len() >= BATCH_TASKS || open.tasks.len() >= BATCH_BYTES {
+            seal_open_batch(&mut state);
+        }
+        dispatch(&mut state, self.settings.chunks_in_flight);
+        Ok(())
+    }
+
+    fn queue_limit(&self) -> usize {
+        self.settings.workers * self.settings.chunks_in_flight * 2
+    }
+
     /// Stops taking new work; work already submitted goes on.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -682,8 +791,8 @@ impl Shared {
     /// Waits until no job is outstanding.
     pub fn wait_idle(&self) {
         let mut state = self.lock();
-        while !state.jobs.is_empty() && !state.stopping {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        while (!state.jobs.is_empty() || state.open_batch.is_some()) && !state.stopping {
+            state = self.changed.wait(state);
         }
     }
 
@@ -707,11 +816,13 @@ impl Shared {
             children.extend(slot.child.take());
         }
         let threads = std::mem::take(&mut state.threads);
-        let jobs: Vec<Sink> = state.jobs.drain().map(|(_, sink)| sink).collect();
+        let mut jobs: Vec<Sink> = state.jobs.drain().map(|(_, sink)| sink).collect();
+        jobs.extend(state.open_batch.take().map(|batch| Sink::Batch(batch.completions)));
         state.queue.clear();
         state.in_flight.clear();
         drop(state);
         self.changed.notify_all();
+        self.watch.notify_all();
         for sink in jobs {
             let outcome = Outcome {
                 id: TaskId { job: u64::MAX, chunk: 0, first_row: 0 },
@@ -720,7 +831,7 @@ impl Shared {
             };
             let delivery = match sink {
                 Sink::Channel(sender) => Delivery::Channel(sender),
-                Sink::Callback(callback) => Delivery::Callback(callback),
+                Sink::Batch(completions) => Delivery::Batch(completions),
             };
             self.deliver(Some(delivery), outcome);
         }
@@ -769,7 +880,69 @@ impl Shared {
 
 enum Delivery {
     Channel(Sender<Outcome>),
-    Callback(Box<dyn FnOnce(Outcome) + Send>),
+    Batch(Vec<ItemCompletion>),
+}
+
+/// Hands each item of a batch its answer, in order.
+fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>) {
+    match outcome.result {
+        Ok(payload) => {
+            let mut answers = batch::answers(&payload);
+            for completion in completions {
+                completion(match answers.next() {
+                    Some(Ok(Ok(outputs))) => Ok(outputs),
+                    Some(Ok(Err(failure))) => Err(ItemError::Failed(failure)),
+                    _ => Err(ItemError::Pool(PoolError::Protocol("a batch answer is missing or malformed".into()))),
+                });
+            }
+        }
+        Err(error) => {
+            for completion in completions {
+                completion(Err(ItemError::Pool(error.share())));
+            }
+        }
+    }
+}
+
+/// Turns the open batch, if any, into a chunk at the back of the queue.
+fn seal_open_batch(state: &mut State) {
+    let Some(open) = state.open_batch.take() else { return };
+    let tasks = open.completions.len();
+    let id = TaskId { job: open.job, chunk: 0, first_row: 0 };
+    let frame = codec::encode_frame(&ToWorker::Batch { id, tasks: tasks as u32 }, open.tasks.len(), |out| {
+        out.extend_from_slice(&open.tasks);
+        Ok(())
+    })
+    .expect("a batch stays far below the frame limit");
+    state.jobs.insert(open.job, Sink::Batch(open.completions));
+    state.queue.push_back(Chunk { id, rows: tasks, frame: Arc::new(frame), attempts: 0, suspect: false });
+}
+
+/// Splits a batch chunk that took down its worker into one-item batches, each a job of its
+/// own and a suspect, so that the culprit alone fails and its batch-mates still run.
+fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
+    if chunk.rows < 2 || !matches!(state.jobs.get(&chunk.id.job), Some(Sink::Batch(_))) {
+        return None;
+    }
+    let (_, tasks) = codec::decode_prefix::<ToWorker>(&chunk.frame[4..]).ok()?;
+    let entries: Vec<(&str, &[u8])> = batch::tasks(tasks).collect::<Result<_, _>>().ok()?;
+    let Some(Sink::Batch(completions)) = state.jobs.remove(&chunk.id.job) else { return None };
+    let mut pieces = Vec::with_capacity(entries.len());
+    for ((task, payload), completion) in entries.into_iter().zip(completions) {
+        let job = state.next_job;
+        state.next_job += 1;
+        let mut one = Vec::new();
+        batch::push_task(&mut one, task, payload);
+        let id = TaskId { job, chunk: 0, first_row: 0 };
+        let frame = codec::encode_frame(&ToWorker::Batch { id, tasks: 1 }, one.len(), |out| {
+            out.extend_from_slice(&one);
+            Ok(())
+        })
+        .expect("one task of a batch fits a frame");
+        state.jobs.insert(job, Sink::Batch(vec![completion]));
+        pieces.push(Chunk { id, rows: 1, frame: Arc::new(frame), attempts: chunk.attempts, suspect: true });
+    }
+    Some(pieces)
 }
 
 impl State {
@@ -778,9 +951,9 @@ impl State {
     fn take_delivery(&mut self, job: u64) -> Option<Delivery> {
         match self.jobs.get(&job)? {
             Sink::Channel(sender) => Some(Delivery::Channel(sender.clone())),
-            Sink::Callback(_) => match self.jobs.remove(&job) {
-                Some(Sink::Callback(callback)) => Some(Delivery::Callback(callback)),
-                _ => unreachable!("matched a callback above"),
+            Sink::Batch(_) => match self.jobs.remove(&job) {
+                Some(Sink::Batch(completions)) => Some(Delivery::Batch(completions)),
+                _ => unreachable!("matched a batch above"),
             },
         }
     }
@@ -799,7 +972,20 @@ impl InFlightMap for HashMap<TaskId, InFlight> {
 /// Hands queued chunks to ready workers with room, least loaded first. A suspect chunk
 /// waits for a worker that holds nothing, and keeps it to itself.
 fn dispatch(state: &mut State, window: usize) {
-    while let Some(suspect) = state.queue.front().map(|chunk| chunk.suspect) {
+    loop {
+        if state.queue.is_empty() {
+            // The open batch goes out only to a worker with nothing to do: while every
+            // worker is busy, the calls that arrive gather into one message.
+            let idle = state
+                .slots
+                .iter()
+                .any(|slot| slot.state == SlotState::Ready && slot.outbox.is_some() && slot.in_flight == 0);
+            if !idle || state.open_batch.is_none() {
+                return;
+            }
+            seal_open_batch(state);
+        }
+        let suspect = state.queue.front().expect("not empty").suspect;
         let Some((index, _)) = state
             .slots
             .iter()

@@ -75,3 +75,26 @@ pub enum PoolError {
     #[error("timed out")]
     Timeout,
 }
+
+impl PoolError {
+    /// The same error for another of the items it befell (a batch's items share their
+    /// chunk's fate); errors that carry an I/O error become their message.
+    pub(crate) fn share(&self) -> PoolError {
+        match self {
+            PoolError::Task { rows, failure } => PoolError::Task { rows: rows.clone(), failure: failure.clone() },
+            PoolError::WorkerDied { rows, attempts, death } => {
+                PoolError::WorkerDied { rows: rows.clone(), attempts: *attempts, death: death.clone() }
+            }
+            PoolError::StartFailed { index, reason } => {
+                PoolError::StartFailed { index: *index, reason: reason.clone() }
+            }
+            PoolError::IndexOutOfRange { index, len } => PoolError::IndexOutOfRange { index: *index, len: *len },
+            PoolError::Broken(reason) => PoolError::Broken(reason.clone()),
+            PoolError::Protocol(text) => PoolError::Protocol(text.clone()),
+            PoolError::Closed => PoolError::Closed,
+            PoolError::Terminated => PoolError::Terminated,
+            PoolError::Timeout => PoolError::Timeout,
+            other => PoolError::Protocol(other.to_string()),
+        }
+    }
+}

@@ -24,7 +24,7 @@ pub use monitor::{DEFAULT_MONITOR_INTERVAL, Monitor};
 pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 
-use self::core::{Chunk, Outcome, Settings, Shared, Sink};
+use self::core::{Chunk, ItemError, Outcome, Settings, Shared, Sink};
 use crate::Items;
 
 /// Environment variable naming the worker program, when the builder is not told one.
@@ -397,18 +397,31 @@ impl Pool {
         callbacks: Callbacks<T::Output>,
     ) -> Result<AsyncResult<T::Output>, PoolError> {
         check_index(index, items.len())?;
+        // One-item calls are too small to time one by one: reading the clock would cost
+        // more than the work, so the pool's encode and decode meters leave them out.
+        let mut payload = Vec::new();
+        encode_payload(task, &items.chunk(index..index + 1), &mut payload)
+            .map_err(|e| PoolError::Protocol(format!("item {index}: {e}")))?;
         let (result, completer) = AsyncResult::new();
-        let shared = Arc::clone(&self.shared);
-        let finish = move |outcome: Outcome| {
-            let value = shared
-                .meters
-                .decoding(|| outputs_of::<T>(outcome))
-                .map(|outputs| outputs.into_iter().next().expect("checked"));
+        let completion = move |answer: Result<&[u8], ItemError>| {
+            let value = match answer {
+                Ok(bytes) => decode_outputs::<T>(bytes)
+                    .map_err(|e| PoolError::Protocol(format!("item {index}: {e}")))
+                    .and_then(|outputs| match <[T::Output; 1]>::try_from(outputs) {
+                        Ok([output]) => Ok(output),
+                        Err(outputs) => Err(PoolError::Protocol(format!(
+                            "item {index}: the worker returned {} outputs for one item",
+                            outputs.len()
+                        ))),
+                    }),
+                Err(ItemError::Failed(failure)) => {
+                    Err(PoolError::Task { rows: index as u64..index as u64 + 1, failure })
+                }
+                Err(ItemError::Pool(error)) => Err(error),
+            };
             completer.complete(value, callbacks);
         };
-        let job = self.shared.open_job(Sink::Callback(Box::new(finish)))?;
-        let chunk = self.shared.meters.encoding(|| encode_chunk(job, 0, index..index + 1, task, items))?;
-        self.shared.enqueue(chunk)?;
+        self.shared.submit_one(T::NAME, &payload, Box::new(completion))?;
         Ok(result)
     }
 

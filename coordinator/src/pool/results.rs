@@ -39,7 +39,14 @@ impl<R> Callbacks<R> {
     }
 }
 
-type Slot<R> = Arc<(Mutex<Option<Result<R, PoolError>>>, Condvar)>;
+/// The result, once there is one, and how many threads wait for it: waking waiters costs a
+/// system call, which a result nobody waits on (most, with callbacks) should not pay.
+struct SlotState<R> {
+    value: Option<Result<R, PoolError>>,
+    waiters: usize,
+}
+
+type Slot<R> = Arc<(Mutex<SlotState<R>>, Condvar)>;
 
 /// The result of an asynchronous call, available once the workers have answered.
 pub struct AsyncResult<R> {
@@ -53,39 +60,45 @@ pub(crate) struct Completer<R> {
 
 impl<R> AsyncResult<R> {
     pub(crate) fn new() -> (Self, Completer<R>) {
-        let slot = Arc::new((Mutex::new(None), Condvar::new()));
+        let slot = Arc::new((Mutex::new(SlotState { value: None, waiters: 0 }), Condvar::new()));
         (Self { slot: Arc::clone(&slot) }, Completer { slot })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<R>> {
+        self.slot.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the call has finished.
     pub fn ready(&self) -> bool {
-        self.slot.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.lock().value.is_some()
     }
 
     /// Whether the call finished without error; `None` while it is running.
     pub fn successful(&self) -> Option<bool> {
-        self.slot.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(Result::is_ok)
+        self.lock().value.as_ref().map(Result::is_ok)
     }
 
     /// Waits until the call has finished or `timeout` has passed (`None`: no limit);
     /// returns whether it has finished.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
-        let (lock, ready) = &*self.slot;
-        let mut value = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while value.is_none() {
-            value = match deadline {
-                None => ready.wait(value).unwrap_or_else(|e| e.into_inner()),
+        let ready = &self.slot.1;
+        let mut state = self.lock();
+        state.waiters += 1;
+        while state.value.is_none() {
+            state = match deadline {
+                None => ready.wait(state).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return false;
+                        break;
                     }
-                    ready.wait_timeout(value, left).unwrap_or_else(|e| e.into_inner()).0
+                    ready.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0
                 }
             };
         }
-        true
+        state.waiters -= 1;
+        state.value.is_some()
     }
 
     /// The result, waiting at most `timeout` for it (`None`: no limit); after a
@@ -95,7 +108,7 @@ impl<R> AsyncResult<R> {
         if !self.wait(timeout) {
             return Err(PoolError::Timeout);
         }
-        self.slot.0.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or(Err(PoolError::Terminated))
+        self.lock().value.take().unwrap_or(Err(PoolError::Terminated))
     }
 }
 
@@ -108,8 +121,11 @@ impl<R> Completer<R> {
             _ => {}
         }
         let (lock, ready) = &*self.slot;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        ready.notify_all();
+        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        state.value = Some(result);
+        if state.waiters > 0 {
+            ready.notify_all();
+        }
     }
 }
 
