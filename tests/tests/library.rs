@@ -258,3 +258,30 @@ fn panics_and_exits_in_a_task_reach_the_caller_through_every_method() {
         assert_eq!(good, (0..15).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn a_call_that_kills_its_worker_fails_alone_though_it_rode_in_a_batch() {
+    let items: Vec<i64> = (0..3_000).collect();
+    // Worker 0 is slow, so that calls pile up into batches behind it.
+    let pool = Pool::builder()
+        .workers(2)
+        .worker_program(env!("CARGO_BIN_EXE_test-worker"))
+        .env("COREPOOL_TEST_SLOW_WORKER", "0:20")
+        .build()
+        .unwrap();
+    let task = FailOn { bad: 1_717, how: Failure::Exit };
+    let handles: Vec<_> =
+        (0..items.len()).map(|index| pool.apply_async(&task, &items, index, Callbacks::none()).unwrap()).collect();
+    for (index, handle) in handles.into_iter().enumerate() {
+        match handle.get(Some(Duration::from_secs(60))) {
+            Ok(value) => assert_eq!(value, items[index]),
+            Err(PoolError::WorkerDied { rows, death, .. }) => {
+                assert_eq!(index, 1_717, "an innocent call failed: {death}");
+                assert_eq!(rows, 1_717..1_718);
+            }
+            Err(error) => panic!("item {index}: {error}"),
+        }
+    }
+    let restarts: u64 = pool.worker_stats().iter().map(|w| w.restarts).sum();
+    assert!(restarts >= 3, "the culprit was retried until it failed ({restarts} restarts)");
+}

@@ -417,6 +417,10 @@ impl Pool {
                 Err(ItemError::Failed(failure)) => {
                     Err(PoolError::Task { rows: index as u64..index as u64 + 1, failure })
                 }
+                // A batch's chunk has no rows of its own: the error names this item's.
+                Err(ItemError::Pool(PoolError::WorkerDied { attempts, death, .. })) => {
+                    Err(PoolError::WorkerDied { rows: index as u64..index as u64 + 1, attempts, death })
+                }
                 Err(ItemError::Pool(error)) => Err(error),
             };
             completer.complete(value, callbacks);
