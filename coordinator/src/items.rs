@@ -26,8 +26,7 @@ impl Items<RowBlock> for Matrix {
     }
 
     fn chunk(&self, range: Range<usize>) -> RowBlock {
-        let cols = self.cols();
-        RowBlock::new(range.len(), cols, &self.values()[range.start * cols..range.end * cols])
+        self.block(range)
     }
 }
 

@@ -9,6 +9,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Started by a pool as one of its workers? Then serve, and never reach the CLI.
     corepool_worker::init(corepool_worker::Registry::with_builtin_tasks);
+    corepool_worker::platform::keep_freed_memory_for_reuse();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version.

@@ -1,21 +1,81 @@
 //! The reference problem's data: a dense row-major matrix of integers.
 
-/// A dense, row-major matrix of `i64` values.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A dense, row-major matrix of integers, each stored in the narrowest width that holds
+/// every value of the matrix: the tutorial's values 0..10 take one byte each, not eight,
+/// and go to the workers as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matrix {
     rows: usize,
     cols: usize,
-    values: Vec<i64>,
+    values: Values,
+}
+
+/// The values of a [`Matrix`], row after row, in the width it stores them in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Values {
+    /// One byte each.
+    I8(Vec<i8>),
+    /// Two bytes each.
+    I16(Vec<i16>),
+    /// Four bytes each.
+    I32(Vec<i32>),
+    /// Eight bytes each.
+    I64(Vec<i64>),
+}
+
+impl Default for Matrix {
+    fn default() -> Self {
+        Self { rows: 0, cols: 0, values: Values::I8(Vec::new()) }
+    }
+}
+
+/// Calls `$body` with `$slice` bound to the typed slice of `$values`, whatever its width.
+macro_rules! with_slice {
+    ($values:expr, $slice:ident => $body:expr) => {
+        match $values {
+            Values::I8($slice) => $body,
+            Values::I16($slice) => $body,
+            Values::I32($slice) => $body,
+            Values::I64($slice) => $body,
+        }
+    };
+}
+
+impl Values {
+    /// Narrows `values` to the narrowest width that holds them all.
+    fn narrowest(values: Vec<i64>) -> Self {
+        let (min, max) = values.iter().fold((0, 0), |(lo, hi), &v| (v.min(lo), v.max(hi)));
+        Self::collect(min, max, values.into_iter())
+    }
+
+    /// Collects `values`, all within `min..=max`, in the narrowest width for that range.
+    fn collect(min: i64, max: i64, values: impl Iterator<Item = i64>) -> Self {
+        let fits = |lo: i64, hi: i64| min >= lo && max <= hi;
+        if fits(i8::MIN.into(), i8::MAX.into()) {
+            Values::I8(values.map(|v| v as i8).collect())
+        } else if fits(i16::MIN.into(), i16::MAX.into()) {
+            Values::I16(values.map(|v| v as i16).collect())
+        } else if fits(i32::MIN.into(), i32::MAX.into()) {
+            Values::I32(values.map(|v| v as i32).collect())
+        } else {
+            Values::I64(values.collect())
+        }
+    }
+
+    fn get(&self, index: usize) -> i64 {
+        with_slice!(self, values => i64::from(values[index]))
+    }
 }
 
 impl Matrix {
-    /// Wraps `values`, which hold `rows` rows of `cols` values each, row after row.
+    /// Wraps `values`, which hold `rows` rows of `cols` values each, row after row; they
+    /// are stored in the narrowest width that holds them all.
     ///
     /// # Panics
     /// If `values.len() != rows * cols`.
     pub fn from_parts(rows: usize, cols: usize, values: Vec<i64>) -> Self {
         assert_eq!(values.len(), rows * cols, "a {rows} x {cols} matrix needs {} values", rows * cols);
-        Self { rows, cols, values }
+        Self { rows, cols, values: Values::narrowest(values) }
     }
 
     /// Makes a `rows` x `cols` matrix of integers drawn uniformly from `low..high`
@@ -25,7 +85,7 @@ impl Matrix {
     /// # Panics
     /// If `low >= high`.
     pub fn random(rows: usize, cols: usize, low: i64, high: i64, seed: u64) -> Self {
-        let values = random_integers(low, high, seed).take(rows * cols).collect();
+        let values = Values::collect(low, high - 1, random_integers(low, high, seed).take(rows * cols));
         Self { rows, cols, values }
     }
 
@@ -39,22 +99,50 @@ impl Matrix {
         self.cols
     }
 
-    /// Row `index`.
-    ///
-    /// # Panics
-    /// If `index >= self.rows()`.
-    pub fn row(&self, index: usize) -> &[i64] {
-        &self.values[index * self.cols..(index + 1) * self.cols]
-    }
-
-    /// Every value, row after row.
-    pub fn values(&self) -> &[i64] {
+    /// Every value, row after row, in the width the matrix stores them in.
+    pub fn values(&self) -> &Values {
         &self.values
     }
 
-    /// The rows in order.
-    pub fn iter_rows(&self) -> impl ExactSizeIterator<Item = &[i64]> + '_ {
+    /// The value at `row`, `col`.
+    ///
+    /// # Panics
+    /// If either is out of range.
+    pub fn get(&self, row: usize, col: usize) -> i64 {
+        assert!(row < self.rows && col < self.cols, "({row}, {col}) is outside a {} x {} matrix", self.rows, self.cols);
+        self.values.get(row * self.cols + col)
+    }
+
+    /// Row `index`, widened to `i64`.
+    ///
+    /// # Panics
+    /// If `index >= self.rows()`.
+    pub fn row(&self, index: usize) -> Vec<i64> {
+        let range = index * self.cols..(index + 1) * self.cols;
+        with_slice!(&self.values, values => values[range].iter().map(|&v| i64::from(v)).collect())
+    }
+
+    /// The rows in order, each widened to `i64`.
+    pub fn iter_rows(&self) -> impl ExactSizeIterator<Item = Vec<i64>> + '_ {
         (0..self.rows).map(move |index| self.row(index))
+    }
+
+    /// Every value widened to `i64`, row after row.
+    pub fn to_i64(&self) -> Vec<i64> {
+        with_slice!(&self.values, values => values.iter().map(|&v| i64::from(v)).collect())
+    }
+
+    /// Rows `range` as a [`RowBlock`](corepool_worker::tasks::RowBlock), copied as they
+    /// are stored.
+    pub(crate) fn block(&self, range: std::ops::Range<usize>) -> corepool_worker::tasks::RowBlock {
+        use corepool_worker::tasks::RowBlock;
+        let (rows, values) = (range.len(), range.start * self.cols..range.end * self.cols);
+        match &self.values {
+            Values::I8(v) => RowBlock::from_i8(rows, self.cols, &v[values]),
+            Values::I16(v) => RowBlock::from_i16(rows, self.cols, &v[values]),
+            Values::I32(v) => RowBlock::from_i32(rows, self.cols, &v[values]),
+            Values::I64(v) => RowBlock::new(rows, self.cols, &v[values]),
+        }
     }
 }
 
@@ -117,16 +205,29 @@ mod tests {
         let a = Matrix::random(1000, 5, 0, 10, 7);
         assert_eq!(a, Matrix::random(1000, 5, 0, 10, 7));
         assert_ne!(a, Matrix::random(1000, 5, 0, 10, 8));
-        assert!(a.values().iter().all(|v| (0..10).contains(v)));
+        let values = a.to_i64();
+        assert!(values.iter().all(|v| (0..10).contains(v)));
         for digit in 0..10 {
-            assert!(a.values().contains(&digit), "{digit} never drawn");
+            assert!(values.contains(&digit), "{digit} never drawn");
         }
+        assert!(matches!(a.values(), Values::I8(_)), "0..10 is stored in one byte");
     }
 
     #[test]
     fn random_values_are_pinned_across_versions() {
         // Changing the generator changes every user's data set: this test makes that loud.
-        assert_eq!(Matrix::random(2, 5, 0, 10, 2019).values(), [3, 2, 6, 5, 0, 8, 3, 2, 6, 3]);
+        assert_eq!(Matrix::random(2, 5, 0, 10, 2019).to_i64(), [3, 2, 6, 5, 0, 8, 3, 2, 6, 3]);
+    }
+
+    #[test]
+    fn stores_each_matrix_in_the_narrowest_width() {
+        assert!(matches!(Matrix::from_parts(1, 2, vec![-128, 127]).values(), Values::I8(_)));
+        assert!(matches!(Matrix::from_parts(1, 2, vec![0, 128]).values(), Values::I16(_)));
+        assert!(matches!(Matrix::from_parts(1, 1, vec![-40_000]).values(), Values::I32(_)));
+        let wide = Matrix::from_parts(1, 2, vec![i64::MIN, i64::MAX]);
+        assert!(matches!(wide.values(), Values::I64(_)));
+        assert_eq!(wide.row(0), [i64::MIN, i64::MAX]);
+        assert_eq!(Matrix::random(3, 2, 1000, 1001, 1).to_i64(), [1000; 6]);
     }
 
     #[test]
@@ -139,13 +240,14 @@ mod tests {
     #[test]
     fn full_i64_range_does_not_overflow() {
         let m = Matrix::random(3, 3, i64::MIN, i64::MAX, 1);
-        assert_eq!(m.values().len(), 9);
+        assert_eq!(m.to_i64().len(), 9);
     }
 
     #[test]
     fn rows_are_slices_of_the_values() {
         let m = Matrix::from_parts(2, 3, vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(m.row(1), [4, 5, 6]);
+        assert_eq!(m.get(1, 2), 6);
         assert_eq!(m.iter_rows().count(), 2);
     }
 }

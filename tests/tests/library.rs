@@ -77,7 +77,7 @@ fn built_in_tasks_count_and_normalize_through_the_library() {
     assert_eq!(handle.get(Some(Duration::from_secs(60))).unwrap(), expected);
 
     let normalized = pool.map(&NormalizeRows, &*matrix, Some(100)).unwrap();
-    let expected: Vec<Vec<f64>> = matrix.iter_rows().map(normalize_row).collect();
+    let expected: Vec<Vec<f64>> = matrix.iter_rows().map(|row| normalize_row(&row)).collect();
     assert_eq!(normalized, expected);
     assert!(normalized.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
 }

@@ -54,6 +54,7 @@ pub fn init(registry: impl FnOnce() -> Registry) {
 
 /// The whole life of a worker process serving `registry`, as its exit code.
 pub fn main_with(registry: Registry) -> ExitCode {
+    platform::keep_freed_memory_for_reuse();
     let config = match WorkerConfig::from_env_and_stdin() {
         Ok(config) => config,
         Err(error) => {

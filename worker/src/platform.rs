@@ -41,3 +41,20 @@ pub fn ignore_terminal_interrupts() {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
 }
+
+/// Tunes the C allocator for a process that moves large buffers over and over: big blocks
+/// come from the heap rather than fresh `mmap`s, and freed memory is kept for reuse rather
+/// than given back at once. Without this, glibc maps and unmaps each multi-megabyte chunk
+/// buffer, and the kernel zeroes every page of it again, which costs more than the
+/// work on the chunk. For programs (the worker, the `corepool` command); a library does not
+/// change its host's allocator.
+pub fn keep_freed_memory_for_reuse() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called at start-up, before any
+    // other thread exists.
+    unsafe {
+        // The largest value glibc accepts for the mmap threshold (32 MiB on 64-bit).
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}

@@ -80,6 +80,36 @@ impl RowBlock {
         Self { rows: rows as u64, cols: cols as u64, width, data }
     }
 
+    /// Packs values already held as `i8`: a plain copy.
+    ///
+    /// # Panics
+    /// If `values.len() != rows * cols`.
+    pub fn from_i8(rows: usize, cols: usize, values: &[i8]) -> Self {
+        assert_eq!(values.len(), rows * cols, "a {rows} x {cols} block needs {} values", rows * cols);
+        let data = values.iter().map(|&v| v as u8).collect();
+        Self { rows: rows as u64, cols: cols as u64, width: Width::One, data }
+    }
+
+    /// Packs values already held as `i16`.
+    ///
+    /// # Panics
+    /// If `values.len() != rows * cols`.
+    pub fn from_i16(rows: usize, cols: usize, values: &[i16]) -> Self {
+        assert_eq!(values.len(), rows * cols, "a {rows} x {cols} block needs {} values", rows * cols);
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self { rows: rows as u64, cols: cols as u64, width: Width::Two, data }
+    }
+
+    /// Packs values already held as `i32`.
+    ///
+    /// # Panics
+    /// If `values.len() != rows * cols`.
+    pub fn from_i32(rows: usize, cols: usize, values: &[i32]) -> Self {
+        assert_eq!(values.len(), rows * cols, "a {rows} x {cols} block needs {} values", rows * cols);
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self { rows: rows as u64, cols: cols as u64, width: Width::Four, data }
+    }
+
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows as usize
@@ -378,6 +408,16 @@ mod tests {
             let values = &values[..rows * cols];
             let block = RowBlock::new(rows, cols, values);
             prop_assert_eq!(block.to_values().unwrap(), values);
+            if values.iter().all(|&v| i16::try_from(v).is_ok()) {
+                let narrow: Vec<i16> = values.iter().map(|&v| v as i16).collect();
+                prop_assert_eq!(RowBlock::from_i16(rows, cols, &narrow).to_values().unwrap(), values);
+                let wide: Vec<i32> = values.iter().map(|&v| v as i32).collect();
+                prop_assert_eq!(RowBlock::from_i32(rows, cols, &wide).to_values().unwrap(), values);
+            }
+            if values.iter().all(|&v| i8::try_from(v).is_ok()) {
+                let narrow: Vec<i8> = values.iter().map(|&v| v as i8).collect();
+                prop_assert_eq!(RowBlock::from_i8(rows, cols, &narrow).to_values().unwrap(), values);
+            }
             prop_assert_eq!(block.count_in_range(min, min + span).unwrap(), naive_counts(values, cols, min, min + span));
         }
     }

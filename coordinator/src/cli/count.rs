@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
-use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats, default_chunk_size};
+use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats, default_chunk_size, matrix::Values};
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
 use super::args::{MatrixSource, Mode, PoolOptions};
@@ -86,7 +86,20 @@ pub fn load_matrix(source: &MatrixSource) -> anyhow::Result<Matrix> {
 /// The serial count: a plain loop in this process, written apart from the task's code so
 /// that it checks it.
 pub fn count_serially(matrix: &Matrix, min: i64, max: i64) -> Vec<u32> {
-    matrix.iter_rows().map(|row| row.iter().filter(|&&value| min <= value && value <= max).count() as u32).collect()
+    fn count<T: Copy + Into<i64>>(values: &[T], cols: usize, min: i64, max: i64) -> Vec<u32> {
+        let in_range = |&value: &T| (min..=max).contains(&value.into());
+        values.chunks_exact(cols).map(|row| row.iter().filter(|v| in_range(v)).count() as u32).collect()
+    }
+    let cols = matrix.cols();
+    if cols == 0 {
+        return vec![0; matrix.rows()];
+    }
+    match matrix.values() {
+        Values::I8(values) => count(values, cols, min, max),
+        Values::I16(values) => count(values, cols, min, max),
+        Values::I32(values) => count(values, cols, min, max),
+        Values::I64(values) => count(values, cols, min, max),
+    }
 }
 
 /// Counts with `mode`, starting and stopping a pool of `workers` for it.

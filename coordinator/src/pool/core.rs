@@ -836,12 +836,20 @@ impl Shared {
             self.deliver(Some(delivery), outcome);
         }
 
+        // Workers told to stop exit within a fraction of a millisecond: poll them all
+        // together, briefly at first, then kill whatever is left after the grace period.
         let grace = if graceful { Duration::from_secs(2) } else { Duration::ZERO };
         let deadline = Instant::now() + grace;
-        for mut child in children {
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(1));
+        let mut pending = children;
+        let mut pause = Duration::from_micros(20);
+        while !pending.is_empty() && Instant::now() < deadline {
+            pending.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+            if !pending.is_empty() {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
             }
+        }
+        for mut child in pending {
             let _ = child.kill();
             let _ = child.wait();
         }
