@@ -62,6 +62,8 @@ impl Values {
         }
     }
 
+    // One arm of `with_slice!` holds `i64` values already; the others widen.
+    #[allow(clippy::useless_conversion)]
     fn get(&self, index: usize) -> i64 {
         with_slice!(self, values => i64::from(values[index]))
     }
@@ -117,6 +119,8 @@ impl Matrix {
     ///
     /// # Panics
     /// If `index >= self.rows()`.
+    // One arm of `with_slice!` holds `i64` values already; the others widen.
+    #[allow(clippy::useless_conversion)]
     pub fn row(&self, index: usize) -> Vec<i64> {
         let range = index * self.cols..(index + 1) * self.cols;
         with_slice!(&self.values, values => values[range].iter().map(|&v| i64::from(v)).collect())
@@ -128,6 +132,8 @@ impl Matrix {
     }
 
     /// Every value widened to `i64`, row after row.
+    // One arm of `with_slice!` holds `i64` values already; the others widen.
+    #[allow(clippy::useless_conversion)]
     pub fn to_i64(&self) -> Vec<i64> {
         with_slice!(&self.values, values => values.iter().map(|&v| i64::from(v)).collect())
     }
