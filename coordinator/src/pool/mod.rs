@@ -622,23 +622,50 @@ impl JobRun {
         items: &I,
     ) -> Result<Vec<T::Output>, PoolError> {
         let total = self.total_chunks();
-        let mut chunks: Vec<Option<Vec<T::Output>>> = (0..total).map(|_| None).collect();
+        let mut gathered = InOrder::with_capacity(self.range.len());
         while self.received < total {
             // Submitting waits only while the pool's queue is full; answers pile up in the
             // channel meanwhile, so no chunk waits on this loop.
             if !self.submit_next(task, items)? || self.outstanding() > 0 {
                 while let Ok(outcome) = self.outcomes.try_recv() {
                     self.received += 1;
-                    let index = outcome.id.chunk as usize;
-                    chunks[index] = Some(self.shared.meters.decoding(|| outputs_of::<T>(outcome))?);
+                    let index = outcome.id.chunk;
+                    gathered.place(index, self.shared.meters.decoding(|| outputs_of::<T>(outcome))?);
                 }
                 if self.submitted == total && self.received < total {
                     let (index, outputs) = self.next_outcome::<T>()?;
-                    chunks[index as usize] = Some(outputs);
+                    gathered.place(index, outputs);
                 }
             }
         }
-        Ok(chunks.into_iter().flatten().flatten().collect())
+        Ok(gathered.outputs)
+    }
+}
+
+/// Outputs put in chunk order as chunks arrive: a chunk next in line is appended at once,
+/// one that arrives early waits until those before it are in.
+struct InOrder<O> {
+    outputs: Vec<O>,
+    early: std::collections::BTreeMap<u64, Vec<O>>,
+    next: u64,
+}
+
+impl<O> InOrder<O> {
+    fn with_capacity(items: usize) -> Self {
+        Self { outputs: Vec::with_capacity(items), early: Default::default(), next: 0 }
+    }
+
+    fn place(&mut self, chunk: u64, outputs: Vec<O>) {
+        if chunk != self.next {
+            self.early.insert(chunk, outputs);
+            return;
+        }
+        self.outputs.extend(outputs);
+        self.next += 1;
+        while let Some(outputs) = self.early.remove(&self.next) {
+            self.outputs.extend(outputs);
+            self.next += 1;
+        }
     }
 }
 
