@@ -5,25 +5,16 @@
 use std::{
     collections::BTreeSet,
     io::Read,
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, Stdio},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
+use corepool_tests::{Finished, children_of, corepool_bin};
 use serde_json::Value;
 
 /// How long any run may take before the test fails as hung.
 const WATCHDOG: Duration = Duration::from_secs(60);
-
-/// `target/<profile>/corepool`, beside this test's `deps` folder.
-fn corepool_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
-    let bin = dir.join("corepool");
-    assert!(bin.is_file(), "{} is missing: run `cargo build --workspace` (or `cargo test --workspace`)", bin.display());
-    bin
-}
 
 /// A running `corepool`, its output drained on threads so that it never blocks on a pipe.
 struct Running {
@@ -31,13 +22,6 @@ struct Running {
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
     deadline: Instant,
-}
-
-/// What a finished run printed.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
 }
 
 impl Running {
@@ -109,21 +93,6 @@ fn run(args: &[&str]) -> Finished {
         finished.stderr
     );
     finished
-}
-
-/// Process ids and names (`comm`) of `parent`'s children, from /proc.
-fn children_of(parent: u32) -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The name is in parentheses and may hold spaces: fields are counted after it.
-            let ppid: u32 = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            (ppid == parent).then(|| (pid, comm.trim_end().to_owned()))
-        })
-        .collect()
 }
 
 /// Waits until `parent` has `count` children named `corepool-w*`, and returns them.
