@@ -16,8 +16,9 @@ stopping it (`close()` and `join()`), like the tutorial; making the matrix and `
 not timed, and numpy's figure is the one-liner alone, on the array already loaded.
 
 `Pool.apply` (one blocking round trip a row) is timed on the first --apply-slice rows and
-extrapolated to the whole matrix: pool start + loop time x rows / slice + pool stop; the
-report says so. `apply_async` runs on the first --per-row-rows rows (default: all).
+extrapolated to the whole matrix (or --per-row-rows rows): pool start + loop time x rows /
+slice + pool stop; the report says so. `apply_async` runs on the first --per-row-rows rows
+(default: all).
 
 Every method's counts are compared with numpy's; numpy's with corepool's counts file
 (`--counts`, one count a line) and report checksum (`--checksum`, FNV-1a 64 over the counts as
@@ -221,7 +222,7 @@ def main():
                         help=f"comma-separated, from {', '.join(ALL_METHODS)}; or all (default)")
     parser.add_argument("--apply-slice", type=int, default=2000, help="rows Pool.apply is timed on")
     parser.add_argument("--per-row-rows", type=int, default=0,
-                        help="rows apply_async runs on (default 0: all)")
+                        help="rows apply_async runs on and Pool.apply is extrapolated to (default 0: all)")
     parser.add_argument("--counts", help="corepool's counts for the same matrix (`count --output`)")
     parser.add_argument("--checksum", help="corepool's report checksum for the same matrix")
     parser.add_argument("--checksum-max-rows", type=int, default=2_000_000,
@@ -274,13 +275,14 @@ def main():
     for method in pool_methods:
         if method == "apply":
             part = data[:args.apply_slice]
-            samples, measured, counts = time_apply(part, args.workers, rows, args.runs)
+            target = min(args.per_row_rows or rows, rows)
+            samples, measured, counts = time_apply(part, args.workers, target, args.runs)
             agrees = counts == reference[:len(part)].tolist()
             report["methods"]["apply"] = {
-                "rows": rows, "timing": summary(samples), "measured_rows": len(part),
+                "rows": target, "timing": summary(samples), "measured_rows": len(part),
                 "measured": summary(measured), "extrapolated": True,
                 "how": f"[pool.apply(howmany_within_range, (row, 4, 8)) for row in data]: timed on the first "
-                       f"{len(part)} rows, extrapolated to {rows} (pool start + loop x {rows}/{len(part)} + stop)",
+                       f"{len(part)} rows, extrapolated to {target} (pool start + loop x {target}/{len(part)} + stop)",
                 "agrees": agrees}
             ok &= agrees
             print(f"python_baseline: apply (on {len(part)} rows, extrapolated) {statistics.median(samples):.3f} s",
