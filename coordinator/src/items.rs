@@ -2,7 +2,11 @@
 
 use std::ops::{Deref, Range};
 
-use corepool_worker::tasks::{BoundedRows, RowBlock};
+use corepool_protocol::codec::{self, CodecError};
+use corepool_worker::{
+    Task, encode_payload,
+    tasks::{BoundedRows, BoundedRowsView, BoundsRun, RowBlock},
+};
 
 use crate::Matrix;
 
@@ -18,6 +22,18 @@ pub trait Items<C> {
 
     /// The items at `range` (which lies within `0..self.len()`) as one chunk.
     fn chunk(&self, range: Range<usize>) -> C;
+
+    /// Appends `task` and the items at `range`, encoded as one chunk, to `out`. The default
+    /// builds the chunk and encodes it; a source that holds its items in their wire form
+    /// already writes them straight in, sparing a copy.
+    fn encode_chunk<T: Task<Chunk = C>>(
+        &self,
+        task: &T,
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        encode_payload(task, &self.chunk(range), out)
+    }
 }
 
 impl Items<RowBlock> for Matrix {
@@ -27,6 +43,18 @@ impl Items<RowBlock> for Matrix {
 
     fn chunk(&self, range: Range<usize>) -> RowBlock {
         self.block(range)
+    }
+
+    fn encode_chunk<T: Task<Chunk = RowBlock>>(
+        &self,
+        task: &T,
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        match self.block_view(range.clone()) {
+            Some(view) => codec::encode_into(&(task, view), out),
+            None => encode_payload(task, &self.chunk(range), out),
+        }
     }
 }
 
@@ -42,13 +70,34 @@ pub struct WithBounds<M> {
     pub max: i64,
 }
 
+impl<M> WithBounds<M> {
+    /// Every row's bounds, as the one run they make.
+    fn bounds(&self, rows: usize) -> Vec<BoundsRun> {
+        let run = BoundsRun { min: self.min, max: self.max, rows: rows as u64 };
+        if rows == 0 { Vec::new() } else { vec![run] }
+    }
+}
+
 impl<M: Deref<Target = Matrix>> Items<BoundedRows> for WithBounds<M> {
     fn len(&self) -> usize {
         self.matrix.rows()
     }
 
     fn chunk(&self, range: Range<usize>) -> BoundedRows {
-        BoundedRows { bounds: vec![(self.min, self.max); range.len()], rows: self.matrix.chunk(range) }
+        BoundedRows { bounds: self.bounds(range.len()), rows: self.matrix.chunk(range) }
+    }
+
+    fn encode_chunk<T: Task<Chunk = BoundedRows>>(
+        &self,
+        task: &T,
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        let bounds = self.bounds(range.len());
+        match self.matrix.block_view(range.clone()) {
+            Some(rows) => codec::encode_into(&(task, BoundedRowsView { rows, bounds: &bounds }), out),
+            None => encode_payload(task, &self.chunk(range), out),
+        }
     }
 }
 
@@ -80,6 +129,15 @@ impl<C, I: Items<C> + ?Sized> Items<C> for std::sync::Arc<I> {
     fn chunk(&self, range: Range<usize>) -> C {
         (**self).chunk(range)
     }
+
+    fn encode_chunk<T: Task<Chunk = C>>(
+        &self,
+        task: &T,
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        (**self).encode_chunk(task, range, out)
+    }
 }
 
 impl<C, I: Items<C> + ?Sized> Items<C> for &I {
@@ -89,5 +147,14 @@ impl<C, I: Items<C> + ?Sized> Items<C> for &I {
 
     fn chunk(&self, range: Range<usize>) -> C {
         (**self).chunk(range)
+    }
+
+    fn encode_chunk<T: Task<Chunk = C>>(
+        &self,
+        task: &T,
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        (**self).encode_chunk(task, range, out)
     }
 }

@@ -138,6 +138,22 @@ impl Matrix {
         with_slice!(&self.values, values => values.iter().map(|&v| i64::from(v)).collect())
     }
 
+    /// Rows `range` as they are stored, viewed as a packed block, where the machine's byte
+    /// order is the wire's (little-endian); `None` elsewhere.
+    pub(crate) fn block_view(&self, range: std::ops::Range<usize>) -> Option<corepool_worker::tasks::RowBlockView<'_>> {
+        use corepool_worker::tasks::{RowBlockView, Width};
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let (rows, values) = (range.len(), range.start * self.cols..range.end * self.cols);
+        Some(match &self.values {
+            Values::I8(v) => RowBlockView::new(rows, self.cols, Width::One, bytemuck::cast_slice(&v[values])),
+            Values::I16(v) => RowBlockView::new(rows, self.cols, Width::Two, bytemuck::cast_slice(&v[values])),
+            Values::I32(v) => RowBlockView::new(rows, self.cols, Width::Four, bytemuck::cast_slice(&v[values])),
+            Values::I64(v) => RowBlockView::new(rows, self.cols, Width::Eight, bytemuck::cast_slice(&v[values])),
+        })
+    }
+
     /// Rows `range` as a [`RowBlock`](corepool_worker::tasks::RowBlock), copied as they
     /// are stored.
     pub(crate) fn block(&self, range: std::ops::Range<usize>) -> corepool_worker::tasks::RowBlock {

@@ -60,11 +60,13 @@ pub struct RunOptions {
     pub monitor: bool,
     /// Show a progress bar (if standard error is a terminal and the run lasts).
     pub progress: bool,
+    /// Keep the order results arrived in (for `--order arrival`), not only the counts.
+    pub keep_arrival: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { repeat: 1, monitor: false, progress: false }
+        Self { repeat: 1, monitor: false, progress: false, keep_arrival: false }
     }
 }
 
@@ -168,7 +170,7 @@ pub fn count_repeated(
     for repetition in 0..options.repeat {
         let codec = pool.codec_time();
         let started = Instant::now();
-        let (again, again_arrival) = count_once(&pool, mode, matrix, (min, max), chunk_size)?;
+        let (again, again_arrival) = count_once(&pool, mode, matrix, (min, max), chunk_size, options.keep_arrival)?;
         let wall = started.elapsed();
         let codec = pool.codec_time() - codec;
         repetitions.push(Repetition { wall, encode: codec.encode, decode: codec.decode });
@@ -205,6 +207,7 @@ fn count_once(
     matrix: &Arc<Matrix>,
     (min, max): (i64, i64),
     chunk_size: usize,
+    keep_arrival: bool,
 ) -> anyhow::Result<Once> {
     let rows = matrix.rows();
     let task = CountInRange { min, max };
@@ -218,13 +221,10 @@ fn count_once(
         }
         Mode::Imap => (pool.imap(&task, &**matrix, Some(chunk_size))?.collect::<Result<_, _>>()?, None),
         Mode::ImapUnordered => {
-            let arrival: Vec<(usize, u32)> =
-                pool.imap_unordered(&task, &**matrix, Some(chunk_size))?.collect::<Result<_, _>>()?;
-            (place_by_row(rows, &arrival)?, Some(arrival))
+            gather_arrivals(rows, pool.imap_unordered(&task, &**matrix, Some(chunk_size))?, keep_arrival)?
         }
         Mode::ApplyAsync => {
-            let arrival = apply_async_all(pool, &task, matrix)?;
-            (place_by_row(rows, &arrival)?, Some(arrival))
+            gather_arrivals(rows, apply_async_all(pool, &task, matrix)?.into_iter().map(Ok), keep_arrival)?
         }
         Mode::MapAsync => {
             (pool.map_async(task, Arc::clone(matrix), Some(chunk_size), Callbacks::none())?.get(None)?, None)
@@ -263,20 +263,31 @@ fn apply_async_all(pool: &Pool, task: &CountInRange, matrix: &Matrix) -> anyhow:
     Ok(std::mem::take(&mut *arrival.lock().unwrap()))
 }
 
-/// Puts arrival-ordered results back in row order, refusing a lost or repeated row.
-fn place_by_row(rows: usize, arrival: &[(usize, u32)]) -> anyhow::Result<Vec<u32>> {
-    let mut counts = vec![None; rows];
-    for &(row, count) in arrival {
-        let slot = counts.get_mut(row).ok_or_else(|| anyhow!("a result came back for row {row}, past the last row"))?;
-        if slot.replace(count).is_some() {
+/// Puts results that arrive in any order back in row order, refusing a lost or repeated
+/// row; keeps the arrival order too if asked.
+fn gather_arrivals(
+    rows: usize,
+    arrivals: impl Iterator<Item = Result<(usize, u32), PoolError>>,
+    keep_arrival: bool,
+) -> anyhow::Result<Once> {
+    let mut counts = vec![0; rows];
+    let mut seen = vec![false; rows];
+    let mut order = keep_arrival.then(|| Vec::with_capacity(rows));
+    for arrival in arrivals {
+        let (row, count) = arrival?;
+        let slot = seen.get_mut(row).ok_or_else(|| anyhow!("a result came back for row {row}, past the last row"))?;
+        if std::mem::replace(slot, true) {
             bail!("row {row} came back twice");
         }
+        counts[row] = count;
+        if let Some(order) = &mut order {
+            order.push((row, count));
+        }
     }
-    counts
-        .iter()
-        .enumerate()
-        .map(|(row, count)| count.ok_or_else(|| anyhow!("no result came back for row {row}")))
-        .collect()
+    if let Some(row) = seen.iter().position(|&seen| !seen) {
+        bail!("no result came back for row {row}");
+    }
+    Ok((counts, order))
 }
 
 /// The first row where `counts` differs from `expected`, if any.

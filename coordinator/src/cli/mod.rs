@@ -93,6 +93,7 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
         monitor: settings.monitor,
         // The monitor already shows rows done, and two things redrawing one screen fight.
         progress: !settings.quiet && !settings.monitor,
+        keep_arrival: settings.order == Order::Arrival,
     };
     let run = count_repeated(&matrix, settings.mode, bounds, &settings.pool, options).map_err(failed)?;
     if settings.verify {

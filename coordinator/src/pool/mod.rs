@@ -514,9 +514,8 @@ fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
 ) -> Result<Chunk, PoolError> {
     let id = TaskId { job, chunk, first_row: range.start as u64 };
     let rows = range.len();
-    let chunk = items.chunk(range);
     let message = ToWorker::Task { id, task: T::NAME.to_owned() };
-    let frame = codec::encode_frame(&message, 0, |out| encode_payload(task, &chunk, out))
+    let frame = codec::encode_frame(&message, 0, |out| items.encode_chunk(task, range, out))
         .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", id.first_row)))?;
     Ok(Chunk { id, rows, frame: Arc::new(frame), attempts: 0, suspect: false })
 }
