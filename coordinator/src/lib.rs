@@ -69,3 +69,4 @@ pub use pool::{
     AsyncResult, Balance, Callbacks, CodecTime, IMap, IMapUnordered, Monitor, Pool, PoolBuilder, PoolError,
     PoolObserver, WorkerState, WorkerStats, default_chunk_size,
 };
+pub use pool::{ChunkLen, IMapIter, IMapUnorderedIter, OneChunk};
