@@ -12,7 +12,6 @@ use crate::Task;
 
 /// A number as the user wrote it: an integer, or a float (`4.5`, `1e3`, `inf`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
 pub enum Number {
     /// A 64-bit signed integer.
     Int(i64),
