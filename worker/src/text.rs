@@ -128,9 +128,17 @@ impl CountText {
     /// Counts every row of `text`, whose first line is `first_line`, appending to `counts`.
     pub fn count(&self, text: &[u8], first_line: u64, counts: &mut Vec<u32>) -> Result<(), TextFault> {
         let ints = self.range.int_bounds();
+        // An empty integer range is written as lo > hi, which the fast path's test refutes.
+        let (lo, hi) = ints.unwrap_or((1, 0));
         let mut line = first_line;
         let mut start = 0;
         while start < text.len() {
+            if let Some((hits, next)) = self.fast_row(text, start, lo, hi) {
+                counts.push(hits);
+                line += 1;
+                start = next;
+                continue;
+            }
             let end = match text[start..].iter().position(|&b| b == b'\n') {
                 Some(at) => start + at,
                 None => text.len(),
@@ -165,6 +173,49 @@ impl CountText {
             start = end + 1;
         }
         Ok(())
+    }
+
+    /// The common row, in one pass and no allocation: `cols` plain integers with one
+    /// separator between them, ended by `\n` (or `\r\n`, or the end of the text). Gives
+    /// the row's count and where the next line starts; anything else (blanks in a CSV
+    /// cell, floats, a bad cell, a blank line, the wrong width) is left to the careful
+    /// path, which also finds the fault's column.
+    #[inline]
+    fn fast_row(&self, text: &[u8], start: usize, lo: i64, hi: i64) -> Option<(u32, usize)> {
+        let blanks = self.separator == Separator::Blanks;
+        let separator = if blanks { b' ' } else { b',' };
+        let mut at = start;
+        let mut hits = 0u32;
+        let mut cells = 0u64;
+        loop {
+            if blanks {
+                while at < text.len() && is_blank(text[at]) {
+                    at += 1;
+                }
+            }
+            let (value, after) = quick_integer(text, at)?;
+            hits += u32::from(lo <= value && value <= hi);
+            cells += 1;
+            at = after;
+            if blanks {
+                while at < text.len() && is_blank(text[at]) {
+                    at += 1;
+                }
+            }
+            match text.get(at) {
+                None => return (cells == self.cols).then_some((hits, at)),
+                Some(b'\n') => return (cells == self.cols).then_some((hits, at + 1)),
+                Some(b'\r') if text.get(at + 1) == Some(&b'\n') => {
+                    return (cells == self.cols).then_some((hits, at + 2));
+                }
+                Some(&byte) if byte == separator && !blanks => at += 1,
+                Some(_) if blanks && at > after => {}
+                Some(_) => return None,
+            }
+            if cells == self.cols {
+                return None;
+            }
+        }
     }
 
     /// Cells and values in range of one comma-separated row; a fault gives its 0-based
