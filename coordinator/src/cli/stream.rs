@@ -82,7 +82,7 @@ fn open(input: &StreamInput, settings: &CountSettings, per_row: bool) -> Result<
             // 64 KiB (small files still spread) and 512 KiB (a piece and its copies stay in
             // cache, and freed buffers are reused rather than faulted in afresh).
             let workers = settings.pool.workers.max(1) as u64;
-            let piece_bytes = size.map_or(1 << 20, |size| (size / (4 * workers)).clamp(64 << 10, 512 << 10)) as usize;
+            let piece_bytes = size.map_or(512 << 10, |size| (size / (4 * workers)).clamp(64 << 10, 512 << 10)) as usize;
             let piece_rows = if per_row { Some(1) } else { settings.pool.chunk_size };
             let options = CsvOptions { header: input.header, kind: input.kind, piece_bytes, piece_rows };
             let (layout, pieces) = open_csv(reader, &name, options)?;

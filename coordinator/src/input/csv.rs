@@ -130,10 +130,12 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
     };
     let cells = cells_of(&pieces.buffer[data], separator);
     let cols = cells.len() as u64;
-    let kind = options.kind.unwrap_or(if cells.iter().all(|cell| is_integer(cell)) {
-        ValueKind::Int
-    } else {
+    // Floats if any cell is a number that is not an integer; a cell that is no number at
+    // all decides nothing (the worker reports it).
+    let kind = options.kind.unwrap_or(if cells.iter().any(|cell| is_number(cell) && !is_integer(cell)) {
         ValueKind::Float
+    } else {
+        ValueKind::Int
     });
     if header {
         // The header and the blank lines before it are not handed out.
