@@ -227,6 +227,11 @@ impl CountSink {
         Ok(())
     }
 
+    /// Chunks waiting in the reorder buffer for an earlier one.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Ends the run: every row must have come back; the output is put in place.
     pub fn finish(self) -> anyhow::Result<Totals> {
         if let Some((&first, _)) = self.pending.iter().next() {

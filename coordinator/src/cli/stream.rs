@@ -352,7 +352,7 @@ where
         Mode::Serial => unreachable!("no pool in serial mode"),
         Mode::ImapUnordered => {
             let mut results = pool.imap_unordered_iter(task, source)?;
-            while let Some(chunk) = results.next_chunk() {
+            while let Some(chunk) = results.next_chunk_holding(sink.pending()) {
                 let (first, counts) = chunk?;
                 sink.add(first, counts)?;
             }
@@ -395,10 +395,21 @@ where
     let shared = Arc::new((Mutex::new(Shared { sink, done: 0, error: None }), Condvar::new()));
     let mut submitted = 0u64;
     let mut row = 0;
+    // Rows may wait in the reorder buffer for an earlier one; submitting pauses while
+    // this many do, so that the buffer stays bounded. The row they wait for is already
+    // submitted (rows go in order), so the pause always ends.
+    let most_pending = 4096;
     for chunk in source {
         let rows = chunk.items();
-        if shared.0.lock().unwrap_or_else(|e| e.into_inner()).error.is_some() {
-            break;
+        {
+            let (lock, changed) = &*shared;
+            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while state.sink.pending() >= most_pending && state.error.is_none() {
+                state = changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.error.is_some() {
+                break;
+            }
         }
         let on_success = {
             let shared = Arc::clone(&shared);

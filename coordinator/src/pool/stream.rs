@@ -233,14 +233,23 @@ where
     /// The next chunk to arrive: its first item index and outputs; `None` at the end.
     /// Do not mix with item-by-item iteration of the same chunk.
     pub fn next_chunk(&mut self) -> Option<Result<ChunkOutputs<T>, PoolError>> {
+        self.next_chunk_holding(0)
+    }
+
+    /// [`next_chunk`](Self::next_chunk) for a consumer that keeps `held` chunks back, as
+    /// a reorder buffer does: they count against the window, so that the buffer and the
+    /// chunks in flight together stay within it.
+    pub fn next_chunk_holding(&mut self, held: usize) -> Option<Result<ChunkOutputs<T>, PoolError>> {
         if self.failed {
             return None;
         }
-        self.advance_chunk().inspect_err(|_| self.failed = true).transpose()
+        self.advance_chunk(held as u64).inspect_err(|_| self.failed = true).transpose()
     }
 
-    fn advance_chunk(&mut self) -> Result<Option<ChunkOutputs<T>>, PoolError> {
-        self.feed.fill(0)?;
+    fn advance_chunk(&mut self, held: u64) -> Result<Option<ChunkOutputs<T>>, PoolError> {
+        // Chunks are submitted in order, so a consumer holding chunks back waits for one
+        // that is still outstanding: holding never stalls the stream.
+        self.feed.fill(held)?;
         if self.feed.outstanding() == 0 {
             return Ok(None);
         }
