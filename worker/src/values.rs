@@ -237,67 +237,65 @@ impl Task for CountNpyRows {
 /// Appends, for each row of `data` (`row_bytes` each), how many of its elements lie in
 /// `range`.
 pub fn count_raw_rows(data: &[u8], row_bytes: usize, dtype: RawDtype, range: &ValueRange, counts: &mut Vec<u32>) {
-    let ints = range.int_bounds();
-    // Integers outside i64 (large uint64) are compared as floats, which is exact enough:
-    // they lie beyond every integer bound anyway.
-    let float_range = *range;
-    macro_rules! count_ints {
-        ($t:ty, $n:literal) => {{
-            let decode = |b: &[u8]| {
-                let bytes: [u8; $n] = b.try_into().unwrap();
-                if dtype.big_endian { <$t>::from_be_bytes(bytes) } else { <$t>::from_le_bytes(bytes) }
-            };
-            match ints {
-                None => counts.extend(std::iter::repeat_n(0, data.len() / row_bytes)),
-                Some((lo, hi)) => counts.extend(data.chunks_exact(row_bytes).map(|row| {
-                    row.chunks_exact($n)
-                        .map(|b| {
-                            let value = decode(b);
-                            u32::from(match i64::try_from(value) {
-                                Ok(value) => lo <= value && value <= hi,
-                                Err(_) => float_range.contains_f64(value as f64),
-                            })
-                        })
-                        .sum::<u32>()
-                })),
+    let Some((lo, hi)) = range.int_bounds().or(match dtype.kind {
+        // Floats are compared as floats, whether or not an integer lies in the range.
+        RawKind::Float => Some((1, 0)),
+        _ => None,
+    }) else {
+        counts.extend(std::iter::repeat_n(0, data.len() / row_bytes));
+        return;
+    };
+    // `lo <= v <= hi` as one unsigned comparison, without a branch.
+    let span = hi.wrapping_sub(lo) as u64;
+    let int = move |value: i64| (value.wrapping_sub(lo) as u64) <= span;
+    let range = *range;
+    let big = dtype.big_endian;
+    // Each arm picks its decoding once, outside the loop, so every loop is a tight one.
+    macro_rules! by_endianness {
+        ($t:ty, $n:literal, $test:expr) => {{
+            let test = $test;
+            if big {
+                count_rows_with::<$n>(data, row_bytes, |b| test(<$t>::from_be_bytes(b)), counts)
+            } else {
+                count_rows_with::<$n>(data, row_bytes, |b| test(<$t>::from_le_bytes(b)), counts)
             }
         }};
     }
-    macro_rules! count_floats {
-        ($n:literal, $decode:expr) => {{
-            let decode = $decode;
-            counts.extend(data.chunks_exact(row_bytes).map(|row| {
-                row.chunks_exact($n)
-                    .map(|b| {
-                        let bytes: [u8; $n] = b.try_into().unwrap();
-                        u32::from(range.contains_f64(decode(bytes)))
-                    })
-                    .sum::<u32>()
-            }))
-        }};
-    }
-    let big = dtype.big_endian;
-    #[allow(clippy::redundant_closure_call)]
     match (dtype.kind, dtype.bytes) {
-        (RawKind::Int, 1) => count_ints!(i8, 1),
-        (RawKind::Int, 2) => count_ints!(i16, 2),
-        (RawKind::Int, 4) => count_ints!(i32, 4),
-        (RawKind::Int, 8) => count_ints!(i64, 8),
-        (RawKind::Uint, 1) => count_ints!(u8, 1),
-        (RawKind::Uint, 2) => count_ints!(u16, 2),
-        (RawKind::Uint, 4) => count_ints!(u32, 4),
-        (RawKind::Uint, 8) => count_ints!(u64, 8),
-        (RawKind::Float, 2) => count_floats!(2, |b: [u8; 2]| {
-            f64::from(half_to_f32(if big { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }))
+        (RawKind::Int, 1) => by_endianness!(i8, 1, |v: i8| int(v.into())),
+        (RawKind::Int, 2) => by_endianness!(i16, 2, |v: i16| int(v.into())),
+        (RawKind::Int, 4) => by_endianness!(i32, 4, |v: i32| int(v.into())),
+        (RawKind::Int, 8) => by_endianness!(i64, 8, int),
+        (RawKind::Uint, 1) => by_endianness!(u8, 1, |v: u8| int(v.into())),
+        (RawKind::Uint, 2) => by_endianness!(u16, 2, |v: u16| int(v.into())),
+        (RawKind::Uint, 4) => by_endianness!(u32, 4, |v: u32| int(v.into())),
+        // Beyond i64, only a float bound can reach: compared as floats.
+        (RawKind::Uint, 8) => by_endianness!(u64, 8, |v: u64| match i64::try_from(v) {
+            Ok(v) => int(v),
+            Err(_) => range.contains_f64(v as f64),
         }),
-        (RawKind::Float, 4) => count_floats!(4, |b: [u8; 4]| {
-            f64::from(if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) })
-        }),
-        (RawKind::Float, 8) => {
-            count_floats!(8, |b: [u8; 8]| if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) })
-        }
+        (RawKind::Float, 2) => by_endianness!(u16, 2, |v: u16| range.contains_f64(half_to_f32(v).into())),
+        (RawKind::Float, 4) => by_endianness!(f32, 4, |v: f32| range.contains_f64(v.into())),
+        (RawKind::Float, 8) => by_endianness!(f64, 8, |v: f64| range.contains_f64(v)),
         _ => counts.extend(std::iter::repeat_n(0, data.len() / row_bytes)),
     }
+}
+
+/// For each row, how many of its `W`-byte elements pass `inside`.
+#[inline(always)]
+fn count_rows_with<const W: usize>(
+    data: &[u8],
+    row_bytes: usize,
+    inside: impl Fn([u8; W]) -> bool,
+    counts: &mut Vec<u32>,
+) {
+    counts.extend(data.chunks_exact(row_bytes).map(|row| {
+        let mut hits = 0u32;
+        for element in row.chunks_exact(W) {
+            hits += u32::from(inside(element.try_into().expect("W bytes")));
+        }
+        hits
+    }));
 }
 
 /// An IEEE half (numpy's `float16`) as a single, exactly.

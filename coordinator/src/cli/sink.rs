@@ -7,7 +7,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     io::{BufWriter, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc},
 };
 
 use anyhow::{Context, bail};
@@ -36,13 +36,12 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 impl Totals {
-    fn add(&mut self, counts: &[u32]) {
-        for &count in counts {
-            if self.first.len() < 10 {
-                self.first.push(count);
-            }
-            self.in_range += u64::from(count);
-            for byte in count.to_le_bytes() {
+    fn add(&mut self, counts: &[u32], checksum: bool) {
+        let first = counts.len().min(10 - self.first.len());
+        self.first.extend_from_slice(&counts[..first]);
+        self.in_range += counts.iter().map(|&count| u64::from(count)).sum::<u64>();
+        if checksum {
+            for byte in counts.iter().flat_map(|count| count.to_le_bytes()) {
                 self.checksum = (self.checksum ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
             }
         }
@@ -97,9 +96,9 @@ impl OutputFile {
 
     fn counts(&mut self, counts: &[u32]) -> anyhow::Result<()> {
         if self.npy {
-            for count in counts {
-                self.writer.write_all(&count.to_le_bytes()).with_context(|| self.context())?;
-            }
+            // One write per chunk: a call per count costs more than the counts.
+            let bytes: Vec<u8> = counts.iter().flat_map(|count| count.to_le_bytes()).collect();
+            self.writer.write_all(&bytes).with_context(|| self.context())?;
         } else {
             let mut buffer = itoa::Buffer::new();
             for &count in counts {
@@ -167,9 +166,27 @@ fn npy_header(descr: &str, shape: &str) -> Vec<u8> {
     header
 }
 
+/// Starts the thread that sums counts up, fed in row order.
+fn start_totals(checksum: bool) -> (mpsc::SyncSender<Vec<u32>>, std::thread::JoinHandle<Totals>) {
+    let (sender, receiver) = mpsc::sync_channel::<Vec<u32>>(16);
+    let thread = std::thread::Builder::new()
+        .name("corepool-totals".into())
+        .spawn(move || {
+            let mut totals = Totals::default();
+            for counts in receiver {
+                totals.add(&counts, checksum);
+            }
+            totals
+        })
+        .expect("cannot start a thread");
+    (sender, thread)
+}
+
 /// Takes each chunk's counts as it arrives, and hands them on in row order.
 pub struct CountSink {
-    totals: Totals,
+    /// The thread summing the counts up: the checksum is a serial chain of multiplies, so
+    /// it runs beside the rest of the coordinator's work rather than in its way.
+    totals: Option<(mpsc::SyncSender<Vec<u32>>, std::thread::JoinHandle<Totals>)>,
     /// Chunks that arrived ahead of their turn, by first row: at most the pool's window.
     pending: BTreeMap<usize, Vec<u32>>,
     next_row: usize,
@@ -185,7 +202,7 @@ impl CountSink {
     /// A sink writing to `output` (if any), checking against `expected` (if any).
     pub fn new(output: Option<OutputFile>, expected: Option<Expected>, mode: &'static str) -> Self {
         Self {
-            totals: Totals::default(),
+            totals: Some(start_totals(true)),
             pending: BTreeMap::new(),
             next_row: 0,
             output,
@@ -219,12 +236,26 @@ impl CountSink {
         if let Some(expected) = &self.expected {
             check_against(expected, self.next_row, &counts, self.mode)?;
         }
-        self.totals.add(&counts);
         if let Some(output) = self.output.as_mut().filter(|output| !output.arrival) {
             output.counts(&counts)?;
         }
         self.next_row += counts.len();
+        if let Some((sender, _)) = &self.totals {
+            // The thread ends only when the sender goes: a failed send cannot happen.
+            let _ = sender.send(counts);
+        }
         Ok(())
+    }
+
+    /// Leaves the checksum out (it stays at FNV's offset basis) when nothing will show it:
+    /// its serial chain of multiplies is the slowest part of summing up.
+    pub fn without_checksum(mut self) -> Self {
+        if let Some((sender, thread)) = self.totals.take() {
+            drop(sender);
+            let _ = thread.join();
+        }
+        self.totals = Some(start_totals(false));
+        self
     }
 
     /// Chunks waiting in the reorder buffer for an earlier one.
@@ -233,7 +264,7 @@ impl CountSink {
     }
 
     /// Ends the run: every row must have come back; the output is put in place.
-    pub fn finish(self) -> anyhow::Result<Totals> {
+    pub fn finish(mut self) -> anyhow::Result<Totals> {
         if let Some((&first, _)) = self.pending.iter().next() {
             bail!("no result came back for row {}, though rows from {first} did", self.next_row);
         }
@@ -243,10 +274,21 @@ impl CountSink {
                 bail!("--verify: {} returned no count for row {first}", self.mode);
             }
         }
-        if let Some(output) = self.output {
+        if let Some(output) = self.output.take() {
             output.persist()?;
         }
-        Ok(self.totals)
+        let (sender, thread) = self.totals.take().expect("finished once");
+        drop(sender);
+        thread.join().map_err(|_| anyhow::anyhow!("the thread summing the counts up panicked"))
+    }
+}
+
+impl Drop for CountSink {
+    fn drop(&mut self) {
+        if let Some((sender, thread)) = self.totals.take() {
+            drop(sender);
+            let _ = thread.join();
+        }
     }
 }
 

@@ -181,7 +181,10 @@ fn run_once(
     output: Option<OutputFile>,
 ) -> Result<(Totals, usize), Failure> {
     let expected: Option<Expected> = settings.verify.then(Expected::default);
-    let sink = CountSink::new(output, expected.clone(), settings.mode.name());
+    let mut sink = CountSink::new(output, expected.clone(), settings.mode.name());
+    if settings.quiet && settings.report.is_none() {
+        sink = sink.without_checksum();
+    }
     let range = settings.range;
     match opened {
         Opened::Csv { layout, mut pieces } => {
