@@ -301,7 +301,7 @@ impl CountText {
 
 /// A plain integer of 1 to 18 digits (maybe signed) at `row[at..]`, and where it ends: the
 /// fast path. Anything else (more digits, a dot, a letter) is left to the careful parse.
-#[inline]
+#[inline(always)]
 fn quick_integer(row: &[u8], at: usize) -> Option<(i64, usize)> {
     let mut at = at;
     let negative = match row.get(at) {

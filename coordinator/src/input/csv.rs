@@ -266,14 +266,31 @@ pub fn count_lines_and_rows(text: &[u8]) -> (u64, u64) {
     if text.is_empty() {
         return (0, 0);
     }
-    // Two passes the compiler turns into vector code: newlines, then lines that may be
-    // blank (they start with a blank or are empty). Only when there is one of those is
-    // each line looked at.
-    let newlines = text.iter().fold(0u64, |n, &b| n + u64::from(b == b'\n'));
+    // Plain byte arithmetic over blocks, which the compiler turns into vector code: the
+    // newlines, and whether any line may be blank (starts with a blank or is empty). Only
+    // then is each line looked at.
+    let mut newlines = 0u64;
+    let mut maybe_blank = u8::from(starts_blank(text[0]));
+    // Blocks of 255 bytes, so that a count fits in a byte: bytes make the widest vectors.
+    for (block, next) in text.chunks(255).zip(text[1..].chunks(255)) {
+        let mut found = 0u8;
+        let mut flags = 0u8;
+        for (&byte, &after) in block.iter().zip(next) {
+            let newline = u8::from(byte == b'\n');
+            found += newline;
+            let blank = u8::from(after == b' ')
+                | u8::from(after == b'\t')
+                | u8::from(after == b'\r')
+                | u8::from(after == b'\n');
+            flags |= newline & blank;
+        }
+        newlines += u64::from(found);
+        maybe_blank |= flags;
+    }
+    // The last byte has no byte after it, so the loop above left it out.
+    newlines += u64::from(text[text.len() - 1] == b'\n');
     let lines = newlines + u64::from(text.last() != Some(&b'\n'));
-    let maybe_blank = starts_blank(text[0])
-        || text.iter().zip(&text[1..]).fold(false, |any, (&a, &b)| any | ((a == b'\n') & starts_blank(b)));
-    if !maybe_blank {
+    if maybe_blank == 0 {
         return (lines, lines);
     }
     let body = text.strip_suffix(b"\n").unwrap_or(text);

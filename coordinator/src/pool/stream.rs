@@ -92,7 +92,8 @@ struct Feed<'p, T: Task, S: Iterator<Item = T::Chunk>> {
     task: &'p T,
     source: Fuse<S>,
     job: u64,
-    outcomes: mpsc::Receiver<Outcome>,
+    outcomes: mpsc::Receiver<Decoded<T>>,
+    decoder: Option<std::thread::JoinHandle<()>>,
     window: u64,
     next_item: usize,
     submitted: u64,
@@ -104,11 +105,43 @@ where
     T::Chunk: ChunkLen,
 {
     fn open(pool: &'p Pool, task: &'p T, source: S) -> Result<Self, PoolError> {
-        let (sender, outcomes) = mpsc::channel();
+        let (sender, raw) = mpsc::channel::<Outcome>();
         let job = pool.shared.open_job(Sink::Channel(sender))?;
+        // Answers are decoded on a thread of their own, so that the caller's thread only
+        // reads the source and hands out chunks: the two overlap.
+        let (decoded, outcomes) = mpsc::channel();
+        let shared = std::sync::Arc::clone(&pool.shared);
+        let decoder = std::thread::Builder::new()
+            .name("corepool-decode".into())
+            .spawn(move || {
+                for outcome in raw {
+                    let message = if outcome.id.job != job {
+                        // Not about one chunk: the pool stopped every job at once.
+                        Decoded::Stopped(outcome.result.err().unwrap_or(PoolError::Terminated))
+                    } else {
+                        let (chunk, first) = (outcome.id.chunk, outcome.id.first_row as usize);
+                        Decoded::Chunk(chunk, first, shared.meters.decoding(|| outputs_of::<T>(outcome)))
+                    };
+                    if decoded.send(message).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(PoolError::Socket)?;
         let window = pool.window().max(1) as u64;
         let source = source.fuse();
-        Ok(Self { pool, task, source, job, outcomes, window, next_item: 0, submitted: 0, received: 0 })
+        Ok(Self {
+            pool,
+            task,
+            source,
+            job,
+            outcomes,
+            decoder: Some(decoder),
+            window,
+            next_item: 0,
+            submitted: 0,
+            received: 0,
+        })
     }
 
     fn outstanding(&self) -> u64 {
@@ -139,21 +172,32 @@ where
 
     /// The next chunk to arrive: its index, first item, and outputs or error.
     fn receive(&mut self) -> Result<(u64, usize, ChunkResult<T>), PoolError> {
-        let outcome = self.outcomes.recv().map_err(|_| PoolError::Terminated)?;
-        if outcome.id.job != self.job {
-            // Not about one chunk: the pool stopped every job at once.
-            return Err(outcome.result.err().unwrap_or(PoolError::Terminated));
+        match self.outcomes.recv().map_err(|_| PoolError::Terminated)? {
+            Decoded::Stopped(error) => Err(error),
+            Decoded::Chunk(chunk, first, outputs) => {
+                self.received += 1;
+                Ok((chunk, first, outputs))
+            }
         }
-        self.received += 1;
-        let (chunk, first) = (outcome.id.chunk, outcome.id.first_row as usize);
-        Ok((chunk, first, self.pool.shared.meters.decoding(|| outputs_of::<T>(outcome))))
     }
 }
 
 impl<T: Task, S: Iterator<Item = T::Chunk>> Drop for Feed<'_, T, S> {
     fn drop(&mut self) {
+        // Closing the job drops its channel's sender, which ends the decoder's loop.
         self.pool.shared.close_job(self.job);
+        if let Some(decoder) = self.decoder.take() {
+            let _ = decoder.join();
+        }
     }
+}
+
+/// What the decoder thread passes on.
+enum Decoded<T: Task> {
+    /// One chunk's index, first item, and outputs or error.
+    Chunk(u64, usize, ChunkResult<T>),
+    /// The pool stopped every job.
+    Stopped(PoolError),
 }
 
 /// The outputs of [`Pool::imap_iter`], in item order.
