@@ -86,8 +86,8 @@ fn describe(source: &MatrixSource, rows: usize, cols: usize) -> String {
 }
 
 fn count(settings: &CountSettings) -> Result<(), Failure> {
-    if let Some(input) = &settings.stream {
-        return stream::count_stream(settings, input);
+    if stream::streams(settings) {
+        return stream::count_stream(settings, settings.stream.as_ref());
     }
     let started = Instant::now();
     let matrix = Arc::new(load_matrix(&settings.source).map_err(bad_input)?);

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::anyhow;
 use corepool::{
-    ChunkLen, OneChunk, Pool, PoolError, WorkerStats,
+    ChunkLen, OneChunk, Pool, PoolError, WorkerStats, default_chunk_size,
     input::{
         csv::{CsvLayout, CsvOptions, CsvPieces, open_csv},
         npy::{NpyLayout, open_npy},
@@ -26,13 +26,14 @@ use corepool::{
 use corepool_protocol::FailureKind;
 use corepool_worker::{
     Task,
+    tasks::{CountInRange, RowBlock},
     text::{CountText, TextPiece, reference_count},
     values::{CountNpyRows, FileRows, RawKind, ValueRange},
 };
 
 use super::{
     Failure,
-    args::{CountSettings, Mode, Order, ReportTarget, StreamInput},
+    args::{CountSettings, MatrixSource, Mode, Order, ReportTarget, StreamInput},
     bad_input,
     count::{Counted, Repetition},
     failed, ms,
@@ -47,8 +48,21 @@ const NPY_CHUNK_BYTES: u64 = 8 << 20;
 
 /// An opened input: what its first bytes said, and how to read the rest.
 enum Opened {
-    Csv { layout: CsvLayout, pieces: CsvPieces<Box<dyn Read>> },
-    Npy { layout: NpyLayout },
+    Csv {
+        layout: CsvLayout,
+        pieces: CsvPieces<Box<dyn Read>>,
+    },
+    Npy {
+        layout: NpyLayout,
+    },
+    /// The seeded generator, made chunk by chunk as it streams.
+    Random {
+        rows: usize,
+        cols: usize,
+        low: i64,
+        high: i64,
+        seed: u64,
+    },
 }
 
 impl Opened {
@@ -56,12 +70,23 @@ impl Opened {
         match self {
             Opened::Csv { layout, .. } => layout.cols,
             Opened::Npy { layout } => layout.cols,
+            Opened::Random { cols, .. } => *cols as u64,
         }
     }
 }
 
-/// Opens the input; the CSV pieces are cut for `workers` workers.
-fn open(input: &StreamInput, settings: &CountSettings, per_row: bool) -> Result<Opened, DataError> {
+/// Most rows in a chunk of the generated matrix, unless `--chunk-size` says otherwise:
+/// Python's rule would make chunks of any size, and each is made whole before it goes.
+const MAX_GENERATED_CHUNK: usize = 1 << 18;
+
+/// Opens the input (the generator without one); the CSV pieces are cut for the workers.
+fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) -> Result<Opened, DataError> {
+    let Some(input) = input else {
+        let MatrixSource::Random { rows, cols, low, high, seed } = settings.source else {
+            unreachable!("a file source streams with its input settings")
+        };
+        return Ok(Opened::Random { rows, cols, low, high, seed });
+    };
     let name = input.origin.name();
     match input.format {
         Format::Npy => {
@@ -91,8 +116,15 @@ fn open(input: &StreamInput, settings: &CountSettings, per_row: bool) -> Result<
     }
 }
 
-/// Counts the streamed input as `settings` say, prints the summary and writes the report.
-pub fn count_stream(settings: &CountSettings, input: &StreamInput) -> Result<(), Failure> {
+/// Whether a run streams: always from `--input`; from the generator in the modes that
+/// stream by nature (`imap`, `imap-unordered`) and whenever the counts go to `--output`.
+pub fn streams(settings: &CountSettings) -> bool {
+    settings.stream.is_some() || matches!(settings.mode, Mode::Imap | Mode::ImapUnordered) || settings.output.is_some()
+}
+
+/// Counts the streamed input (`None`: the generator) as `settings` say, prints the
+/// summary and writes the report.
+pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Result<(), Failure> {
     let per_row = matches!(settings.mode, Mode::Apply | Mode::ApplyAsync);
     let started = Instant::now();
     let opened = open(input, settings, per_row).map_err(|e| bad_input(e.into()))?;
@@ -181,10 +213,7 @@ fn run_once(
     output: Option<OutputFile>,
 ) -> Result<(Totals, usize), Failure> {
     let expected: Option<Expected> = settings.verify.then(Expected::default);
-    let mut sink = CountSink::new(output, expected.clone(), settings.mode.name());
-    if settings.quiet && settings.report.is_none() {
-        sink = sink.without_checksum();
-    }
+    let sink = CountSink::new(output, expected.clone(), settings.mode.name());
     let range = settings.range;
     match opened {
         Opened::Csv { layout, mut pieces } => {
@@ -216,6 +245,44 @@ fn run_once(
             }
             let chunk_size = reported_chunk_size(settings, totals.rows, chunks);
             Ok((totals, chunk_size))
+        }
+        Opened::Random { rows, cols, low, high, seed } => {
+            let task = CountInRange { min: settings.min, max: settings.max };
+            let per_chunk = match settings.mode {
+                Mode::Apply | Mode::ApplyAsync => 1,
+                _ => settings
+                    .pool
+                    .chunk_size
+                    .unwrap_or_else(|| default_chunk_size(rows, settings.pool.workers).min(MAX_GENERATED_CHUNK)),
+            };
+            let mut values = corepool::matrix::random_integers(low, high, seed);
+            let (min, max) = (settings.min, settings.max);
+            let mut next_row = 0usize;
+            let source = (0..rows).step_by(per_chunk.max(1)).map(move |start| {
+                let take = per_chunk.min(rows - start);
+                let chunk: Vec<i64> = values.by_ref().take(take * cols).collect();
+                RowBlock::new(take, cols, &chunk)
+            });
+            let source = source.inspect(|block: &RowBlock| {
+                if let Some(expected) = &expected {
+                    // The plain loop of `count_serially`, over the block's values.
+                    let values = block.to_values().unwrap_or_default();
+                    let counts = values
+                        .chunks(cols.max(1))
+                        .map(|row| row.iter().filter(|&&v| min <= v && v <= max).count() as u32)
+                        .collect();
+                    expected.lock().unwrap_or_else(|e| e.into_inner()).push_back((next_row, counts));
+                }
+                next_row += block.rows();
+            });
+            let progress = pool.map(|pool| Progress::start(pool.observer(), rows as u64, 1));
+            let totals =
+                run_mode(pool, settings, &task, source, sink).map_err(|error| match error.downcast::<PoolError>() {
+                    Ok(error) => failed(error.into()),
+                    Err(other) => failed(other),
+                })?;
+            drop(progress);
+            Ok((totals, reported_chunk_size(settings, rows as u64, (rows as u64).div_ceil(per_chunk.max(1) as u64))))
         }
         Opened::Npy { layout } => {
             let task = CountNpyRows { range, dtype: layout.dtype };
@@ -497,7 +564,6 @@ fn finish(
     let mut human: Box<dyn Write> = match (&settings.report, settings.quiet) {
         (Some(ReportTarget::Stdout), true) => Box::new(std::io::sink()),
         (Some(ReportTarget::Stdout), false) => Box::new(std::io::stderr()),
-        (_, true) => Box::new(std::io::sink()),
         _ => Box::new(std::io::stdout()),
     };
     write_summary(&mut *human, settings, shape, load, run, totals, peak)
@@ -513,8 +579,16 @@ fn write_summary(
     totals: &Totals,
     peak: u64,
 ) -> std::io::Result<()> {
-    let name = settings.stream.as_ref().map(|input| input.origin.name()).unwrap_or_default();
-    writeln!(out, "{rows} x {cols} matrix streamed from {name} (first lines read in {})", ms(load))?;
+    match &settings.source {
+        MatrixSource::Random { low, high, seed, .. } => writeln!(
+            out,
+            "{rows} x {cols} matrix of random integers in {low}..{high} (seed {seed}), made chunk by chunk as it streams"
+        )?,
+        MatrixSource::File(_) => {
+            let name = settings.stream.as_ref().map(|input| input.origin.name()).unwrap_or_default();
+            writeln!(out, "{rows} x {cols} matrix streamed from {name} (first lines read in {})", ms(load))?;
+        }
+    }
     writeln!(
         out,
         "mode {}: {} workers, {} rows per chunk; counted values in [{}, {}]",
@@ -535,6 +609,20 @@ fn write_summary(
         ms(run.stop),
         if settings.verify { "; --verify: every row agrees with serial" } else { "" }
     )?;
+    if settings.mode != Mode::Serial {
+        let encode: Duration = run.repetitions.iter().map(|r| r.encode).sum();
+        let decode: Duration = run.repetitions.iter().map(|r| r.decode).sum();
+        writeln!(
+            out,
+            "compute split: distribution (encoding) {}, waiting on workers {}, gathering (decoding, on its own thread) {}",
+            ms(encode),
+            ms(run.compute.saturating_sub(encode)),
+            ms(decode)
+        )?;
+        let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
+        let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
+        writeln!(out, "faults: {restarts} worker restarts, {retried} chunks sent again")?;
+    }
     if run.repetitions.len() > 1 {
         super::summary::write_repetitions(out, &run.repetitions)?;
     }
