@@ -137,6 +137,13 @@ fn headers_detected_forced_and_refused() {
     assert_eq!(refused.status.code(), Some(2));
     assert_eq!(refused.stderr.trim(), "corepool: typo.csv:1:3: not an integer: \"x\"");
     std::fs::write(dir.path().join("only.csv"), "a,b\n\n").unwrap();
+    // pandas writes NaN as an empty cell: a missing value, in no range.
+    std::fs::write(dir.path().join("pandas.csv"), "a,b\n1.5,4\n,5\n8.0,\n").unwrap();
+    run(&["count", "--input", "pandas.csv", "--output", "c.txt", "--verify"]).assert_success();
+    assert_eq!(read_counts(&dir.path().join("c.txt")), [1, 1, 1]);
+    std::fs::write(dir.path().join("ints.csv"), "1,2\n4,\n").unwrap();
+    let empty = run(&["count", "--input", "ints.csv"]);
+    assert_eq!((empty.status.code(), empty.stderr.trim()), (Some(2), "corepool: ints.csv:2:3: empty cell"));
     let only = run(&["count", "--input", "only.csv"]);
     assert_eq!(
         (only.status.code(), only.stderr.trim()),

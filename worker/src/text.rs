@@ -249,10 +249,19 @@ impl CountText {
             let raw = &row[cell_start..end];
             let trailing = raw.iter().rev().take_while(|&&byte| is_blank(byte)).count();
             let cell = &raw[..raw.len() - trailing];
-            if cell.is_empty() {
+            // A missing value, as pandas writes NaN: out of every range in a float file, an
+            // error in an integer one.
+            if cell.is_empty() && self.kind == ValueKind::Int {
                 return Err((start, "empty cell".to_owned()));
             }
             cells += 1;
+            if cell.is_empty() {
+                if end == row.len() {
+                    return Ok((cells, hits));
+                }
+                start = end + 1;
+                continue;
+            }
             hits += u32::from(self.cell_in_range(cell, ints).map_err(|e| (cell_start, describe(e, cell)))?);
             if end == row.len() {
                 return Ok((cells, hits));
@@ -416,6 +425,10 @@ pub fn quotable(cell: &[u8]) -> String {
 pub fn reference_count(line: &[u8], separator: Separator, range: &ValueRange) -> Option<u32> {
     let mut hits = 0;
     for cell in cells_of(line, separator) {
+        if cell.is_empty() {
+            // A missing value (the fast count accepts it in float files only): in no range.
+            continue;
+        }
         let text = std::str::from_utf8(cell).ok()?;
         let inside = match text.parse::<i64>() {
             Ok(value) => range.contains_i64(value),
@@ -456,6 +469,8 @@ mod tests {
         let floats = task(Separator::Comma, ValueKind::Float, 4);
         assert_eq!(run(&floats, "4.0,nan,8.5,-inf\n3.99,4,1e0,7.5e0\n", 1).unwrap(), [1, 2]);
         assert_eq!(run(&floats, "1,2,x,4\n", 1).unwrap_err(), "1:5: not a number: \"x\"");
+        // Empty cells are missing values in a float file (pandas writes NaN so).
+        assert_eq!(run(&floats, "4.5,,8,\n", 1).unwrap(), [2]);
     }
 
     #[test]

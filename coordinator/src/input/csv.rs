@@ -14,7 +14,7 @@ use super::{InputError, source::DataError};
 /// Whether the first non-blank line is a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeaderRule {
-    /// A header if its cells are not all numbers.
+    /// A header if a cell is neither a number nor empty.
     #[default]
     Detect,
     /// Always a header (`--header`).
@@ -122,7 +122,10 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
     let header = match options.header {
         HeaderRule::Yes => true,
         HeaderRule::No => false,
-        HeaderRule::Detect => !cells_of(&pieces.buffer[first.clone()], separator).iter().all(|cell| is_number(cell)),
+        // An empty cell is a missing value, not a name: it makes no header.
+        HeaderRule::Detect => {
+            cells_of(&pieces.buffer[first.clone()], separator).iter().any(|cell| !cell.is_empty() && !is_number(cell))
+        }
     };
     let data = if header { found.get(1).cloned() } else { Some((first_line, first.clone())) };
     let Some((data_line, data)) = data else {
@@ -130,13 +133,11 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
     };
     let cells = cells_of(&pieces.buffer[data], separator);
     let cols = cells.len() as u64;
-    // Floats if any cell is a number that is not an integer; a cell that is no number at
-    // all decides nothing (the worker reports it).
-    let kind = options.kind.unwrap_or(if cells.iter().any(|cell| is_number(cell) && !is_integer(cell)) {
-        ValueKind::Float
-    } else {
-        ValueKind::Int
-    });
+    // Floats if any cell is a number that is not an integer, or empty (a missing value, as
+    // pandas writes NaN); a cell that is no number at all decides nothing (the worker
+    // reports it).
+    let floats = cells.iter().any(|cell| cell.is_empty() || (is_number(cell) && !is_integer(cell)));
+    let kind = options.kind.unwrap_or(if floats { ValueKind::Float } else { ValueKind::Int });
     if header {
         // The header and the blank lines before it are not handed out.
         let after_header = pieces.buffer[first.end..]
