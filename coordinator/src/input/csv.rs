@@ -122,10 +122,7 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
     let header = match options.header {
         HeaderRule::Yes => true,
         HeaderRule::No => false,
-        // An empty cell is a missing value, not a name: it makes no header.
-        HeaderRule::Detect => {
-            cells_of(&pieces.buffer[first.clone()], separator).iter().any(|cell| !cell.is_empty() && !is_number(cell))
-        }
+        HeaderRule::Detect => looks_like_header(&cells_of(&pieces.buffer[first.clone()], separator)),
     };
     let data = if header { found.get(1).cloned() } else { Some((first_line, first.clone())) };
     let Some((data_line, data)) = data else {
@@ -150,6 +147,15 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
     let layout =
         CsvLayout { separator, kind, cols, header_line: header.then_some(first_line), first_data_line: data_line };
     Ok((layout, pieces))
+}
+
+/// Whether a first line is a header: a cell is neither a number nor empty (an empty cell is
+/// a missing value, not a name), or the cells read `0,1,2,...`, the column names pandas
+/// gives a frame without names (`pandas.DataFrame(array).to_csv(path, index=False)`).
+fn looks_like_header(cells: &[&[u8]]) -> bool {
+    let named = cells.iter().any(|cell| !cell.is_empty() && !is_number(cell));
+    let pandas_names = cells.len() >= 2 && cells.iter().enumerate().all(|(i, cell)| *cell == i.to_string().as_bytes());
+    named || pandas_names
 }
 
 impl<R: Read> CsvPieces<R> {
@@ -340,6 +346,16 @@ mod tests {
         let (layout, pieces) =
             open("1,2\n3,4\n", CsvOptions { header: HeaderRule::Yes, ..CsvOptions::default() }).unwrap();
         assert_eq!((layout.header_line, pieces[0].first_line, pieces[0].rows), (Some(1), 2, 1));
+    }
+
+    #[test]
+    fn pandas_default_names_are_a_header() {
+        let (layout, _) = open("0,1,2\n1.5,2,3\n", CsvOptions::default()).unwrap();
+        assert_eq!((layout.header_line, layout.kind), (Some(1), ValueKind::Float));
+        let (layout, _) = open("0,2,1\n1,2,3\n", CsvOptions::default()).unwrap();
+        assert_eq!(layout.header_line, None);
+        let (layout, _) = open("1,,3\n4,5,6\n", CsvOptions::default()).unwrap();
+        assert_eq!((layout.header_line, layout.kind), (None, ValueKind::Float));
     }
 
     #[test]
