@@ -208,7 +208,7 @@ fn npy_header(descr: &str, shape: &str) -> Vec<u8> {
 
 /// Starts the thread that sums counts up, fed in row order.
 fn start_totals() -> (mpsc::SyncSender<Vec<u32>>, std::thread::JoinHandle<Totals>) {
-    let (sender, receiver) = mpsc::sync_channel::<Vec<u32>>(16);
+    let (sender, receiver) = mpsc::sync_channel::<Vec<u32>>(2);
     let thread = std::thread::Builder::new()
         .name("corepool-totals".into())
         .spawn(move || {

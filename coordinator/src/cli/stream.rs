@@ -104,10 +104,11 @@ fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) ->
                 }
             };
             // About four pieces per worker, as Python's chunk size rule aims for, within
-            // 64 KiB (small files still spread) and 512 KiB (a piece and its copies stay in
-            // cache, and freed buffers are reused rather than faulted in afresh).
+            // 64 KiB (small files still spread) and 256 KiB (a piece and its copies stay in
+            // cache, freed buffers are reused rather than faulted in afresh, and the window
+            // of pieces in flight stays small).
             let workers = settings.pool.workers.max(1) as u64;
-            let piece_bytes = size.map_or(512 << 10, |size| (size / (4 * workers)).clamp(64 << 10, 512 << 10)) as usize;
+            let piece_bytes = size.map_or(256 << 10, |size| (size / (4 * workers)).clamp(64 << 10, 256 << 10)) as usize;
             let piece_rows = if per_row { Some(1) } else { settings.pool.chunk_size };
             let options = CsvOptions { header: input.header, kind: input.kind, piece_bytes, piece_rows };
             let (layout, pieces) = open_csv(reader, &name, options)?;
