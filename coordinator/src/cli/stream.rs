@@ -367,7 +367,13 @@ fn serial_npy_counts(layout: &NpyLayout, chunk: &FileRows, range: &ValueRange) -
         }
         (RawKind::Float, 4) => hits::<f32>(path, skip, take, |v| range.contains_f64(v.into())),
         (RawKind::Float, 8) => hits::<f64>(path, skip, take, |v| range.contains_f64(v)),
-        // float16 has no reader here without another crate feature: checked by the worker's code only.
+        // npyz reads float16 only with a crate feature: the raw halves are read here.
+        (RawKind::Float, 2) => halves(layout, chunk).map(|values| {
+            values
+                .into_iter()
+                .map(|bits| range.contains_f64(corepool_worker::values::half_to_f32(bits).into()))
+                .collect()
+        }),
         _ => Err(std::io::Error::other("no independent reader for this type")),
     };
     match inside {
@@ -376,6 +382,18 @@ fn serial_npy_counts(layout: &NpyLayout, chunk: &FileRows, range: &ValueRange) -
         }
         Err(_) => vec![u32::MAX; chunk.rows as usize],
     }
+}
+
+/// The raw float16 elements of a chunk, in the file's byte order.
+fn halves(layout: &NpyLayout, chunk: &FileRows) -> std::io::Result<Vec<u16>> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; (chunk.rows * layout.cols * 2) as usize];
+    std::fs::File::open(&layout.path)?.read_exact_at(&mut bytes, chunk.offset)?;
+    let big = layout.dtype.big_endian;
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|b| if big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) })
+        .collect())
 }
 
 /// Whether each of `take` elements from element `skip` on lies in the range, by `inside`.
