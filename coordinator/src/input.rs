@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use crate::matrix::Matrix;
 
+pub mod csv;
+pub mod npy;
+pub mod source;
+
 /// Longest cell text quoted in an error: the whole of a runaway cell would flood the terminal.
 const MAX_QUOTED_CHARS: usize = 40;
 

@@ -50,6 +50,41 @@
 //! # Ok::<(), corepool::PoolError>(())
 //! ```
 //!
+//! # Streaming
+//!
+//! [`Pool::imap_iter`] and [`Pool::imap_unordered_iter`] map over chunks that an iterator
+//! yields one at a time, never collected: a bounded window of chunks is read ahead, so the
+//! input may be far larger than memory. [`input::csv`] cuts a CSV stream into pieces of
+//! whole lines that the workers parse themselves ([`corepool_worker::text::CountText`]);
+//! [`input::npy`] cuts a `.npy` file's rows into ranges the workers read
+//! ([`corepool_worker::values::CountNpyRows`]):
+//!
+//! ```no_run
+//! use corepool::{Pool, input::csv::{CsvOptions, open_csv}};
+//! use corepool_worker::{text::CountText, values::{Number, ValueRange}};
+//!
+//! let file = std::fs::File::open("matrix.csv")?;
+//! let (layout, mut pieces) = open_csv(file, "matrix.csv", CsvOptions::default())?;
+//! let task = CountText {
+//!     range: ValueRange { min: Number::Int(4), max: Number::Float(8.5) },
+//!     separator: layout.separator,
+//!     kind: layout.kind,
+//!     cols: layout.cols,
+//!     first_data_line: layout.first_data_line,
+//! };
+//! let pool = Pool::new(0)?;
+//! let mut results = pool.imap_iter(&task, &mut pieces)?;
+//! while let Some(chunk) = results.next_chunk() {
+//!     let (first_row, counts) = chunk?; // in row order, a piece at a time
+//!     println!("rows {first_row}..{}: {} values in range", first_row + counts.len(), counts.iter().sum::<u32>());
+//! }
+//! drop(results);
+//! if let Some(error) = pieces.take_error() {
+//!     eprintln!("{error}"); // an I/O error ended the file early
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Shutdown
 //!
 //! [`Pool::close`] then [`Pool::join`] finish the submitted work and let the workers exit;
@@ -69,3 +104,4 @@ pub use pool::{
     AsyncResult, Balance, Callbacks, CodecTime, IMap, IMapUnordered, Monitor, Pool, PoolBuilder, PoolError,
     PoolObserver, WorkerState, WorkerStats, default_chunk_size,
 };
+pub use pool::{ChunkLen, IMapIter, IMapUnorderedIter, OneChunk};

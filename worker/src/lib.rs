@@ -25,6 +25,8 @@ pub mod platform;
 pub mod serve;
 pub mod task;
 pub mod tasks;
+pub mod text;
+pub mod values;
 
 mod panics;
 

@@ -57,6 +57,8 @@ impl Registry {
             .register::<crate::tasks::CountInRange>()
             .register::<crate::tasks::CountInRangeStar>()
             .register::<crate::tasks::NormalizeRows>()
+            .register::<crate::text::CountText>()
+            .register::<crate::values::CountNpyRows>()
     }
 
     /// Adds task `T`.

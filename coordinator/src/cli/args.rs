@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use corepool_worker::values::{Number, ValueRange};
 
 /// Seed of the generator when `--seed` is not given (the year of the tutorial).
 pub const DEFAULT_SEED: u64 = 2019;
@@ -37,7 +38,9 @@ pub enum Command {
 /// Where the matrix comes from.
 #[derive(Debug, Args)]
 pub struct MatrixArgs {
-    /// Read the matrix from FILE: integers separated by commas or white space, one row a line.
+    /// Read the matrix from FILE: CSV (integers or floats separated by commas, tabs or
+    /// spaces, one row a line, an optional header line), numpy .npy, or `-` for CSV on
+    /// standard input. `count` streams it: the coordinator never holds it whole.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["rows", "cols", "low", "high", "seed"])]
     pub input: Option<PathBuf>,
     /// Rows of the generated matrix.
@@ -62,12 +65,12 @@ pub struct MatrixArgs {
 pub struct CountArgs {
     #[command(flatten)]
     pub matrix: MatrixArgs,
-    /// Smallest value counted.
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
-    pub min: i64,
-    /// Largest value counted.
-    #[arg(long, default_value_t = 8, allow_negative_numbers = true)]
-    pub max: i64,
+    /// Smallest value counted: an integer, or a float such as 4.5.
+    #[arg(long, default_value_t = Number::Int(4), allow_negative_numbers = true)]
+    pub min: Number,
+    /// Largest value counted: an integer, or a float such as 8.5 (NaN is in no range).
+    #[arg(long, default_value_t = Number::Int(8), allow_negative_numbers = true)]
+    pub max: Number,
     /// Worker processes [default: the number of logical CPUs].
     #[arg(long)]
     pub workers: Option<usize>,
@@ -117,6 +120,58 @@ pub struct CountArgs {
     /// How many workers a chunk may take down before the run fails.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_retries: u32,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// How `--input` is read (flags of `count` only).
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Format of --input [default: from the extension: .npy is numpy's, anything else CSV].
+    #[arg(long, value_enum, requires = "input")]
+    pub format: Option<InputFormat>,
+    /// The first non-blank line of --input is a header [default: when its cells are not
+    /// all numbers].
+    #[arg(long, requires = "input", conflicts_with = "no_header")]
+    pub header: bool,
+    /// The first line of --input is data, even if it holds no number.
+    #[arg(long, requires = "input")]
+    pub no_header: bool,
+    /// Read CSV values as integers or floats [default: integers if the first row holds only
+    /// integers].
+    #[arg(long, value_enum, requires = "input")]
+    pub values: Option<ValuesArg>,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// Text, one row a line.
+    Csv,
+    /// numpy's .npy.
+    Npy,
+}
+
+/// `--values`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValuesArg {
+    /// 64-bit integers.
+    Int,
+    /// Doubles (nan, inf and exponents too).
+    Float,
+}
+
+/// How a file or standard input is streamed, checked.
+#[derive(Debug, Clone)]
+pub struct StreamInput {
+    /// The file, or standard input.
+    pub origin: corepool::input::source::Origin,
+    /// Its format.
+    pub format: corepool::input::source::Format,
+    /// The header rule.
+    pub header: corepool::input::csv::HeaderRule,
+    /// How values are read, if forced.
+    pub kind: Option<corepool_worker::text::ValueKind>,
 }
 
 /// Arguments of `corepool gen`.
@@ -285,8 +340,13 @@ impl PoolOptions {
 #[derive(Debug, Clone)]
 pub struct CountSettings {
     pub source: MatrixSource,
+    /// The integers counted, `min..=max` (an empty range if none lies in `range`).
     pub min: i64,
     pub max: i64,
+    /// The range as given, integers or floats.
+    pub range: ValueRange,
+    /// Set when the matrix is streamed from `--input`.
+    pub stream: Option<StreamInput>,
     pub pool: PoolOptions,
     pub mode: Mode,
     pub output: Option<PathBuf>,
@@ -332,9 +392,15 @@ pub fn check_workers(workers: Option<usize>) -> anyhow::Result<usize> {
 impl CountArgs {
     /// Checks every flag against the others; nothing has run yet.
     pub fn check(self) -> anyhow::Result<CountSettings> {
-        if self.min > self.max {
+        if self.min.as_f64() > self.max.as_f64()
+            || matches!((self.min, self.max), (Number::Int(min), Number::Int(max)) if min > max)
+        {
             bail!("--min {} is greater than --max {}", self.min, self.max);
         }
+        let range = ValueRange { min: self.min, max: self.max };
+        // No integer in the range (`[4.2, 4.8]`): an empty integer range counts nothing.
+        let (min, max) = range.int_bounds().unwrap_or((1, 0));
+        let stream = self.data.check(self.matrix.input.as_deref(), self.repeat)?;
         if self.chunk_size == Some(0) {
             bail!("--chunk-size must be at least 1");
         }
@@ -382,8 +448,10 @@ impl CountArgs {
         };
         Ok(CountSettings {
             source: self.matrix.check()?,
-            min: self.min,
-            max: self.max,
+            min,
+            max,
+            range,
+            stream,
             pool,
             mode: self.mode,
             output: self.output,
@@ -394,6 +462,40 @@ impl CountArgs {
             quiet: self.quiet,
             report,
         })
+    }
+}
+
+impl DataArgs {
+    /// How `--input` (if given) is streamed.
+    fn check(&self, input: Option<&std::path::Path>, repeat: u32) -> anyhow::Result<Option<StreamInput>> {
+        use corepool::input::{
+            csv::HeaderRule,
+            source::{Format, Origin},
+        };
+        use corepool_worker::text::ValueKind;
+        let Some(path) = input else { return Ok(None) };
+        let origin = Origin::from_arg(path);
+        let format = match (self.format, &origin) {
+            (Some(InputFormat::Csv), _) | (None, Origin::Stdin) => Format::Csv,
+            (Some(InputFormat::Npy), _) => Format::Npy,
+            (None, Origin::File(path)) => Format::of_path(path),
+        };
+        if origin == Origin::Stdin && format == Format::Npy {
+            bail!("--input -: standard input is read as CSV; save the .npy array to a file");
+        }
+        if origin == Origin::Stdin && repeat > 1 {
+            bail!("--repeat {repeat} reads the input again, and standard input can be read only once");
+        }
+        let header = match (self.header, self.no_header) {
+            (true, _) => HeaderRule::Yes,
+            (_, true) => HeaderRule::No,
+            _ => HeaderRule::Detect,
+        };
+        let kind = self.values.map(|values| match values {
+            ValuesArg::Int => ValueKind::Int,
+            ValuesArg::Float => ValueKind::Float,
+        });
+        Ok(Some(StreamInput { origin, format, header, kind }))
     }
 }
 

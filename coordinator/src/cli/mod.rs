@@ -7,6 +7,8 @@ mod output;
 mod progress;
 mod report;
 pub mod signals;
+mod sink;
+mod stream;
 mod summary;
 
 use std::{io::Write, sync::Arc, time::Instant};
@@ -84,6 +86,9 @@ fn describe(source: &MatrixSource, rows: usize, cols: usize) -> String {
 }
 
 fn count(settings: &CountSettings) -> Result<(), Failure> {
+    if stream::streams(settings) {
+        return stream::count_stream(settings, settings.stream.as_ref());
+    }
     let started = Instant::now();
     let matrix = Arc::new(load_matrix(&settings.source).map_err(bad_input)?);
     let made = started.elapsed();
@@ -157,8 +162,8 @@ fn write_human(
         settings.mode.name(),
         if settings.mode == Mode::Serial { 0 } else { settings.pool.workers },
         run.chunk_size,
-        settings.min,
-        settings.max
+        settings.range.min,
+        settings.range.max
     )?;
     writeln!(out, "first 10 counts: {:?}", &run.counts[..rows.min(10)])?;
     let in_range: u64 = run.counts.iter().map(|&c| u64::from(c)).sum();

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use corepool::{Balance, WorkerStats};
+use corepool_worker::values::Number;
 use serde::Serialize;
 
 use super::{
@@ -36,6 +37,9 @@ pub struct Report {
     pub restarts: u64,
     /// The counts, summed up.
     pub result: ResultReport,
+    /// Peak resident memory of the coordinator process over the run (`VmHWM`), bytes; 0
+    /// where unknown. Flat however large the input, when it is streamed.
+    pub coordinator_peak_rss_bytes: u64,
 }
 
 /// What was run.
@@ -45,10 +49,12 @@ pub struct Parameters {
     pub rows: usize,
     /// Columns of the matrix.
     pub cols: usize,
-    /// Smallest value counted.
-    pub min: i64,
+    /// Smallest value counted (an integer, or a float as given).
+    #[serde(serialize_with = "plain_number")]
+    pub min: Number,
     /// Largest value counted.
-    pub max: i64,
+    #[serde(serialize_with = "plain_number")]
+    pub max: Number,
     /// Worker processes (0 in serial mode).
     pub workers: usize,
     /// The mode's name on the command line (`map`, `imap-unordered`, ...).
@@ -170,8 +176,8 @@ impl Report {
         let parameters = Parameters {
             rows,
             cols,
-            min: settings.min,
-            max: settings.max,
+            min: settings.range.min,
+            max: settings.range.max,
             workers: if pooled { settings.pool.workers } else { 0 },
             mode: settings.mode.name(),
             chunk_size: pooled.then_some(run.chunk_size),
@@ -223,6 +229,7 @@ impl Report {
                 values_in_range: run.counts.iter().map(|&c| u64::from(c)).sum(),
                 checksum: format!("fnv1a64:{:016x}", checksum(&run.counts)),
             },
+            coordinator_peak_rss_bytes: corepool::pool::own_peak_rss(),
         }
     }
 }
@@ -241,6 +248,15 @@ impl WorkerReport {
             restarts: w.restarts,
             retried_chunks: w.retried_chunks,
         }
+    }
+}
+
+/// A number as JSON has it: integers stay integers, so that reports of integer runs
+/// read as they always did.
+fn plain_number<S: serde::Serializer>(number: &Number, serializer: S) -> Result<S::Ok, S::Error> {
+    match *number {
+        Number::Int(value) => serializer.serialize_i64(value),
+        Number::Float(value) => serializer.serialize_f64(value),
     }
 }
 

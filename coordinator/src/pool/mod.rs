@@ -6,6 +6,7 @@ mod monitor;
 mod observer;
 mod platform;
 mod results;
+mod stream;
 
 use std::{
     ops::Range,
@@ -23,6 +24,7 @@ pub use error::PoolError;
 pub use monitor::{DEFAULT_MONITOR_INTERVAL, Monitor};
 pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
+pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk, own_peak_rss};
 
 use self::core::{Chunk, ItemError, Outcome, Settings, Shared, Sink};
 use crate::Items;

@@ -1,0 +1,658 @@
+//! `corepool count --input`: the matrix streamed from a CSV file, standard input or a
+//! `.npy` file, with bounded memory in every mode.
+//!
+//! CSV is cut into pieces of whole lines that the workers parse; a `.npy` file's rows are
+//! cut into ranges that the workers read. Results are gathered in row order (or as they
+//! arrive, for `imap-unordered` and `apply-async`) and written as they come. Modes that
+//! in Python build a whole list (`map`, `starmap`, `map_async`, `starmap_async`) stream
+//! here too, in row order; they then differ from `imap` only in name, since a file's rows
+//! carry their bounds in the task rather than in each item.
+
+use std::{
+    io::Read,
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::anyhow;
+use corepool::{
+    ChunkLen, OneChunk, Pool, PoolError, WorkerStats, default_chunk_size,
+    input::{
+        csv::{CsvLayout, CsvOptions, CsvPieces, open_csv},
+        npy::{NpyLayout, open_npy},
+        source::{DataError, Format, Origin},
+    },
+};
+use corepool_protocol::FailureKind;
+use corepool_worker::{
+    Task,
+    tasks::{CountInRange, RowBlock},
+    text::{CountText, TextPiece, reference_count},
+    values::{CountNpyRows, FileRows, RawKind, ValueRange},
+};
+
+use super::{
+    Failure,
+    args::{CountSettings, MatrixSource, Mode, Order, ReportTarget, StreamInput},
+    bad_input,
+    count::{Counted, Repetition},
+    failed, ms,
+    progress::Progress,
+    report,
+    sink::{CountSink, Expected, OutputFile, Totals},
+};
+
+/// Rows per chunk for `.npy` files when `--chunk-size` is not given: about this many bytes
+/// of the file.
+const NPY_CHUNK_BYTES: u64 = 8 << 20;
+
+/// An opened input: what its first bytes said, and how to read the rest.
+enum Opened {
+    Csv {
+        layout: CsvLayout,
+        pieces: CsvPieces<Box<dyn Read>>,
+    },
+    Npy {
+        layout: NpyLayout,
+    },
+    /// The seeded generator, made chunk by chunk as it streams.
+    Random {
+        rows: usize,
+        cols: usize,
+        low: i64,
+        high: i64,
+        seed: u64,
+    },
+}
+
+impl Opened {
+    fn cols(&self) -> u64 {
+        match self {
+            Opened::Csv { layout, .. } => layout.cols,
+            Opened::Npy { layout } => layout.cols,
+            Opened::Random { cols, .. } => *cols as u64,
+        }
+    }
+}
+
+/// Most rows in a chunk of the generated matrix, unless `--chunk-size` says otherwise:
+/// Python's rule would make chunks of any size, and each is made whole before it goes.
+const MAX_GENERATED_CHUNK: usize = 1 << 18;
+
+/// Opens the input (the generator without one); the CSV pieces are cut for the workers.
+fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) -> Result<Opened, DataError> {
+    let Some(input) = input else {
+        let MatrixSource::Random { rows, cols, low, high, seed } = settings.source else {
+            unreachable!("a file source streams with its input settings")
+        };
+        return Ok(Opened::Random { rows, cols, low, high, seed });
+    };
+    let name = input.origin.name();
+    match input.format {
+        Format::Npy => {
+            let Origin::File(path) = &input.origin else { unreachable!("checked: standard input is CSV") };
+            Ok(Opened::Npy { layout: open_npy(path, &name)? })
+        }
+        Format::Csv => {
+            let (reader, size): (Box<dyn Read>, Option<u64>) = match &input.origin {
+                Origin::Stdin => (Box::new(std::io::stdin().lock()), None),
+                Origin::File(path) => {
+                    let file = std::fs::File::open(path)
+                        .map_err(|source| corepool::input::InputError::Read { path: path.clone(), source })?;
+                    let size = file.metadata().ok().map(|meta| meta.len());
+                    (Box::new(file), size)
+                }
+            };
+            // About four pieces per worker, as Python's chunk size rule aims for, within
+            // 64 KiB (small files still spread) and 256 KiB (a piece and its copies stay in
+            // cache, freed buffers are reused rather than faulted in afresh, and the window
+            // of pieces in flight stays small).
+            let workers = settings.pool.workers.max(1) as u64;
+            let piece_bytes = size.map_or(256 << 10, |size| (size / (4 * workers)).clamp(64 << 10, 256 << 10)) as usize;
+            let piece_rows = if per_row { Some(1) } else { settings.pool.chunk_size };
+            let options = CsvOptions { header: input.header, kind: input.kind, piece_bytes, piece_rows };
+            let (layout, pieces) = open_csv(reader, &name, options)?;
+            Ok(Opened::Csv { layout, pieces })
+        }
+    }
+}
+
+/// Whether a run streams: always from `--input`; from the generator in the modes that
+/// stream by nature (`imap`, `imap-unordered`) and whenever the counts go to `--output`.
+pub fn streams(settings: &CountSettings) -> bool {
+    settings.stream.is_some() || matches!(settings.mode, Mode::Imap | Mode::ImapUnordered) || settings.output.is_some()
+}
+
+/// Counts the streamed input (`None`: the generator) as `settings` say, prints the
+/// summary and writes the report.
+pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Result<(), Failure> {
+    let per_row = matches!(settings.mode, Mode::Apply | Mode::ApplyAsync);
+    let started = Instant::now();
+    let opened = open(input, settings, per_row).map_err(|e| bad_input(e.into()))?;
+    let load = started.elapsed();
+    let cols = opened.cols();
+    let (pool, start) = if settings.mode == Mode::Serial {
+        (None, Duration::ZERO)
+    } else {
+        let started = Instant::now();
+        let pool = Pool::builder()
+            .workers(settings.pool.workers)
+            .task_timeout(settings.pool.task_timeout)
+            .max_retries(settings.pool.max_retries)
+            .monitor(settings.monitor)
+            .self_serving()
+            .and_then(|builder| builder.build())
+            .map_err(|e| failed(anyhow!("starting the pool: {e}")))?;
+        (Some(pool), started.elapsed())
+    };
+    let mut repetitions = Vec::new();
+    let mut totals: Option<Totals> = None;
+    let mut chunk_size = 0;
+    let mut opened = Some(opened);
+    for repetition in 0..settings.repeat {
+        let input_now = match opened.take() {
+            Some(opened) => opened,
+            None => open(input, settings, per_row).map_err(|e| bad_input(e.into()))?,
+        };
+        // Only the first repetition writes the output; the others must agree with it.
+        let output = match (&settings.output, repetition) {
+            (Some(path), 0) => Some(OutputFile::create(path, settings.order == Order::Arrival).map_err(failed)?),
+            _ => None,
+        };
+        let codec = pool.as_ref().map(Pool::codec_time);
+        let started = Instant::now();
+        let (again, size) = run_once(pool.as_ref(), settings, input_now, output)?;
+        let wall = started.elapsed();
+        let (encode, decode) = match (&pool, codec) {
+            (Some(pool), Some(before)) => {
+                let spent = pool.codec_time() - before;
+                (spent.encode, spent.decode)
+            }
+            _ => (Duration::ZERO, Duration::ZERO),
+        };
+        repetitions.push(Repetition { wall, encode, decode });
+        chunk_size = size;
+        if let Some(first) = &totals
+            && *first != again
+        {
+            return Err(failed(anyhow!(
+                "repetition {} disagrees with the first: checksum {:016x} instead of {:016x}",
+                repetition + 1,
+                again.checksum,
+                first.checksum
+            )));
+        }
+        totals = Some(again);
+    }
+    let totals = totals.expect("at least one repetition");
+    let workers: Vec<WorkerStats> = pool.as_ref().map(Pool::worker_stats).unwrap_or_default();
+    let started = Instant::now();
+    if let Some(mut pool) = pool {
+        pool.close();
+        pool.join();
+    }
+    let stop = if settings.mode == Mode::Serial { Duration::ZERO } else { started.elapsed() };
+    let compute = repetitions.iter().map(|r| r.wall).sum();
+    let run = Counted { counts: Vec::new(), arrival: None, start, compute, stop, chunk_size, workers, repetitions };
+    finish(settings, (totals.rows as usize, cols as usize), load, &run, &totals)
+}
+
+/// Rows per chunk that a run reports: `--chunk-size`, else what the input was cut into.
+fn reported_chunk_size(settings: &CountSettings, rows: u64, chunks: u64) -> usize {
+    match settings.mode {
+        Mode::Apply | Mode::ApplyAsync => 1,
+        Mode::Serial => 0,
+        _ => settings.pool.chunk_size.unwrap_or_else(|| rows.div_ceil(chunks.max(1)) as usize),
+    }
+}
+
+/// Runs the job once over `opened`; gives the totals and the rows per chunk.
+fn run_once(
+    pool: Option<&Pool>,
+    settings: &CountSettings,
+    opened: Opened,
+    output: Option<OutputFile>,
+) -> Result<(Totals, usize), Failure> {
+    let expected: Option<Expected> = settings.verify.then(Expected::default);
+    let sink = CountSink::new(output, expected.clone(), settings.mode.name());
+    let range = settings.range;
+    match opened {
+        Opened::Csv { layout, mut pieces } => {
+            let task = CountText {
+                range,
+                separator: layout.separator,
+                kind: layout.kind,
+                cols: layout.cols,
+                first_data_line: layout.first_data_line,
+            };
+            let name = settings.stream.as_ref().map(|input| input.origin.name()).unwrap_or_default();
+            let mut next_row = 0usize;
+            let mut chunks = 0u64;
+            let source = (&mut pieces).inspect(|piece: &TextPiece| {
+                chunks += 1;
+                if let Some(expected) = &expected {
+                    let counts = serial_text_counts(piece, &task);
+                    expected.lock().unwrap_or_else(|e| e.into_inner()).push_back((next_row, counts));
+                }
+                next_row += piece.rows as usize;
+            });
+            let result = run_mode(pool, settings, &task, source, sink);
+            if let Some(error) = pieces.take_error() {
+                return Err(bad_input(error.into()));
+            }
+            let totals = result.map_err(|error| text_failure(error, &name))?;
+            if totals.rows == 0 {
+                return Err(bad_input(corepool::input::InputError::Empty { file: name }.into()));
+            }
+            let chunk_size = reported_chunk_size(settings, totals.rows, chunks);
+            Ok((totals, chunk_size))
+        }
+        Opened::Random { rows, cols, low, high, seed } => {
+            let task = CountInRange { min: settings.min, max: settings.max };
+            let per_chunk = match settings.mode {
+                Mode::Apply | Mode::ApplyAsync => 1,
+                _ => settings
+                    .pool
+                    .chunk_size
+                    .unwrap_or_else(|| default_chunk_size(rows, settings.pool.workers).min(MAX_GENERATED_CHUNK)),
+            };
+            let mut values = corepool::matrix::random_integers(low, high, seed);
+            let (min, max) = (settings.min, settings.max);
+            let mut next_row = 0usize;
+            let source = (0..rows).step_by(per_chunk.max(1)).map(move |start| {
+                let take = per_chunk.min(rows - start);
+                let chunk: Vec<i64> = values.by_ref().take(take * cols).collect();
+                RowBlock::new(take, cols, &chunk)
+            });
+            let source = source.inspect(|block: &RowBlock| {
+                if let Some(expected) = &expected {
+                    // The plain loop of `count_serially`, over the block's values.
+                    let values = block.to_values().unwrap_or_default();
+                    let counts = values
+                        .chunks(cols.max(1))
+                        .map(|row| row.iter().filter(|&&v| min <= v && v <= max).count() as u32)
+                        .collect();
+                    expected.lock().unwrap_or_else(|e| e.into_inner()).push_back((next_row, counts));
+                }
+                next_row += block.rows();
+            });
+            let progress = pool.map(|pool| Progress::start(pool.observer(), rows as u64, 1));
+            let totals =
+                run_mode(pool, settings, &task, source, sink).map_err(|error| match error.downcast::<PoolError>() {
+                    Ok(error) => failed(error.into()),
+                    Err(other) => failed(other),
+                })?;
+            drop(progress);
+            Ok((totals, reported_chunk_size(settings, rows as u64, (rows as u64).div_ceil(per_chunk.max(1) as u64))))
+        }
+        Opened::Npy { layout } => {
+            let task = CountNpyRows { range, dtype: layout.dtype };
+            let rows_per_chunk = match settings.mode {
+                Mode::Apply | Mode::ApplyAsync => 1,
+                _ => settings.pool.chunk_size.map_or_else(
+                    || {
+                        let by_bytes = (NPY_CHUNK_BYTES / layout.row_bytes().max(1)).max(1);
+                        let by_workers = layout.rows.div_ceil(4 * settings.pool.workers.max(1) as u64).max(1);
+                        by_bytes.min(by_workers)
+                    },
+                    |rows| rows as u64,
+                ),
+            };
+            let mut next_row = 0usize;
+            let source = layout.chunks(rows_per_chunk).inspect(|chunk: &FileRows| {
+                if let Some(expected) = &expected {
+                    let counts = serial_npy_counts(&layout, chunk, &range);
+                    expected.lock().unwrap_or_else(|e| e.into_inner()).push_back((next_row, counts));
+                }
+                next_row += chunk.rows as usize;
+            });
+            let total = pool.map(|pool| Progress::start(pool.observer(), layout.rows, 1));
+            let totals =
+                run_mode(pool, settings, &task, source, sink).map_err(|error| match error.downcast::<PoolError>() {
+                    Ok(PoolError::Task { failure, .. }) if failure.kind == FailureKind::Error => {
+                        bad_input(anyhow!("{}", failure.message))
+                    }
+                    Ok(other) => failed(other.into()),
+                    Err(other) => failed(other),
+                })?;
+            drop(total);
+            Ok((totals, reported_chunk_size(settings, layout.rows, layout.rows.div_ceil(rows_per_chunk))))
+        }
+    }
+}
+
+/// A CSV run's error: a worker's report of a bad cell is bad input, with the file's name
+/// put in front of its line and column.
+fn text_failure(error: anyhow::Error, name: &str) -> Failure {
+    match error.downcast::<PoolError>() {
+        Ok(PoolError::Task { failure, .. }) if failure.kind == FailureKind::Error => {
+            bad_input(DataError::Cell { file: name.to_owned(), fault: failure.message }.into())
+        }
+        Ok(other) => failed(other.into()),
+        Err(other) => match other.downcast::<corepool_worker::text::TextFault>() {
+            Ok(fault) => bad_input(DataError::Cell { file: name.to_owned(), fault: fault.to_string() }.into()),
+            Err(other) => failed(other),
+        },
+    }
+}
+
+/// The counts of one piece by the careful, slow parser: `--verify`'s reference. A row it
+/// cannot read gets `u32::MAX`, which no count equals.
+fn serial_text_counts(piece: &TextPiece, task: &CountText) -> Vec<u32> {
+    let body = piece.text.strip_suffix(b"\n").unwrap_or(&piece.text);
+    body.split(|&b| b == b'\n')
+        .filter(|line| !corepool_worker::text::is_blank_line(line))
+        .map(|line| reference_count(line, task.separator, &task.range).unwrap_or(u32::MAX))
+        .collect()
+}
+
+/// The counts of one chunk of a `.npy` file, read by `npyz` element by element:
+/// `--verify`'s reference. A chunk it cannot read gets `u32::MAX` counts, which no count
+/// equals.
+fn serial_npy_counts(layout: &NpyLayout, chunk: &FileRows, range: &ValueRange) -> Vec<u32> {
+    let skip = (chunk.offset - layout.data_offset) / u64::from(layout.dtype.bytes);
+    let take = (chunk.rows * layout.cols) as usize;
+    let int = |value: i64| range.contains_i64(value);
+    let path = layout.path.as_str();
+    let inside = match (layout.dtype.kind, layout.dtype.bytes) {
+        (RawKind::Int, 1) => hits::<i8>(path, skip, take, |v| int(v.into())),
+        (RawKind::Int, 2) => hits::<i16>(path, skip, take, |v| int(v.into())),
+        (RawKind::Int, 4) => hits::<i32>(path, skip, take, |v| int(v.into())),
+        (RawKind::Int, 8) => hits::<i64>(path, skip, take, int),
+        (RawKind::Uint, 1) => hits::<u8>(path, skip, take, |v| int(v.into())),
+        (RawKind::Uint, 2) => hits::<u16>(path, skip, take, |v| int(v.into())),
+        (RawKind::Uint, 4) => hits::<u32>(path, skip, take, |v| int(v.into())),
+        (RawKind::Uint, 8) => {
+            hits::<u64>(path, skip, take, |v| i64::try_from(v).map_or(range.contains_f64(v as f64), int))
+        }
+        (RawKind::Float, 4) => hits::<f32>(path, skip, take, |v| range.contains_f64(v.into())),
+        (RawKind::Float, 8) => hits::<f64>(path, skip, take, |v| range.contains_f64(v)),
+        // npyz reads float16 only with a crate feature: the raw halves are read here.
+        (RawKind::Float, 2) => halves(layout, chunk).map(|values| {
+            values
+                .into_iter()
+                .map(|bits| range.contains_f64(corepool_worker::values::half_to_f32(bits).into()))
+                .collect()
+        }),
+        _ => Err(std::io::Error::other("no independent reader for this type")),
+    };
+    match inside {
+        Ok(inside) => {
+            inside.chunks(layout.cols.max(1) as usize).map(|row| row.iter().map(|&b| u32::from(b)).sum()).collect()
+        }
+        Err(_) => vec![u32::MAX; chunk.rows as usize],
+    }
+}
+
+/// The raw float16 elements of a chunk, in the file's byte order.
+fn halves(layout: &NpyLayout, chunk: &FileRows) -> std::io::Result<Vec<u16>> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; (chunk.rows * layout.cols * 2) as usize];
+    std::fs::File::open(&layout.path)?.read_exact_at(&mut bytes, chunk.offset)?;
+    let big = layout.dtype.big_endian;
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|b| if big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) })
+        .collect())
+}
+
+/// Whether each of `take` elements from element `skip` on lies in the range, by `inside`.
+fn hits<T: npyz::Deserialize>(
+    path: &str,
+    skip: u64,
+    take: usize,
+    inside: impl Fn(T) -> bool,
+) -> std::io::Result<Vec<bool>> {
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(path)?))?;
+    let mut data = npy.data::<T>().map_err(|e| std::io::Error::other(e.to_string()))?;
+    data.seek_to(skip)?;
+    data.take(take).map(|value| value.map(&inside)).collect()
+}
+
+/// Runs `task` over `source` with the mode's pool method (or serially), handing every
+/// chunk's counts to `sink`.
+fn run_mode<T, S>(
+    pool: Option<&Pool>,
+    settings: &CountSettings,
+    task: &T,
+    source: S,
+    mut sink: CountSink,
+) -> anyhow::Result<Totals>
+where
+    T: Task<Output = u32> + Clone,
+    T::Chunk: ChunkLen,
+    S: Iterator<Item = T::Chunk>,
+{
+    let Some(pool) = pool else {
+        // Serial: the task's own code, in this process, one chunk after another.
+        let mut first = 0;
+        for chunk in source {
+            let rows = chunk.items();
+            let counts = task.run(chunk).map_err(|message| PoolError::Task {
+                rows: first as u64..(first + rows) as u64,
+                failure: corepool_protocol::TaskFailure { kind: FailureKind::Error, message, location: None },
+            })?;
+            sink.add(first, counts)?;
+            first += rows;
+        }
+        return sink.finish();
+    };
+    match settings.mode {
+        Mode::Serial => unreachable!("no pool in serial mode"),
+        Mode::ImapUnordered => {
+            let mut results = pool.imap_unordered_iter(task, source)?;
+            while let Some(chunk) = results.next_chunk_holding(sink.pending()) {
+                let (first, counts) = chunk?;
+                sink.add(first, counts)?;
+            }
+        }
+        Mode::Apply => {
+            let mut row = 0;
+            for chunk in source {
+                let rows = chunk.items();
+                let count = pool.apply(task, &OneChunk::new(chunk, row), row)?;
+                sink.add(row, vec![count])?;
+                row += rows;
+            }
+        }
+        Mode::ApplyAsync => return apply_async_stream(pool, task, source, sink),
+        Mode::Map | Mode::Starmap | Mode::Imap | Mode::MapAsync | Mode::StarmapAsync => {
+            let mut results = pool.imap_iter(task, source)?;
+            while let Some(chunk) = results.next_chunk() {
+                let (first, counts) = chunk?;
+                sink.add(first, counts)?;
+            }
+        }
+    }
+    sink.finish()
+}
+
+/// The tutorial's `apply_async` loop over a stream: one task per row, a callback handing
+/// each count to the sink as it arrives. Memory stays bounded because submitting waits
+/// while the pool's queue is full, and no handle is kept.
+fn apply_async_stream<T, S>(pool: &Pool, task: &T, source: S, sink: CountSink) -> anyhow::Result<Totals>
+where
+    T: Task<Output = u32> + Clone,
+    T::Chunk: ChunkLen,
+    S: Iterator<Item = T::Chunk>,
+{
+    struct Shared {
+        sink: CountSink,
+        done: u64,
+        error: Option<anyhow::Error>,
+    }
+    let shared = Arc::new((Mutex::new(Shared { sink, done: 0, error: None }), Condvar::new()));
+    let mut submitted = 0u64;
+    let mut row = 0;
+    // Rows may wait in the reorder buffer for an earlier one; submitting pauses while
+    // this many do, so that the buffer stays bounded. The row they wait for is already
+    // submitted (rows go in order), so the pause always ends.
+    let most_pending = 4096;
+    for chunk in source {
+        let rows = chunk.items();
+        {
+            let (lock, changed) = &*shared;
+            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while state.sink.pending() >= most_pending && state.error.is_none() {
+                state = changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.error.is_some() {
+                break;
+            }
+        }
+        let on_success = {
+            let shared = Arc::clone(&shared);
+            move |&count: &u32| {
+                let mut state = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(error) = state.sink.add(row, vec![count]) {
+                    state.error.get_or_insert(error);
+                }
+                state.done += 1;
+                shared.1.notify_all();
+            }
+        };
+        let on_error = {
+            let shared = Arc::clone(&shared);
+            move |error: &PoolError| {
+                let mut state = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+                state.error.get_or_insert_with(|| anyhow::Error::new(clone_pool_error(error)));
+                state.done += 1;
+                shared.1.notify_all();
+            }
+        };
+        let callbacks = corepool::Callbacks::on_success(on_success).or_on_error(on_error);
+        pool.apply_async(task, &OneChunk::new(chunk, row), row, callbacks)?;
+        submitted += 1;
+        row += rows;
+    }
+    let (lock, changed) = &*shared;
+    let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while state.done < submitted && state.error.is_none() {
+        state = changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    if let Some(error) = state.error.take() {
+        return Err(error);
+    }
+    let sink = std::mem::replace(&mut state.sink, CountSink::new(None, None, ""));
+    drop(state);
+    sink.finish()
+}
+
+/// A copy of a callback's error, which it only borrows: a task failure keeps its kind and
+/// message (so a bad cell is still reported as bad input); others keep their text.
+fn clone_pool_error(error: &PoolError) -> PoolError {
+    match error {
+        PoolError::Task { rows, failure } => PoolError::Task { rows: rows.clone(), failure: failure.clone() },
+        other => PoolError::Protocol(other.to_string()),
+    }
+}
+
+/// Prints the summary and writes the report of a streamed run.
+fn finish(
+    settings: &CountSettings,
+    shape: (usize, usize),
+    load: Duration,
+    run: &Counted,
+    totals: &Totals,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    let peak = corepool::pool::own_peak_rss();
+    if let Some(target) = &settings.report {
+        let mut report = report::Report::new(settings, shape, load, run);
+        report.result = report::ResultReport {
+            rows: totals.rows as usize,
+            values_in_range: totals.in_range,
+            checksum: format!("fnv1a64:{:016x}", totals.checksum),
+        };
+        report.coordinator_peak_rss_bytes = peak;
+        let written = match target {
+            ReportTarget::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                serde_json::to_writer_pretty(&mut stdout, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(stdout))
+                    .map_err(|e| anyhow!("writing the report to standard output: {e}"))
+            }
+            ReportTarget::File(path) => super::output::write_atomically_for("--report-file", path, |out| {
+                serde_json::to_writer_pretty(&mut *out, &report)?;
+                writeln!(out)
+            }),
+        };
+        written.map_err(failed)?;
+    }
+    let mut human: Box<dyn Write> = match (&settings.report, settings.quiet) {
+        (Some(ReportTarget::Stdout), true) => Box::new(std::io::sink()),
+        (Some(ReportTarget::Stdout), false) => Box::new(std::io::stderr()),
+        _ => Box::new(std::io::stdout()),
+    };
+    write_summary(&mut *human, settings, shape, load, run, totals, peak)
+        .map_err(|e| failed(anyhow!("writing the summary: {e}")))
+}
+
+fn write_summary(
+    out: &mut dyn std::io::Write,
+    settings: &CountSettings,
+    (rows, cols): (usize, usize),
+    load: Duration,
+    run: &Counted,
+    totals: &Totals,
+    peak: u64,
+) -> std::io::Result<()> {
+    match &settings.source {
+        MatrixSource::Random { low, high, seed, .. } => writeln!(
+            out,
+            "{rows} x {cols} matrix of random integers in {low}..{high} (seed {seed}), made chunk by chunk as it streams"
+        )?,
+        MatrixSource::File(_) => {
+            let name = settings.stream.as_ref().map(|input| input.origin.name()).unwrap_or_default();
+            writeln!(out, "{rows} x {cols} matrix streamed from {name} (first lines read in {})", ms(load))?;
+        }
+    }
+    writeln!(
+        out,
+        "mode {}: {} workers, {} rows per chunk; counted values in [{}, {}]",
+        settings.mode.name(),
+        if settings.mode == Mode::Serial { 0 } else { settings.pool.workers },
+        run.chunk_size,
+        settings.range.min,
+        settings.range.max
+    )?;
+    writeln!(out, "first 10 counts: {:?}", totals.first)?;
+    writeln!(out, "values in range: {} of {}", totals.in_range, rows as u64 * cols as u64)?;
+    writeln!(
+        out,
+        "time: {} total (pool start {}, read and compute {}, pool stop {}){}",
+        ms(run.total()),
+        ms(run.start),
+        ms(run.compute),
+        ms(run.stop),
+        if settings.verify { "; --verify: every row agrees with serial" } else { "" }
+    )?;
+    if settings.mode != Mode::Serial {
+        let encode: Duration = run.repetitions.iter().map(|r| r.encode).sum();
+        let decode: Duration = run.repetitions.iter().map(|r| r.decode).sum();
+        writeln!(
+            out,
+            "compute split: distribution (encoding) {}, waiting on workers {}, gathering (decoding, on its own thread) {}",
+            ms(encode),
+            ms(run.compute.saturating_sub(encode)),
+            ms(decode)
+        )?;
+        let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
+        let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
+        writeln!(out, "faults: {restarts} worker restarts, {retried} chunks sent again")?;
+    }
+    if run.repetitions.len() > 1 {
+        super::summary::write_repetitions(out, &run.repetitions)?;
+    }
+    writeln!(out, "coordinator peak memory: {:.1} MiB", peak as f64 / (1024.0 * 1024.0))?;
+    writeln!(out, "checksum: fnv1a64:{:016x}", totals.checksum)?;
+    super::summary::write_workers(out, &run.workers)?;
+    if let Some(path) = &settings.output {
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    if let Some(ReportTarget::File(path)) = &settings.report {
+        writeln!(out, "wrote report {}", path.display())?;
+    }
+    out.flush()
+}
