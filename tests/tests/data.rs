@@ -17,7 +17,7 @@ use corepool_worker::tasks::{CountInRange, RowBlock};
 use npyz::WriterBuilder;
 
 fn rows_of(matrix: &Matrix) -> Vec<Vec<i64>> {
-    matrix.iter_rows().map(<[i64]>::to_vec).collect()
+    matrix.iter_rows().collect()
 }
 
 fn read_npy_counts(path: &Path) -> Vec<u32> {
