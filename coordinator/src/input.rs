@@ -216,29 +216,14 @@ fn parse_blank_separated_row<'a>(line: &'a [u8], values: &mut Vec<i64>) -> Resul
     Ok(())
 }
 
-/// Decimal integer with optional sign, by hand: `str::parse` would need UTF-8 validation first,
-/// and could not tell "too many digits" from "not a number" without a second look anyway.
+/// The worker's integer parser, so that a file read whole and a file read in pieces by the
+/// workers agree on what an integer is.
 fn parse_i64(cell: &[u8]) -> Result<i64, FaultKind> {
-    let (negative, digits) = match cell {
-        [b'-', rest @ ..] => (true, rest),
-        [b'+', rest @ ..] => (false, rest),
-        _ => (false, cell),
-    };
-    if digits.is_empty() {
-        return Err(FaultKind::NotInteger);
-    }
-    let mut magnitude: Option<u64> = Some(0);
-    for &byte in digits {
-        let digit = byte.wrapping_sub(b'0');
-        if digit > 9 {
-            // Checked before overflow is reported: "99999999999999999999x" is not a number at all.
-            return Err(FaultKind::NotInteger);
-        }
-        magnitude = magnitude.and_then(|m| m.checked_mul(10)).and_then(|m| m.checked_add(u64::from(digit)));
-    }
-    let magnitude = magnitude.ok_or(FaultKind::OutOfRange)?;
-    let value = if negative { 0i64.checked_sub_unsigned(magnitude) } else { i64::try_from(magnitude).ok() };
-    value.ok_or(FaultKind::OutOfRange)
+    use corepool_worker::text::{IntegerError, parse_integer};
+    parse_integer(cell).map_err(|error| match error {
+        IntegerError::NotInteger => FaultKind::NotInteger,
+        IntegerError::OutOfRange => FaultKind::OutOfRange,
+    })
 }
 
 /// The cell as text for a message: lossy, since the input need not be UTF-8, and shortened.

@@ -343,28 +343,45 @@ fn quick_integer(row: &[u8], at: usize) -> Option<(i64, usize)> {
     Some((if negative { -magnitude } else { magnitude }, at))
 }
 
-/// Decimal integer with optional sign, by hand: too many digits is "out of range" only
-/// when every character is a digit.
-fn parse_i64(cell: &[u8]) -> Result<i64, CellError> {
+/// Why a cell is not a 64-bit integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntegerError {
+    /// Not a decimal integer at all.
+    NotInteger,
+    /// Digits only, but too many for 64 bits.
+    OutOfRange,
+}
+
+/// A decimal integer with an optional sign, parsed by hand from bytes: `str::parse` would
+/// need UTF-8 validation first, and could not tell too many digits from not a number. Too
+/// many digits is "out of range" only when every character is a digit.
+pub fn parse_integer(cell: &[u8]) -> Result<i64, IntegerError> {
     let (negative, digits) = match cell {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
         _ => (false, cell),
     };
     if digits.is_empty() {
-        return Err(CellError::NotInteger);
+        return Err(IntegerError::NotInteger);
     }
     let mut magnitude: Option<u64> = Some(0);
     for &byte in digits {
         let digit = byte.wrapping_sub(b'0');
         if digit > 9 {
-            return Err(CellError::NotInteger);
+            return Err(IntegerError::NotInteger);
         }
         magnitude = magnitude.and_then(|m| m.checked_mul(10)).and_then(|m| m.checked_add(u64::from(digit)));
     }
-    let magnitude = magnitude.ok_or(CellError::OutOfRange)?;
+    let magnitude = magnitude.ok_or(IntegerError::OutOfRange)?;
     let value = if negative { 0i64.checked_sub_unsigned(magnitude) } else { i64::try_from(magnitude).ok() };
-    value.ok_or(CellError::OutOfRange)
+    value.ok_or(IntegerError::OutOfRange)
+}
+
+fn parse_i64(cell: &[u8]) -> Result<i64, CellError> {
+    parse_integer(cell).map_err(|error| match error {
+        IntegerError::NotInteger => CellError::NotInteger,
+        IntegerError::OutOfRange => CellError::OutOfRange,
+    })
 }
 
 /// A float cell: what Rust's parser takes (`4.5`, `-1e3`, `nan`, `inf`, `infinity`).

@@ -43,6 +43,14 @@ pub struct MatrixArgs {
     /// standard input. `count` streams it: the coordinator never holds it whole.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["rows", "cols", "low", "high", "seed"])]
     pub input: Option<PathBuf>,
+    /// Otherwise, the seeded generator's matrix.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+}
+
+/// The seeded generator's matrix, shared by `count`, `demo` and `gen`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GeneratorArgs {
     /// Rows of the generated matrix.
     #[arg(long, default_value_t = 200_000)]
     pub rows: usize,
@@ -52,12 +60,30 @@ pub struct MatrixArgs {
     /// Smallest generated value.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub low: i64,
-    /// Generated values are below this one (like numpy's randint).
+    /// Generated values are below this one (like numpy's randint; floats are drawn
+    /// uniformly from low..high).
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub high: i64,
-    /// Seed of the generator: the same seed gives the same matrix on every platform.
+    /// Seed of the generator: the same seed gives the same matrix on every platform, for
+    /// `count`, `demo` and `gen` alike.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+}
+
+impl GeneratorArgs {
+    /// Checks the flags against each other.
+    pub fn check(self) -> anyhow::Result<Self> {
+        if self.low >= self.high {
+            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
+        }
+        if self.cols == 0 {
+            bail!("--cols must be at least 1");
+        }
+        if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
+            bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
+        }
+        Ok(self)
+    }
 }
 
 /// Arguments of `corepool count`.
@@ -177,21 +203,9 @@ pub struct StreamInput {
 /// Arguments of `corepool gen`.
 #[derive(Debug, Args)]
 pub struct GenArgs {
-    /// Rows.
-    #[arg(long, default_value_t = 200_000)]
-    pub rows: usize,
-    /// Columns.
-    #[arg(long, default_value_t = 5)]
-    pub cols: usize,
-    /// Smallest value.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub low: i64,
-    /// Values are below this one (like numpy's randint; for floats, uniform in low..high).
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
-    pub high: i64,
-    /// Seed: the same seed gives the same values as `corepool count --seed`.
-    #[arg(long, default_value_t = DEFAULT_SEED)]
-    pub seed: u64,
+    /// The matrix to write.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
     /// Element type, with numpy's names.
     #[arg(long, value_enum, default_value_t = super::generate::Dtype::Int64)]
     pub dtype: super::generate::Dtype,
@@ -367,16 +381,8 @@ impl MatrixArgs {
         if let Some(path) = self.input {
             return Ok(MatrixSource::File(path));
         }
-        if self.low >= self.high {
-            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
-        }
-        if self.cols == 0 {
-            bail!("--cols must be at least 1");
-        }
-        if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
-            bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
-        }
-        Ok(MatrixSource::Random { rows: self.rows, cols: self.cols, low: self.low, high: self.high, seed: self.seed })
+        let GeneratorArgs { rows, cols, low, high, seed } = self.generator.check()?;
+        Ok(MatrixSource::Random { rows, cols, low, high, seed })
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::bail;
 use clap::ValueEnum;
 use npyz::WriterBuilder;
 
-use super::args::GenArgs;
+use super::args::{GenArgs, GeneratorArgs};
 
 /// Element types `gen` writes, with numpy's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,16 +74,11 @@ pub struct GenSettings {
 impl GenArgs {
     /// Checks every flag; nothing is written yet.
     pub fn check(self) -> anyhow::Result<GenSettings> {
-        if self.low >= self.high {
-            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
-        }
-        if self.cols == 0 {
-            bail!("--cols must be at least 1");
-        }
+        let GeneratorArgs { rows, cols, low, high, seed } = self.generator.check()?;
         if let Some((min, max)) = self.dtype.integer_range()
-            && (i128::from(self.low) < min || i128::from(self.high) - 1 > max)
+            && (i128::from(low) < min || i128::from(high) - 1 > max)
         {
-            bail!("--dtype {}: holds {min}..={max}, not {}..{}", self.dtype.name(), self.low, self.high);
+            bail!("--dtype {}: holds {min}..={max}, not {low}..{high}", self.dtype.name());
         }
         let format = match (self.format, self.output.extension().and_then(|e| e.to_str())) {
             (Some(format), _) => format,
@@ -92,7 +87,7 @@ impl GenArgs {
             (None, _) => bail!("--output {}: name it .csv or .npy, or give --format", self.output.display()),
         };
         super::output::check_output_folder("--output", &self.output)?;
-        let Self { rows, cols, low, high, seed, dtype, output, .. } = self;
+        let Self { dtype, output, .. } = self;
         Ok(GenSettings { rows, cols, low, high, seed, dtype, format, output })
     }
 }
