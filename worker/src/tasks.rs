@@ -272,7 +272,7 @@ fn narrow_to_bytes_portable(values: &[i64], data: &mut Vec<u8>) -> bool {
 }
 
 /// Writes counts in the narrowest of one, two or four bytes each, after a width byte.
-fn encode_counts(counts: &[u32], out: &mut Vec<u8>) {
+pub(crate) fn encode_counts(counts: &[u32], out: &mut Vec<u8>) {
     let max = counts.iter().copied().max().unwrap_or(0);
     if max <= u32::from(u8::MAX) {
         out.push(1);
@@ -287,7 +287,7 @@ fn encode_counts(counts: &[u32], out: &mut Vec<u8>) {
 }
 
 /// Reads back what [`encode_counts`] wrote.
-fn decode_counts(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
+pub(crate) fn decode_counts(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
     let malformed = || CodecError::Decode(bincode::error::DecodeError::Other("malformed counts"));
     let (&width, data) = bytes.split_first().ok_or_else(malformed)?;
     match width {
