@@ -139,6 +139,11 @@ pub fn read_arrivals(path: &Path) -> Vec<(usize, u32)> {
 pub const POOL_MODES: [&str; 8] =
     ["apply", "map", "starmap", "imap", "imap-unordered", "apply-async", "map-async", "starmap-async"];
 
+/// Whether a process name is a worker's: `corepool-w` and its index.
+pub fn is_worker_name(name: &str) -> bool {
+    name.strip_prefix("corepool-w").is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Process ids of the live children of `parent`, with their names (`/proc/PID/comm`).
 pub fn children_of(parent: u32) -> Vec<(u32, String)> {
     let mut children = Vec::new();

@@ -140,7 +140,7 @@ fn random_kills_during_long_runs_still_give_exact_results() {
                     std::thread::sleep(Duration::from_millis(40));
                     let workers: Vec<u32> = children_of(coordinator)
                         .into_iter()
-                        .filter(|(_, name)| name.starts_with("corepool-w"))
+                        .filter(|(_, name)| corepool_tests::is_worker_name(name))
                         .map(|(pid, _)| pid)
                         .collect();
                     if workers.is_empty() {

@@ -100,7 +100,7 @@ fn wait_for_workers(running: &mut Running, count: usize) -> Vec<(u32, String)> {
     let limit = Instant::now() + Duration::from_secs(20);
     loop {
         let workers: Vec<_> =
-            children_of(running.pid()).into_iter().filter(|(_, comm)| comm.starts_with("corepool-w")).collect();
+            children_of(running.pid()).into_iter().filter(|(_, comm)| corepool_tests::is_worker_name(comm)).collect();
         if workers.len() == count {
             return workers;
         }
@@ -272,7 +272,7 @@ fn monitor_lines_name_every_live_worker() {
         if fields[3] == "corepool" {
             assert_eq!(pid, coordinator.to_string(), "{line}");
         } else if let Ok(pid) = pid.parse::<u32>() {
-            assert!(fields[3].starts_with("corepool-w"), "{line}");
+            assert!(corepool_tests::is_worker_name(fields[3]), "{line}");
             named.insert(pid);
         }
     }

@@ -22,7 +22,7 @@ fn a_run_has_exactly_n_worker_children_and_leaves_nothing_behind() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let workers = loop {
         let workers: Vec<(u32, String)> =
-            children_of(coordinator).into_iter().filter(|(_, name)| name.starts_with("corepool-w")).collect();
+            children_of(coordinator).into_iter().filter(|(_, name)| corepool_tests::is_worker_name(name)).collect();
         if workers.len() >= 3 || Instant::now() > deadline {
             break workers;
         }

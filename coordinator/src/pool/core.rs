@@ -496,12 +496,12 @@ impl Shared {
         let (outbox, inbox) = mpsc::channel();
         let (reader, writer) = link.split();
         let writer_thread = std::thread::Builder::new()
-            .name(format!("corepool-w{index}-send"))
+            .name(format!("corepool-send-{index}"))
             .spawn(move || write_loop(writer, inbox))
             .expect("cannot start a thread");
         let shared = Arc::clone(&self);
         let reader_thread = std::thread::Builder::new()
-            .name(format!("corepool-w{index}-recv"))
+            .name(format!("corepool-recv-{index}"))
             .spawn(move || shared.read_loop(index, generation, reader))
             .expect("cannot start a thread");
         state.threads.extend([writer_thread, reader_thread]);

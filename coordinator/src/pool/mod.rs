@@ -190,7 +190,9 @@ impl PoolBuilder {
             })
             .map_err(PoolError::Socket)?;
         let watchdog = std::thread::Builder::new()
-            .name("corepool-watch".into())
+            // No coordinator thread is named like a worker (`corepool-wN`): a child takes its
+            // spawning thread's name until it execs.
+            .name("corepool-supervisor".into())
             .spawn({
                 let shared = Arc::clone(&shared);
                 move || shared.watch_loop()
