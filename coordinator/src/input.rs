@@ -12,9 +12,6 @@ pub mod csv;
 pub mod npy;
 pub mod source;
 
-/// Longest cell text quoted in an error: the whole of a runaway cell would flood the terminal.
-const MAX_QUOTED_CHARS: usize = 40;
-
 /// Why an input file could not be read as a matrix; Display is ONE line naming the place.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -216,6 +213,8 @@ fn parse_blank_separated_row<'a>(line: &'a [u8], values: &mut Vec<i64>) -> Resul
     Ok(())
 }
 
+use corepool_worker::text::quotable;
+
 /// The worker's integer parser, so that a file read whole and a file read in pieces by the
 /// workers agree on what an integer is.
 fn parse_i64(cell: &[u8]) -> Result<i64, FaultKind> {
@@ -224,19 +223,6 @@ fn parse_i64(cell: &[u8]) -> Result<i64, FaultKind> {
         IntegerError::NotInteger => FaultKind::NotInteger,
         IntegerError::OutOfRange => FaultKind::OutOfRange,
     })
-}
-
-/// The cell as text for a message: lossy, since the input need not be UTF-8, and shortened.
-fn quotable(cell: &[u8]) -> String {
-    // Enough bytes for MAX_QUOTED_CHARS characters of up to four bytes, plus one to see there is more.
-    let head = &cell[..cell.len().min(4 * MAX_QUOTED_CHARS + 1)];
-    let text = String::from_utf8_lossy(head);
-    let mut chars = text.chars();
-    let mut quoted: String = chars.by_ref().take(MAX_QUOTED_CHARS).collect();
-    if chars.next().is_some() || head.len() < cell.len() {
-        quoted.push('…');
-    }
-    quoted
 }
 
 #[cfg(test)]

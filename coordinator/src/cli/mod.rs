@@ -122,28 +122,37 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     let shape = (matrix.rows(), matrix.cols());
     if let Some(target) = &settings.report {
         let report = report::Report::new(settings, shape, made, &run);
-        let written = match target {
-            ReportTarget::Stdout => {
-                let mut stdout = std::io::stdout().lock();
-                serde_json::to_writer_pretty(&mut stdout, &report)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| writeln!(stdout))
-                    .context("writing the report to standard output")
-            }
-            ReportTarget::File(path) => output::write_atomically_for("--report-file", path, |out| {
-                serde_json::to_writer_pretty(&mut *out, &report)?;
-                writeln!(out)
-            }),
-        };
-        written.map_err(failed)?;
+        write_report(target, &report).map_err(failed)?;
     }
-    // Standard output stays pure JSON when it carries the report.
-    let mut human: Box<dyn Write> = match (&settings.report, settings.quiet) {
+    let mut human = human_output(settings);
+    write_human(&mut *human, settings, shape, made, &run).context("writing the summary").map_err(failed)
+}
+
+/// Writes the JSON report where `--report` or `--report-file` asked.
+fn write_report(target: &ReportTarget, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    match target {
+        ReportTarget::Stdout => {
+            let mut stdout = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut stdout, report)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(stdout))
+                .context("writing the report to standard output")
+        }
+        ReportTarget::File(path) => output::write_atomically_for("--report-file", path, |out| {
+            serde_json::to_writer_pretty(&mut *out, report)?;
+            writeln!(out)
+        }),
+    }
+}
+
+/// Where the text for people goes: standard output stays pure JSON when it carries the
+/// report, so the text moves to standard error (or nowhere, with `--quiet`).
+fn human_output(settings: &CountSettings) -> Box<dyn Write> {
+    match (&settings.report, settings.quiet) {
         (Some(ReportTarget::Stdout), true) => Box::new(std::io::sink()),
         (Some(ReportTarget::Stdout), false) => Box::new(std::io::stderr()),
         _ => Box::new(std::io::stdout()),
-    };
-    write_human(&mut *human, settings, shape, made, &run).context("writing the summary").map_err(failed)
+    }
 }
 
 /// The run told for people: the matrix, the mode, the first counts, the times, and what

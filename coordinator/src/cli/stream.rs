@@ -555,7 +555,6 @@ fn finish(
     run: &Counted,
     totals: &Totals,
 ) -> Result<(), Failure> {
-    use std::io::Write;
     let peak = corepool::pool::own_peak_rss();
     if let Some(target) = &settings.report {
         let mut report = report::Report::new(settings, shape, load, run);
@@ -565,26 +564,9 @@ fn finish(
             checksum: format!("fnv1a64:{:016x}", totals.checksum),
         };
         report.coordinator_peak_rss_bytes = peak;
-        let written = match target {
-            ReportTarget::Stdout => {
-                let mut stdout = std::io::stdout().lock();
-                serde_json::to_writer_pretty(&mut stdout, &report)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| writeln!(stdout))
-                    .map_err(|e| anyhow!("writing the report to standard output: {e}"))
-            }
-            ReportTarget::File(path) => super::output::write_atomically_for("--report-file", path, |out| {
-                serde_json::to_writer_pretty(&mut *out, &report)?;
-                writeln!(out)
-            }),
-        };
-        written.map_err(failed)?;
+        super::write_report(target, &report).map_err(failed)?;
     }
-    let mut human: Box<dyn Write> = match (&settings.report, settings.quiet) {
-        (Some(ReportTarget::Stdout), true) => Box::new(std::io::sink()),
-        (Some(ReportTarget::Stdout), false) => Box::new(std::io::stderr()),
-        _ => Box::new(std::io::stdout()),
-    };
+    let mut human = super::human_output(settings);
     write_summary(&mut *human, settings, shape, load, run, totals, peak)
         .map_err(|e| failed(anyhow!("writing the summary: {e}")))
 }
