@@ -121,40 +121,29 @@ impl<T: Clone> Items<Vec<T>> for Vec<T> {
     }
 }
 
-impl<C, I: Items<C> + ?Sized> Items<C> for std::sync::Arc<I> {
-    fn len(&self) -> usize {
-        (**self).len()
-    }
+/// Items behind a pointer (`Arc<Matrix>` for `map_async`, `&Matrix`) are the items
+/// pointed at.
+macro_rules! forward_to_pointee {
+    ($($pointer:ty),*) => {$(
+        impl<C, I: Items<C> + ?Sized> Items<C> for $pointer {
+            fn len(&self) -> usize {
+                (**self).len()
+            }
 
-    fn chunk(&self, range: Range<usize>) -> C {
-        (**self).chunk(range)
-    }
+            fn chunk(&self, range: Range<usize>) -> C {
+                (**self).chunk(range)
+            }
 
-    fn encode_chunk<T: Task<Chunk = C>>(
-        &self,
-        task: &T,
-        range: Range<usize>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CodecError> {
-        (**self).encode_chunk(task, range, out)
-    }
+            fn encode_chunk<T: Task<Chunk = C>>(
+                &self,
+                task: &T,
+                range: Range<usize>,
+                out: &mut Vec<u8>,
+            ) -> Result<(), CodecError> {
+                (**self).encode_chunk(task, range, out)
+            }
+        }
+    )*};
 }
 
-impl<C, I: Items<C> + ?Sized> Items<C> for &I {
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-
-    fn chunk(&self, range: Range<usize>) -> C {
-        (**self).chunk(range)
-    }
-
-    fn encode_chunk<T: Task<Chunk = C>>(
-        &self,
-        task: &T,
-        range: Range<usize>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CodecError> {
-        (**self).encode_chunk(task, range, out)
-    }
-}
+forward_to_pointee!(std::sync::Arc<I>, &I);

@@ -271,6 +271,22 @@ fn narrow_to_bytes_portable(values: &[i64], data: &mut Vec<u8>) -> bool {
     true
 }
 
+/// The [`Task`] methods that send a counting task's outputs as narrow raw bytes
+/// ([`encode_counts`]), for every task whose output is a `u32` count a row.
+macro_rules! counts_as_raw_bytes {
+    () => {
+        fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), corepool_protocol::codec::CodecError> {
+            $crate::tasks::encode_counts(outputs, out);
+            Ok(())
+        }
+
+        fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool_protocol::codec::CodecError> {
+            $crate::tasks::decode_counts(bytes)
+        }
+    };
+}
+pub(crate) use counts_as_raw_bytes;
+
 /// Writes counts in the narrowest of one, two or four bytes each, after a width byte.
 pub(crate) fn encode_counts(counts: &[u32], out: &mut Vec<u8>) {
     let max = counts.iter().copied().max().unwrap_or(0);
@@ -327,14 +343,7 @@ impl Task for CountInRange {
         chunk.count_in_range(self.min, self.max)
     }
 
-    fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        encode_counts(outputs, out);
-        Ok(())
-    }
-
-    fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
-        decode_counts(bytes)
-    }
+    crate::tasks::counts_as_raw_bytes!();
 }
 
 /// Rows with their own bounds each: the items of `starmap`, `(row, min, max)`. Each row
@@ -407,14 +416,7 @@ impl Task for CountInRangeStar {
         Ok(counts)
     }
 
-    fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        encode_counts(outputs, out);
-        Ok(())
-    }
-
-    fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
-        decode_counts(bytes)
-    }
+    crate::tasks::counts_as_raw_bytes!();
 }
 
 /// The tutorial's exercise: rescale each row linearly so that its smallest value becomes

@@ -83,14 +83,7 @@ impl Task for CountText {
         Ok(counts)
     }
 
-    fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), corepool_protocol::codec::CodecError> {
-        crate::tasks::encode_counts(outputs, out);
-        Ok(())
-    }
-
-    fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool_protocol::codec::CodecError> {
-        crate::tasks::decode_counts(bytes)
-    }
+    crate::tasks::counts_as_raw_bytes!();
 }
 
 /// A bad line or cell, with its place in the file.

@@ -233,14 +233,7 @@ impl Task for CountNpyRows {
         Ok(counts)
     }
 
-    fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), corepool_protocol::codec::CodecError> {
-        crate::tasks::encode_counts(outputs, out);
-        Ok(())
-    }
-
-    fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool_protocol::codec::CodecError> {
-        crate::tasks::decode_counts(bytes)
-    }
+    crate::tasks::counts_as_raw_bytes!();
 }
 
 /// Appends, for each row of `data` (`row_bytes` each), how many of its elements lie in

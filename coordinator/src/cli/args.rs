@@ -316,18 +316,7 @@ pub enum MatrixSource {
     /// Read from a file.
     File(PathBuf),
     /// Made by the seeded generator.
-    Random {
-        /// Rows.
-        rows: usize,
-        /// Columns.
-        cols: usize,
-        /// Smallest value.
-        low: i64,
-        /// Values are below this.
-        high: i64,
-        /// Generator seed.
-        seed: u64,
-    },
+    Random(GeneratorArgs),
 }
 
 /// How to run a pool, checked.
@@ -381,8 +370,7 @@ impl MatrixArgs {
         if let Some(path) = self.input {
             return Ok(MatrixSource::File(path));
         }
-        let GeneratorArgs { rows, cols, low, high, seed } = self.generator.check()?;
-        Ok(MatrixSource::Random { rows, cols, low, high, seed })
+        Ok(MatrixSource::Random(self.generator.check()?))
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats, default_chunk_size, matrix::Values};
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
-use super::args::{MatrixSource, Mode, PoolOptions};
+use super::args::{GeneratorArgs, MatrixSource, Mode, PoolOptions};
 use super::progress::Progress;
 
 /// The counts of one run, and how long its parts took.
@@ -81,7 +81,9 @@ impl Counted {
 pub fn load_matrix(source: &MatrixSource) -> anyhow::Result<Matrix> {
     match source {
         MatrixSource::File(path) => Ok(corepool::input::read_matrix(path)?),
-        &MatrixSource::Random { rows, cols, low, high, seed } => Ok(Matrix::random(rows, cols, low, high, seed)),
+        &MatrixSource::Random(GeneratorArgs { rows, cols, low, high, seed }) => {
+            Ok(Matrix::random(rows, cols, low, high, seed))
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::{io::Write, sync::Arc, time::Instant};
 
 use anyhow::Context;
 pub use args::Cli;
-use args::{Command, CountSettings, MatrixSource, Mode, Order, PoolOptions, ReportTarget};
+use args::{Command, CountSettings, GeneratorArgs, MatrixSource, Mode, Order, PoolOptions, ReportTarget};
 use count::{Counted, RunOptions, count_repeated, count_serially, count_with, first_difference, load_matrix};
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn tutorial_matrix() -> MatrixSource {
-    MatrixSource::Random { rows: 200_000, cols: 5, low: 0, high: 10, seed: args::DEFAULT_SEED }
+    MatrixSource::Random(GeneratorArgs { rows: 200_000, cols: 5, low: 0, high: 10, seed: args::DEFAULT_SEED })
 }
 
 fn print_cpus() {
@@ -79,7 +79,7 @@ fn print_cpus() {
 fn describe(source: &MatrixSource, rows: usize, cols: usize) -> String {
     match source {
         MatrixSource::File(path) => format!("{rows} x {cols} matrix from {}", path.display()),
-        MatrixSource::Random { low, high, seed, .. } => {
+        MatrixSource::Random(GeneratorArgs { low, high, seed, .. }) => {
             format!("{rows} x {cols} matrix of random integers in {low}..{high} (seed {seed})")
         }
     }
@@ -120,12 +120,13 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
         written.map_err(failed)?;
     }
     let shape = (matrix.rows(), matrix.cols());
+    let result = report::ResultReport::of(&run.counts);
     if let Some(target) = &settings.report {
-        let report = report::Report::new(settings, shape, made, &run);
+        let report = report::Report::new(settings, shape, made, &run, result.clone());
         write_report(target, &report).map_err(failed)?;
     }
     let mut human = human_output(settings);
-    write_human(&mut *human, settings, shape, made, &run).context("writing the summary").map_err(failed)
+    write_human(&mut *human, settings, shape, made, &run, &result).context("writing the summary").map_err(failed)
 }
 
 /// Writes the JSON report where `--report` or `--report-file` asked.
@@ -155,6 +156,18 @@ fn human_output(settings: &CountSettings) -> Box<dyn Write> {
     }
 }
 
+/// The line that says how the run went about it: mode, workers, chunk size, range.
+fn write_mode_line(out: &mut dyn Write, settings: &CountSettings, chunk_size: usize) -> std::io::Result<()> {
+    let workers = if settings.mode == Mode::Serial { 0 } else { settings.pool.workers };
+    writeln!(
+        out,
+        "mode {}: {workers} workers, {chunk_size} rows per chunk; counted values in [{}, {}]",
+        settings.mode.name(),
+        settings.range.min,
+        settings.range.max
+    )
+}
+
 /// The run told for people: the matrix, the mode, the first counts, the times, and what
 /// each worker did.
 fn write_human(
@@ -163,20 +176,12 @@ fn write_human(
     (rows, cols): (usize, usize),
     made: std::time::Duration,
     run: &Counted,
+    result: &report::ResultReport,
 ) -> std::io::Result<()> {
     writeln!(out, "{}, read or made in {}", describe(&settings.source, rows, cols), ms(made))?;
-    writeln!(
-        out,
-        "mode {}: {} workers, {} rows per chunk; counted values in [{}, {}]",
-        settings.mode.name(),
-        if settings.mode == Mode::Serial { 0 } else { settings.pool.workers },
-        run.chunk_size,
-        settings.range.min,
-        settings.range.max
-    )?;
+    write_mode_line(out, settings, run.chunk_size)?;
     writeln!(out, "first 10 counts: {:?}", &run.counts[..rows.min(10)])?;
-    let in_range: u64 = run.counts.iter().map(|&c| u64::from(c)).sum();
-    writeln!(out, "values in range: {in_range} of {}", rows as u64 * cols as u64)?;
+    writeln!(out, "values in range: {} of {}", result.values_in_range, rows as u64 * cols as u64)?;
     writeln!(
         out,
         "time: {} total (pool start {}, compute {}, pool stop {}){}",
@@ -203,7 +208,7 @@ fn write_human(
     if run.repetitions.len() > 1 {
         summary::write_repetitions(out, &run.repetitions)?;
     }
-    writeln!(out, "checksum: fnv1a64:{:016x}", report::checksum(&run.counts))?;
+    writeln!(out, "checksum: {}", result.checksum)?;
     summary::write_workers(out, &run.workers)?;
     if let Some(path) = &settings.output {
         writeln!(out, "wrote {}", path.display())?;

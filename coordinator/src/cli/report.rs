@@ -9,7 +9,7 @@ use corepool_worker::values::Number;
 use serde::Serialize;
 
 use super::{
-    args::{CountSettings, MatrixSource},
+    args::{CountSettings, GeneratorArgs, MatrixSource},
     count::{Counted, Repetition},
 };
 
@@ -158,7 +158,7 @@ pub struct BalanceReport {
 }
 
 /// The counts, summed up.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ResultReport {
     /// Counts produced (one a row).
     pub rows: usize,
@@ -168,10 +168,29 @@ pub struct ResultReport {
     pub checksum: String,
 }
 
+impl ResultReport {
+    /// The summary of counts held in memory.
+    pub fn of(counts: &[u32]) -> Self {
+        Self::from_totals(counts.len() as u64, counts.iter().map(|&c| u64::from(c)).sum(), checksum(counts))
+    }
+
+    /// The summary of counts already summed up as they streamed by.
+    pub fn from_totals(rows: u64, values_in_range: u64, checksum: u64) -> Self {
+        Self { rows: rows as usize, values_in_range, checksum: format!("fnv1a64:{checksum:016x}") }
+    }
+}
+
 impl Report {
     /// The report of `run`, made with `settings` from a matrix of `rows` x `cols` that
-    /// took `load` to make or read.
-    pub fn new(settings: &CountSettings, (rows, cols): (usize, usize), load: Duration, run: &Counted) -> Report {
+    /// took `load` to make or read, with its counts summed up as `result` (by the caller,
+    /// which also shows them to people, so that no count is read twice).
+    pub fn new(
+        settings: &CountSettings,
+        (rows, cols): (usize, usize),
+        load: Duration,
+        run: &Counted,
+        result: ResultReport,
+    ) -> Report {
         let pooled = !run.workers.is_empty() || run.chunk_size > 0;
         let parameters = Parameters {
             rows,
@@ -184,7 +203,7 @@ impl Report {
             repeat: settings.repeat,
             input: match &settings.source {
                 MatrixSource::File(path) => Input::File { path: path.display().to_string() },
-                &MatrixSource::Random { low, high, seed, .. } => Input::Random { low, high, seed },
+                &MatrixSource::Random(GeneratorArgs { low, high, seed, .. }) => Input::Random { low, high, seed },
             },
         };
         let sum = |part: fn(&Repetition) -> Duration| run.repetitions.iter().map(part).sum::<Duration>();
@@ -224,11 +243,7 @@ impl Report {
             workers,
             balance,
             restarts: run.workers.iter().map(|w| w.restarts).sum(),
-            result: ResultReport {
-                rows: run.counts.len(),
-                values_in_range: run.counts.iter().map(|&c| u64::from(c)).sum(),
-                checksum: format!("fnv1a64:{:016x}", checksum(&run.counts)),
-            },
+            result,
             coordinator_peak_rss_bytes: corepool::pool::own_peak_rss(),
         }
     }

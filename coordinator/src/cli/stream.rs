@@ -33,7 +33,7 @@ use corepool_worker::{
 
 use super::{
     Failure,
-    args::{CountSettings, MatrixSource, Mode, Order, ReportTarget, StreamInput},
+    args::{CountSettings, GeneratorArgs, MatrixSource, Mode, Order, ReportTarget, StreamInput},
     bad_input,
     count::{Counted, Repetition},
     failed, ms,
@@ -56,13 +56,7 @@ enum Opened {
         layout: NpyLayout,
     },
     /// The seeded generator, made chunk by chunk as it streams.
-    Random {
-        rows: usize,
-        cols: usize,
-        low: i64,
-        high: i64,
-        seed: u64,
-    },
+    Random(GeneratorArgs),
 }
 
 impl Opened {
@@ -70,7 +64,7 @@ impl Opened {
         match self {
             Opened::Csv { layout, .. } => layout.cols,
             Opened::Npy { layout } => layout.cols,
-            Opened::Random { cols, .. } => *cols as u64,
+            Opened::Random(generator) => generator.cols as u64,
         }
     }
 }
@@ -82,10 +76,10 @@ const MAX_GENERATED_CHUNK: usize = 1 << 18;
 /// Opens the input (the generator without one); the CSV pieces are cut for the workers.
 fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) -> Result<Opened, DataError> {
     let Some(input) = input else {
-        let MatrixSource::Random { rows, cols, low, high, seed } = settings.source else {
+        let MatrixSource::Random(generator) = settings.source else {
             unreachable!("a file source streams with its input settings")
         };
-        return Ok(Opened::Random { rows, cols, low, high, seed });
+        return Ok(Opened::Random(generator));
     };
     let name = input.origin.name();
     match input.format {
@@ -247,7 +241,7 @@ fn run_once(
             let chunk_size = reported_chunk_size(settings, totals.rows, chunks);
             Ok((totals, chunk_size))
         }
-        Opened::Random { rows, cols, low, high, seed } => {
+        Opened::Random(GeneratorArgs { rows, cols, low, high, seed }) => {
             let task = CountInRange { min: settings.min, max: settings.max };
             let per_chunk = match settings.mode {
                 Mode::Apply | Mode::ApplyAsync => 1,
@@ -557,12 +551,8 @@ fn finish(
 ) -> Result<(), Failure> {
     let peak = corepool::pool::own_peak_rss();
     if let Some(target) = &settings.report {
-        let mut report = report::Report::new(settings, shape, load, run);
-        report.result = report::ResultReport {
-            rows: totals.rows as usize,
-            values_in_range: totals.in_range,
-            checksum: format!("fnv1a64:{:016x}", totals.checksum),
-        };
+        let result = report::ResultReport::from_totals(totals.rows, totals.in_range, totals.checksum);
+        let mut report = report::Report::new(settings, shape, load, run, result);
         report.coordinator_peak_rss_bytes = peak;
         super::write_report(target, &report).map_err(failed)?;
     }
@@ -581,7 +571,7 @@ fn write_summary(
     peak: u64,
 ) -> std::io::Result<()> {
     match &settings.source {
-        MatrixSource::Random { low, high, seed, .. } => writeln!(
+        MatrixSource::Random(GeneratorArgs { low, high, seed, .. }) => writeln!(
             out,
             "{rows} x {cols} matrix of random integers in {low}..{high} (seed {seed}), made chunk by chunk as it streams"
         )?,
@@ -590,15 +580,7 @@ fn write_summary(
             writeln!(out, "{rows} x {cols} matrix streamed from {name} (first lines read in {})", ms(load))?;
         }
     }
-    writeln!(
-        out,
-        "mode {}: {} workers, {} rows per chunk; counted values in [{}, {}]",
-        settings.mode.name(),
-        if settings.mode == Mode::Serial { 0 } else { settings.pool.workers },
-        run.chunk_size,
-        settings.range.min,
-        settings.range.max
-    )?;
+    super::write_mode_line(out, settings, run.chunk_size)?;
     writeln!(out, "first 10 counts: {:?}", totals.first)?;
     writeln!(out, "values in range: {} of {}", totals.in_range, rows as u64 * cols as u64)?;
     writeln!(

@@ -348,8 +348,7 @@ impl Pool {
         items: &I,
         chunk_size: Option<usize>,
     ) -> Result<Vec<T::Output>, PoolError> {
-        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
-        JobRun::open(&self.shared, 0..items.len(), chunk_size)?.run_to_end(task, items)
+        self.open_run(items.len(), chunk_size)?.run_to_end(task, items)
     }
 
     /// [`map`](Pool::map) over items that are argument tuples, such as
@@ -372,8 +371,7 @@ impl Pool {
         items: &'p I,
         chunk_size: Option<usize>,
     ) -> Result<IMap<'p, T, I>, PoolError> {
-        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
-        let run = JobRun::open(&self.shared, 0..items.len(), chunk_size)?;
+        let run = self.open_run(items.len(), chunk_size)?;
         Ok(IMap::new(run, task, items, self.window()))
     }
 
@@ -385,8 +383,7 @@ impl Pool {
         items: &'p I,
         chunk_size: Option<usize>,
     ) -> Result<IMapUnordered<'p, T, I>, PoolError> {
-        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
-        let run = JobRun::open(&self.shared, 0..items.len(), chunk_size)?;
+        let run = self.open_run(items.len(), chunk_size)?;
         Ok(IMapUnordered::new(run, task, items, self.window()))
     }
 
@@ -442,8 +439,7 @@ impl Pool {
         chunk_size: Option<usize>,
         callbacks: Callbacks<Vec<T::Output>>,
     ) -> Result<AsyncResult<Vec<T::Output>>, PoolError> {
-        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers()));
-        let run = JobRun::open(&self.shared, 0..items.len(), chunk_size)?;
+        let run = self.open_run(items.len(), chunk_size)?;
         let (result, completer) = AsyncResult::new();
         std::thread::Builder::new()
             .name("corepool-map-async".into())
@@ -492,6 +488,12 @@ impl Pool {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+
+    /// A job over `items` items in chunks of `chunk_size` (`None`: Python's default).
+    fn open_run(&self, items: usize, chunk_size: Option<usize>) -> Result<JobRun, PoolError> {
+        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items, self.workers()));
+        JobRun::open(&self.shared, 0..items, chunk_size)
     }
 
     fn window(&self) -> usize {
