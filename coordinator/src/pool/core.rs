@@ -199,7 +199,7 @@ pub(crate) struct Shared {
     secret: Secret,
     endpoint: PathBuf,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
-    callbacks: Mutex<Option<Sender<Job>>>,
+    callbacks: Mutex<CallbackRunner>,
     /// Encode and decode time, for reports.
     pub meters: observe::Meters,
     /// The live monitor, if the pool shows one; the pool stops it first when it stops.
@@ -283,7 +283,7 @@ impl Shared {
             secret,
             endpoint,
             socket_dir: Mutex::new(Some(socket_dir)),
-            callbacks: Mutex::new(None),
+            callbacks: Mutex::new(CallbackRunner::default()),
             meters: observe::Meters::default(),
             monitor: Mutex::new(None),
         });
@@ -377,6 +377,7 @@ impl Shared {
     /// other workers).
     pub fn watch_loop(self: Arc<Self>) {
         let tick = Duration::from_millis(10);
+        let mut swept = false;
         let mut state = self.lock();
         while !state.stopping && state.broken.is_none() {
             let mut to_start = Vec::new();
@@ -439,6 +440,10 @@ impl Shared {
                 }
             }
             self.changed.notify_all();
+            if !swept {
+                swept = true;
+                super::remove_stale_socket_dirs();
+            }
             state = self.lock();
             if to_start.is_empty() && !state.stopping {
                 state = self.watch.wait_timeout(state, tick);
@@ -452,7 +457,8 @@ impl Shared {
         self.fail_everything(&reason);
     }
 
-    /// Accepts connections until the pool stops; each is authenticated on its own thread.
+    /// Accepts connections until the pool stops. Each gets a thread that authenticates
+    /// the peer and, if it is one of the pool's workers, goes on to read its answers.
     pub fn accept_loop(self: Arc<Self>, listener: Listener) {
         loop {
             let link = listener.accept();
@@ -462,15 +468,24 @@ impl Shared {
             let Ok(link) = link else { continue };
             let shared = Arc::clone(&self);
             let handle = std::thread::Builder::new()
-                .name("corepool-handshake".into())
-                .spawn(move || shared.admit(link))
+                .name("corepool-recv".into())
+                .spawn(move || shared.admit_and_read(link))
                 .expect("cannot start a thread");
-            // Handshake threads end within their read timeout; they are not joined.
-            drop(handle);
+            // Joined when the pool stops: by then its worker is gone (and its connection
+            // closed), or it is a stranger's, which ends within the handshake's timeout.
+            self.lock().threads.push(handle);
         }
     }
 
-    fn admit(self: Arc<Self>, link: Link) {
+    /// Admits the peer on `link` if it is the worker its slot waits for, then reads its
+    /// answers until it goes away.
+    fn admit_and_read(self: Arc<Self>, link: Link) {
+        if let Some((index, generation, reader)) = self.admit(link) {
+            self.read_loop(index, generation, reader);
+        }
+    }
+
+    fn admit(&self, link: Link) -> Option<(usize, u64, corepool_protocol::transport::LinkReader)> {
         // A peer that says nothing cannot hold a thread for long.
         let _ = link.set_read_timeout(Some(Duration::from_secs(5)));
         let peer_pid = link.peer_pid();
@@ -482,7 +497,7 @@ impl Shared {
         let mut state = self.lock();
         let Ok(hello) = hello else {
             state.rejected_peers += 1;
-            return;
+            return None;
         };
         let index = hello.worker_index as usize;
         // Knowing the secret is not enough: the peer must be the very process started
@@ -490,21 +505,11 @@ impl Shared {
         let expected = state.slots.get(index).filter(|slot| slot.state == SlotState::Starting).map(|slot| slot.pid);
         if expected.is_none() || expected != peer_pid || peer_pid != Some(hello.pid) || state.stopping {
             state.rejected_peers += 1;
-            return;
+            return None;
         }
         let generation = state.slots[index].generation;
         let (outbox, inbox) = mpsc::channel();
         let (reader, writer) = link.split();
-        let writer_thread = std::thread::Builder::new()
-            .name(format!("corepool-send-{index}"))
-            .spawn(move || write_loop(writer, inbox))
-            .expect("cannot start a thread");
-        let shared = Arc::clone(&self);
-        let reader_thread = std::thread::Builder::new()
-            .name(format!("corepool-recv-{index}"))
-            .spawn(move || shared.read_loop(index, generation, reader))
-            .expect("cannot start a thread");
-        state.threads.extend([writer_thread, reader_thread]);
         let slot = &mut state.slots[index];
         slot.state = SlotState::Ready;
         slot.outbox = Some(outbox);
@@ -513,9 +518,17 @@ impl Shared {
         dispatch(&mut state, self.settings.chunks_in_flight);
         drop(state);
         self.changed.notify_all();
+        // Started after the slot is ready, so that the pool's start does not wait on it;
+        // frames dispatched meanwhile wait in the channel.
+        let writer_thread = std::thread::Builder::new()
+            .name(format!("corepool-send-{index}"))
+            .spawn(move || write_loop(writer, inbox))
+            .expect("cannot start a thread");
+        self.lock().threads.push(writer_thread);
+        Some((index, generation, reader))
     }
 
-    fn read_loop(self: Arc<Self>, index: usize, generation: u64, reader: corepool_protocol::transport::LinkReader) {
+    fn read_loop(&self, index: usize, generation: u64, reader: corepool_protocol::transport::LinkReader) {
         let mut reader = BufReader::with_capacity(1 << 16, reader);
         let mut frame = Vec::new();
         let reason = loop {
@@ -660,29 +673,15 @@ impl Shared {
                 let _ = sender.send(outcome);
             }
             Some(Delivery::Batch(completions)) => {
-                let sent = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|callbacks| {
-                    callbacks
-                        .send(Box::new(move || complete_batch(outcome, completions)))
-                        .map_err(|rejected| rejected.0)
-                });
+                let job: Job = Box::new(move || complete_batch(outcome, completions));
+                let refused = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).run(job);
                 // With the callback thread gone (the pool is stopping), run it here.
-                if let Some(Err(callback)) = sent {
-                    callback();
+                if let Some(job) = refused {
+                    job();
                 }
             }
             None => {}
         }
-    }
-
-    /// Starts the thread that runs `apply_async` callbacks, one at a time, in the order
-    /// their results arrive (as Python's result-handler thread does).
-    pub fn start_callback_thread(&self) -> JoinHandle<()> {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
-        std::thread::Builder::new()
-            .name("corepool-callbacks".into())
-            .spawn(move || receiver.into_iter().for_each(|callback| callback()))
-            .expect("cannot start a thread")
     }
 
     /// Registers a new job, returning its id.
@@ -806,14 +805,14 @@ impl Shared {
         state.stopping = true;
         state.closed = true;
         let mut children = Vec::new();
-        for slot in &mut state.slots {
+        for (index, slot) in state.slots.iter_mut().enumerate() {
             if let Some(outbox) = slot.outbox.take()
                 && graceful
             {
                 let _ = outbox.send(Arc::new(shutdown_frame()));
             }
             slot.state = SlotState::Gone;
-            children.extend(slot.child.take());
+            children.extend(slot.child.take().map(|child| (index, child)));
         }
         let threads = std::mem::take(&mut state.threads);
         let mut jobs: Vec<Sink> = state.jobs.drain().map(|(_, sink)| sink).collect();
@@ -822,7 +821,6 @@ impl Shared {
         state.in_flight.clear();
         drop(state);
         self.changed.notify_all();
-        self.watch.notify_all();
         for sink in jobs {
             let outcome = Outcome {
                 id: TaskId { job: u64::MAX, chunk: 0, first_row: 0 },
@@ -835,31 +833,26 @@ impl Shared {
             };
             self.deliver(Some(delivery), outcome);
         }
-
-        // Workers told to stop exit within a fraction of a millisecond: poll them all
-        // together, briefly at first, then kill whatever is left after the grace period.
-        let grace = if graceful { Duration::from_secs(2) } else { Duration::ZERO };
-        let deadline = Instant::now() + grace;
-        let mut pending = children;
-        let mut pause = Duration::from_micros(20);
-        while !pending.is_empty() && Instant::now() < deadline {
-            pending.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
-            if !pending.is_empty() {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-        }
-        for mut child in pending {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Wake the acceptor so that it sees `stopping` and returns.
+        // The last callbacks are queued: the callback thread ends once it has run them.
+        let callback_thread = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).stop();
+        // Wake the acceptor so that it sees `stopping` and returns; then nothing needs the
+        // socket any more, and its directory goes while the workers exit.
         let _ = Link::connect(&self.endpoint);
-        for thread in threads {
+        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).take();
+
+        // Workers told to stop exit within a fraction of a millisecond; whatever is left
+        // after the grace period is killed. Reaping them tells their final usage.
+        let grace = if graceful { Duration::from_secs(2) } else { Duration::ZERO };
+        let (indices, children): (Vec<usize>, Vec<Child>) = children.into_iter().unzip();
+        let usages = reap_all(children, grace);
+        // The supervisor goes last: a worker gets SIGKILL when the thread that started it ends.
+        self.watch.notify_all();
+        for (index, usage) in indices.into_iter().zip(usages) {
+            self.record_final_usage(index, usage);
+        }
+        for thread in threads.into_iter().chain(callback_thread) {
             let _ = thread.join();
         }
-        *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// A snapshot of each worker's statistics, and the count of peers turned away.
@@ -883,6 +876,42 @@ impl Shared {
             .filter(|slot| matches!(slot.state, SlotState::Starting | SlotState::Ready))
             .map(|slot| slot.pid)
             .collect()
+    }
+}
+
+/// The thread that runs `apply_async` callbacks, one at a time, in the order their results
+/// arrive (as Python's result-handler thread does). It starts with the first callback, so
+/// that pools that never call `apply_async` neither start nor join it.
+#[derive(Default)]
+pub(crate) struct CallbackRunner {
+    sender: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl CallbackRunner {
+    /// Queues `job` for the callback thread; gives it back if the pool has stopped.
+    fn run(&mut self, job: Job) -> Option<Job> {
+        if self.stopped {
+            return Some(job);
+        }
+        if self.sender.is_none() {
+            let (sender, receiver) = mpsc::channel::<Job>();
+            let thread = std::thread::Builder::new()
+                .name("corepool-callbacks".into())
+                .spawn(move || receiver.into_iter().for_each(|callback| callback()))
+                .expect("cannot start a thread");
+            (self.sender, self.thread) = (Some(sender), Some(thread));
+        }
+        let sender = self.sender.as_ref().expect("started above");
+        sender.send(job).err().map(|refused| refused.0)
+    }
+
+    /// Takes no more callbacks; returns the thread, which ends once it has run those queued.
+    fn stop(&mut self) -> Option<JoinHandle<()>> {
+        self.stopped = true;
+        self.sender = None;
+        self.thread.take()
     }
 }
 
@@ -1044,6 +1073,8 @@ fn write_loop(writer: corepool_protocol::transport::LinkWriter, inbox: Receiver<
         }
     }
 }
+
+use super::platform::reap_all;
 
 fn row_range(chunk: &Chunk) -> std::ops::Range<u64> {
     chunk.id.first_row..chunk.id.first_row + chunk.rows as u64

@@ -12,7 +12,6 @@ use std::{
     ops::Range,
     path::PathBuf,
     sync::{Arc, mpsc},
-    thread::JoinHandle,
     time::Duration,
 };
 
@@ -175,21 +174,16 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             respawn: true,
         };
-        remove_stale_socket_dirs();
         let socket_dir = tempfile::Builder::new()
             .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
             .permissions(private_dir())
             .tempdir()
             .map_err(PoolError::Socket)?;
         let (shared, listener) = Shared::start(settings, socket_dir)?;
-        let acceptor = std::thread::Builder::new()
-            .name("corepool-accept".into())
-            .spawn({
-                let shared = Arc::clone(&shared);
-                move || shared.accept_loop(listener)
-            })
-            .map_err(PoolError::Socket)?;
-        let watchdog = std::thread::Builder::new()
+        // The supervisor starts the workers, so it comes first: the rest is set up while
+        // they load. Neither it nor the acceptor is joined: both return as soon as the pool
+        // stops, and waiting for them to be scheduled would only lengthen every stop.
+        std::thread::Builder::new()
             // No coordinator thread is named like a worker (`corepool-wN`): a child takes its
             // spawning thread's name until it execs.
             .name("corepool-supervisor".into())
@@ -198,14 +192,20 @@ impl PoolBuilder {
                 move || shared.watch_loop()
             })
             .map_err(PoolError::Socket)?;
-        let callback_thread = shared.start_callback_thread();
+        std::thread::Builder::new()
+            .name("corepool-accept".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || shared.accept_loop(listener)
+            })
+            .map_err(PoolError::Socket)?;
         if let Some(interval) = self.monitor {
             // Started before the workers, so that it shows them starting.
             let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&shared) }, interval);
             *shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.expect("cannot start a thread"));
         }
         // From here on, a failed start drops `pool`, which stops whatever did start.
-        let pool = Pool { shared, threads: vec![acceptor, watchdog, callback_thread] };
+        let pool = Pool { shared };
         pool.shared.wait_until_ready()?;
         Ok(pool)
     }
@@ -215,8 +215,9 @@ impl PoolBuilder {
 const SOCKET_DIR_PREFIX: &str = "corepool-";
 
 /// Removes socket directories left by coordinators that died without cleaning up
-/// (killed with SIGKILL, say); a new run never needs them gone, but they are litter.
-fn remove_stale_socket_dirs() {
+/// (killed with SIGKILL, say); a new run never needs them gone, but they are litter, so
+/// the supervisor sweeps them once its workers are on their way.
+pub(crate) fn remove_stale_socket_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -269,7 +270,6 @@ fn find_worker_program() -> Result<PathBuf, PoolError> {
 /// reaps every worker and removes its socket directory.
 pub struct Pool {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
@@ -482,12 +482,8 @@ impl Pool {
         if let Some(monitor) = monitor {
             monitor.stop();
         }
-        // The last chance to read the workers' CPU times: they exit next.
-        self.shared.refresh_usage();
+        // The workers' final CPU times and peak memory come from reaping them.
         self.shared.stop(graceful);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
     }
 
     /// A job over `items` items in chunks of `chunk_size` (`None`: Python's default).

@@ -1,7 +1,10 @@
-//! What the kernel says about a process, behind one small face: Linux answers from
-//! `/proc`; elsewhere nothing is known, and reports say zero.
+//! What the kernel says about a process, and waiting for its end, behind one small face:
+//! Linux answers from `/proc` and `wait4`; elsewhere nothing is known, and reports say zero.
 
-use std::time::Duration;
+use std::{
+    process::Child,
+    time::{Duration, Instant},
+};
 
 /// CPU time and peak memory of one process, as the kernel counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,6 +53,39 @@ pub(crate) fn process_usage(pid: u32) -> Option<ProcessUsage> {
     }
 }
 
+/// Waits up to `grace` for `children` to exit, kills those still running, and reaps them
+/// all; returns each one's final usage, where the platform tells it. On Linux the wait
+/// ends the moment the last child exits, and reaping gives the usage for free.
+pub(crate) fn reap_all(children: Vec<Child>, grace: Duration) -> Vec<Option<ProcessUsage>> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::reap_all(children, grace)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        poll_and_reap(children, grace)
+    }
+}
+
+/// [`reap_all`] by polling every child, a little less often each time, and without usage.
+fn poll_and_reap(mut children: Vec<Child>, grace: Duration) -> Vec<Option<ProcessUsage>> {
+    let deadline = Instant::now() + grace;
+    let mut pause = Duration::from_micros(20);
+    let mut exited = vec![false; children.len()];
+    while exited.contains(&false) && Instant::now() < deadline {
+        for (child, exited) in children.iter_mut().zip(&mut exited) {
+            *exited = *exited || !matches!(child.try_wait(), Ok(None));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    vec![None; children.len()]
+}
+
 /// Columns of the terminal on file descriptor `fd`, if it is one.
 pub(crate) fn terminal_width(fd: i32) -> Option<u16> {
     let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
@@ -60,9 +96,84 @@ pub(crate) fn terminal_width(fd: i32) -> Option<u16> {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::time::Duration;
+    use std::{
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+        process::Child,
+        time::{Duration, Instant},
+    };
 
     use super::ProcessUsage;
+
+    pub fn reap_all(mut children: Vec<Child>, grace: Duration) -> Vec<Option<ProcessUsage>> {
+        let Some(pidfds) = children.iter().map(|child| pidfd_open(child.id())).collect::<Option<Vec<_>>>() else {
+            // Kernels before 5.3 have no pidfd.
+            return super::poll_and_reap(children, grace);
+        };
+        let deadline = Instant::now() + grace;
+        // `None` while the child runs; then its usage, if reaping told it.
+        let mut usages: Vec<Option<Option<ProcessUsage>>> = vec![None; children.len()];
+        loop {
+            for (child, usage) in children.iter().zip(&mut usages) {
+                if usage.is_none() {
+                    *usage = reap(child.id(), libc::WNOHANG);
+                }
+            }
+            let mut waiting: Vec<libc::pollfd> = pidfds
+                .iter()
+                .zip(&usages)
+                .filter(|(_, usage)| usage.is_none())
+                .map(|(pidfd, _)| libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if waiting.is_empty() || left.is_zero() {
+                break;
+            }
+            let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            // SAFETY: `waiting` holds `waiting.len()` initialised pollfds.
+            unsafe { libc::poll(waiting.as_mut_ptr(), waiting.len() as libc::nfds_t, millis) };
+        }
+        children
+            .iter_mut()
+            .zip(usages)
+            .map(|(child, usage)| {
+                usage.unwrap_or_else(|| {
+                    // Not reaped, so the pid is still this child's: killing it is safe.
+                    let _ = child.kill();
+                    reap(child.id(), 0).flatten()
+                })
+            })
+            .collect()
+    }
+
+    fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+        // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        // SAFETY: a non-negative result is a descriptor that nothing else owns.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// Reaps `pid` (`flags` as for wait4): `None` while it runs, then `Some` of its usage,
+    /// which is unknown if something else reaped it first.
+    fn reap(pid: u32, flags: i32) -> Option<Option<ProcessUsage>> {
+        let mut status = 0;
+        // SAFETY: rusage is plain data, for wait4 to fill in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only into the status and rusage it is given.
+        let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, flags, &mut usage) };
+        match reaped {
+            0 => None,
+            -1 => Some(None),
+            _ => Some(Some(ProcessUsage {
+                cpu_user: duration(usage.ru_utime),
+                cpu_system: duration(usage.ru_stime),
+                peak_rss: (usage.ru_maxrss.max(0) as u64) * 1024,
+            })),
+        }
+    }
+
+    fn duration(time: libc::timeval) -> Duration {
+        Duration::from_secs(time.tv_sec.max(0) as u64) + Duration::from_micros(time.tv_usec.max(0) as u64)
+    }
 
     pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -113,6 +224,19 @@ mod linux {
             let status = "Name:\tcorepool-w0\nVmPeak:\t  10 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
             assert_eq!(peak_rss(status), Some(2048 * 1024));
             assert_eq!(peak_rss("Name:\tzombie\n"), None);
+        }
+
+        #[test]
+        fn reaps_exited_children_with_their_usage_and_kills_the_rest() {
+            use std::process::Command;
+            let quick = Command::new("true").spawn().expect("true runs");
+            let stuck = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+            let started = std::time::Instant::now();
+            let usages = super::super::reap_all(vec![quick, stuck], Duration::from_millis(100));
+            assert!(started.elapsed() < Duration::from_secs(5), "the sleeper was killed, not waited for");
+            assert_eq!(usages.len(), 2);
+            assert!(usages[0].is_some_and(|usage| usage.peak_rss > 0), "{usages:?}");
+            assert!(usages[1].is_some(), "a killed child is reaped too: {usages:?}");
         }
 
         #[test]

@@ -149,6 +149,14 @@ impl Shared {
         }
     }
 
+    /// Moves a stopped worker's usage, as its reaping told it, into its slot's past.
+    pub fn record_final_usage(&self, index: usize, usage: Option<ProcessUsage>) {
+        let mut state = self.lock();
+        let watch = &mut state.slots[index].watch;
+        watch.past = watch.past.then(watch.last.latest(usage.unwrap_or_default()));
+        watch.last = ProcessUsage::default();
+    }
+
     /// Moves a lost worker's usage into its slot's past, reading it one last time first
     /// (a worker that died is a zombie until reaped, and still has its CPU times).
     pub fn retire_usage(&self, index: usize, pid: Option<u32>) {
