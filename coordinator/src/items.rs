@@ -7,8 +7,12 @@ use corepool_worker::{
     Task, encode_payload,
     tasks::{BoundedRows, BoundedRowsView, BoundsRun, RowBlock},
 };
+use serde::Serialize;
 
-use crate::Matrix;
+use crate::{
+    Matrix,
+    outgoing::{Outgoing, SharedBytes},
+};
 
 /// A sequence of items that can be cut into chunks of a task's wire form `C`.
 pub trait Items<C> {
@@ -34,6 +38,39 @@ pub trait Items<C> {
     ) -> Result<(), CodecError> {
         encode_payload(task, &self.chunk(range), out)
     }
+
+    /// The whole frame of `message` followed by `task` and the items at `range`. The
+    /// default encodes them into it ([`encode_chunk`](Items::encode_chunk)); a source whose
+    /// items lie in memory in their wire form has them written from there instead.
+    fn chunk_frame<T: Task<Chunk = C>, Message: Serialize>(
+        &self,
+        message: &Message,
+        task: &T,
+        range: Range<usize>,
+    ) -> Result<Outgoing, CodecError> {
+        whole_frame(self, message, task, range)
+    }
+}
+
+/// The frame of `message`, then `task` and `items` at `range`, encoded whole.
+fn whole_frame<C, I: Items<C> + ?Sized, T: Task<Chunk = C>, Message: Serialize>(
+    items: &I,
+    message: &Message,
+    task: &T,
+    range: Range<usize>,
+) -> Result<Outgoing, CodecError> {
+    codec::encode_frame(message, 0, |out| items.encode_chunk(task, range, out)).map(Outgoing::encoded)
+}
+
+/// The frame of `message`, then `payload`, whose last field is `values`: those are sent
+/// from the matrix's memory, not copied into the frame.
+fn frame_sharing(
+    message: &impl Serialize,
+    payload: &impl Serialize,
+    values: SharedBytes,
+) -> Result<Outgoing, CodecError> {
+    let head = codec::encode_frame_head(message, payload, values.as_slice())?;
+    Ok(Outgoing::with_tail(head, values))
 }
 
 impl Items<RowBlock> for Matrix {
@@ -54,6 +91,18 @@ impl Items<RowBlock> for Matrix {
         match self.block_view(range.clone()) {
             Some(view) => codec::encode_into(&(task, view), out),
             None => encode_payload(task, &self.chunk(range), out),
+        }
+    }
+
+    fn chunk_frame<T: Task<Chunk = RowBlock>, Message: Serialize>(
+        &self,
+        message: &Message,
+        task: &T,
+        range: Range<usize>,
+    ) -> Result<Outgoing, CodecError> {
+        match self.block_view(range.clone()) {
+            Some(view) => frame_sharing(message, &(task, view), self.shared_bytes(range)),
+            None => whole_frame(self, message, task, range),
         }
     }
 }
@@ -95,9 +144,25 @@ impl<M: Deref<Target = Matrix>> Items<BoundedRows> for WithBounds<M> {
     ) -> Result<(), CodecError> {
         let bounds = self.bounds(range.len());
         match self.matrix.block_view(range.clone()) {
-            Some(rows) => codec::encode_into(&(task, BoundedRowsView { rows, bounds: &bounds }), out),
+            Some(rows) => codec::encode_into(&(task, BoundedRowsView { bounds: &bounds, rows }), out),
             None => encode_payload(task, &self.chunk(range), out),
         }
+    }
+
+    fn chunk_frame<T: Task<Chunk = BoundedRows>, Message: Serialize>(
+        &self,
+        message: &Message,
+        task: &T,
+        range: Range<usize>,
+    ) -> Result<Outgoing, CodecError> {
+        let Some(rows) = self.matrix.block_view(range.clone()) else {
+            return codec::encode_frame(message, 0, |out| self.encode_chunk(task, range, out)).map(Outgoing::encoded);
+        };
+        let bounds = self.bounds(range.len());
+        let values = self.matrix.shared_bytes(range);
+        let head =
+            codec::encode_frame_head(message, &(task, BoundedRowsView { bounds: &bounds, rows }), values.as_slice())?;
+        Ok(Outgoing::with_tail(head, values))
     }
 }
 
@@ -141,6 +206,15 @@ macro_rules! forward_to_pointee {
                 out: &mut Vec<u8>,
             ) -> Result<(), CodecError> {
                 (**self).encode_chunk(task, range, out)
+            }
+
+            fn chunk_frame<T: Task<Chunk = C>, Message: Serialize>(
+                &self,
+                message: &Message,
+                task: &T,
+                range: Range<usize>,
+            ) -> Result<Outgoing, CodecError> {
+                (**self).chunk_frame(message, task, range)
             }
         }
     )*};

@@ -96,12 +96,13 @@
 pub mod input;
 pub mod items;
 pub mod matrix;
+pub mod outgoing;
 pub mod pool;
 
 pub use items::{Items, WithBounds};
 pub use matrix::Matrix;
 pub use pool::{
-    AsyncResult, Balance, Callbacks, CodecTime, IMap, IMapUnordered, Monitor, Pool, PoolBuilder, PoolError,
-    PoolObserver, WorkerState, WorkerStats, default_chunk_size,
+    AsyncResult, Balance, Callbacks, CodecTime, IMap, IMapUnordered, MAX_DEFAULT_CHUNK, Monitor, Pool, PoolBuilder,
+    PoolError, PoolObserver, WorkerState, WorkerStats, default_chunk_size,
 };
 pub use pool::{ChunkLen, IMapIter, IMapUnorderedIter, OneChunk};

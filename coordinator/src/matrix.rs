@@ -1,5 +1,9 @@
 //! The reference problem's data: a dense row-major matrix of integers.
 
+use std::sync::Arc;
+
+use crate::outgoing::{AsBytes, SharedBytes};
+
 /// A dense, row-major matrix of integers, each stored in the narrowest width that holds
 /// every value of the matrix: the tutorial's values 0..10 take one byte each, not eight,
 /// and go to the workers as they are.
@@ -10,22 +14,23 @@ pub struct Matrix {
     values: Values,
 }
 
-/// The values of a [`Matrix`], row after row, in the width it stores them in.
+/// The values of a [`Matrix`], row after row, in the width it stores them in. They are
+/// shared, so that chunks go to the workers straight from here, without a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Values {
     /// One byte each.
-    I8(Vec<i8>),
+    I8(Arc<Vec<i8>>),
     /// Two bytes each.
-    I16(Vec<i16>),
+    I16(Arc<Vec<i16>>),
     /// Four bytes each.
-    I32(Vec<i32>),
+    I32(Arc<Vec<i32>>),
     /// Eight bytes each.
-    I64(Vec<i64>),
+    I64(Arc<Vec<i64>>),
 }
 
 impl Default for Matrix {
     fn default() -> Self {
-        Self { rows: 0, cols: 0, values: Values::I8(Vec::new()) }
+        Self { rows: 0, cols: 0, values: Values::I8(Arc::default()) }
     }
 }
 
@@ -52,13 +57,13 @@ impl Values {
     fn collect(min: i64, max: i64, values: impl Iterator<Item = i64>) -> Self {
         let fits = |lo: i64, hi: i64| min >= lo && max <= hi;
         if fits(i8::MIN.into(), i8::MAX.into()) {
-            Values::I8(values.map(|v| v as i8).collect())
+            Values::I8(Arc::new(values.map(|v| v as i8).collect()))
         } else if fits(i16::MIN.into(), i16::MAX.into()) {
-            Values::I16(values.map(|v| v as i16).collect())
+            Values::I16(Arc::new(values.map(|v| v as i16).collect()))
         } else if fits(i32::MIN.into(), i32::MAX.into()) {
-            Values::I32(values.map(|v| v as i32).collect())
+            Values::I32(Arc::new(values.map(|v| v as i32).collect()))
         } else {
-            Values::I64(values.collect())
+            Values::I64(Arc::new(values.collect()))
         }
     }
 
@@ -152,6 +157,17 @@ impl Matrix {
             Values::I32(v) => RowBlockView::new(rows, self.cols, Width::Four, bytemuck::cast_slice(&v[values])),
             Values::I64(v) => RowBlockView::new(rows, self.cols, Width::Eight, bytemuck::cast_slice(&v[values])),
         })
+    }
+
+    /// The stored bytes of rows `range`, shared with the matrix.
+    pub(crate) fn shared_bytes(&self, range: std::ops::Range<usize>) -> SharedBytes {
+        fn share<T: bytemuck::Pod + Send + Sync>(values: &Arc<Vec<T>>, range: std::ops::Range<usize>) -> SharedBytes {
+            let width = std::mem::size_of::<T>();
+            let owner: Arc<dyn AsBytes> = Arc::clone(values) as _;
+            SharedBytes::new(owner, range.start * width..range.end * width)
+        }
+        let values = range.start * self.cols..range.end * self.cols;
+        with_slice!(&self.values, stored => share(stored, values))
     }
 
     /// Rows `range` as a [`RowBlock`](corepool_worker::tasks::RowBlock), copied as they

@@ -18,6 +18,9 @@ pub enum CodecError {
     /// The bytes decoded, but some were left over.
     #[error("cannot decode: {0} trailing bytes")]
     Trailing(usize),
+    /// The bytes to leave out of a frame head were not the payload's last field.
+    #[error("cannot encode: the bytes sent apart are not the payload's last field")]
+    NotSpliced,
     /// An encoded frame would be over the frame limit.
     #[error("a frame of {0} bytes is over the limit of {MAX_FRAME_LEN} bytes: use smaller chunks")]
     TooLarge(usize),
@@ -78,6 +81,56 @@ pub fn encode_frame<M: Serialize + ?Sized>(
     Ok(frame)
 }
 
+/// Builds the head of a frame whose end is sent from where it lies: the length prefix,
+/// `message`, then `payload` *without* the bytes of `spliced`, which `payload` must encode
+/// last (as a byte field, so in one piece). The prefix counts `spliced`: written right after
+/// the head, they complete the same frame that [`encode_frame`] would have built, without
+/// ever being copied.
+pub fn encode_frame_head<M: Serialize + ?Sized, P: Serialize + ?Sized>(
+    message: &M,
+    payload: &P,
+    spliced: &[u8],
+) -> Result<Vec<u8>, CodecError> {
+    let mut head = SplicingWriter { head: vec![0; 4], spliced, seen: spliced.is_empty(), after: false };
+    bincode::serde::encode_into_std_write(message, &mut head, config())?;
+    bincode::serde::encode_into_std_write(payload, &mut head, config())?;
+    if !head.seen || head.after {
+        return Err(CodecError::NotSpliced);
+    }
+    let mut head = head.head;
+    let len = head.len() - 4 + spliced.len();
+    if len > MAX_FRAME_LEN as usize {
+        return Err(CodecError::TooLarge(len));
+    }
+    head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(head)
+}
+
+/// Collects what the encoder writes, but skips the one write of `spliced` (known by its
+/// address, so equal bytes elsewhere are kept), noting whether anything came after it.
+struct SplicingWriter<'a> {
+    head: Vec<u8>,
+    spliced: &'a [u8],
+    seen: bool,
+    after: bool,
+}
+
+impl std::io::Write for SplicingWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if !self.seen && std::ptr::eq(bytes, self.spliced) {
+            self.seen = true;
+        } else {
+            self.after |= self.seen && !bytes.is_empty();
+            self.head.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +149,29 @@ mod tests {
         assert!(read_frame(&mut frame.as_slice(), &mut body, MAX_FRAME_LEN).unwrap());
         let (decoded, payload) = decode_prefix::<ToWorker>(&body).unwrap();
         assert_eq!((decoded, payload), (message, &b"abc"[..]));
+    }
+
+    #[test]
+    fn a_head_and_its_spliced_bytes_make_the_same_frame() {
+        let id = TaskId { job: 1, chunk: 2, first_row: 3 };
+        let message = ToWorker::Task { id, task: "t".into() };
+        let data = vec![7u8; 300];
+        let payload = (5u32, serde_bytes::Bytes::new(&data));
+        let whole = encode_frame(&message, 0, |out| encode_into(&payload, out)).unwrap();
+        let mut spliced = encode_frame_head(&message, &payload, &data).unwrap();
+        assert_eq!(spliced.len(), whole.len() - data.len(), "the data is left out of the head");
+        spliced.extend_from_slice(&data);
+        assert_eq!(spliced, whole);
+    }
+
+    #[test]
+    fn bytes_that_are_not_the_last_field_cannot_be_spliced() {
+        let data = vec![1u8; 8];
+        let other = vec![1u8; 8];
+        let first = (serde_bytes::Bytes::new(&data), 9u32);
+        assert!(matches!(encode_frame_head(&ToWorker::Shutdown, &first, &data), Err(CodecError::NotSpliced)));
+        // Equal bytes elsewhere are not the ones to splice.
+        let elsewhere = (5u32, serde_bytes::Bytes::new(&other));
+        assert!(matches!(encode_frame_head(&ToWorker::Shutdown, &elsewhere, &data), Err(CodecError::NotSpliced)));
     }
 }

@@ -38,4 +38,4 @@ pub mod transport;
 pub use message::{FailureKind, TaskFailure, TaskId, ToCoordinator, ToWorker};
 
 /// Version of this protocol; a peer that speaks another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

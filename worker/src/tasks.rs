@@ -352,10 +352,11 @@ impl Task for CountInRange {
 /// pair of numbers a row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoundedRows {
-    /// The rows.
-    pub rows: RowBlock,
     /// The rows' bounds, run after run, covering every row in order.
     pub bounds: Vec<BoundsRun>,
+    /// The rows; last on the wire, so that a coordinator can send their values from where
+    /// they lie.
+    pub rows: RowBlock,
 }
 
 /// `rows` consecutive rows that share the bounds `min..=max`.
@@ -386,10 +387,10 @@ impl BoundsRun {
 /// A borrowed [`BoundedRows`], encoded exactly like it.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct BoundedRowsView<'a> {
-    /// The rows.
-    pub rows: RowBlockView<'a>,
     /// The rows' bounds, run after run.
     pub bounds: &'a [BoundsRun],
+    /// The rows.
+    pub rows: RowBlockView<'a>,
 }
 
 /// The count in range with the bounds given per row, as the tutorial's `starmap` does.

@@ -69,10 +69,6 @@ impl Opened {
     }
 }
 
-/// Most rows in a chunk of the generated matrix, unless `--chunk-size` says otherwise:
-/// Python's rule would make chunks of any size, and each is made whole before it goes.
-const MAX_GENERATED_CHUNK: usize = 1 << 18;
-
 /// Opens the input (the generator without one); the CSV pieces are cut for the workers.
 fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) -> Result<Opened, DataError> {
     let Some(input) = input else {
@@ -245,10 +241,7 @@ fn run_once(
             let task = CountInRange { min: settings.min, max: settings.max };
             let per_chunk = match settings.mode {
                 Mode::Apply | Mode::ApplyAsync => 1,
-                _ => settings
-                    .pool
-                    .chunk_size
-                    .unwrap_or_else(|| default_chunk_size(rows, settings.pool.workers).min(MAX_GENERATED_CHUNK)),
+                _ => settings.pool.chunk_size.unwrap_or_else(|| default_chunk_size(rows, settings.pool.workers)),
             };
             let mut values = corepool::matrix::random_integers(low, high, seed);
             let (min, max) = (settings.min, settings.max);

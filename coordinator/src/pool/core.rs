@@ -29,6 +29,7 @@ use corepool_protocol::{
 use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
 use super::{PoolError, WorkerStats};
+use crate::outgoing::Outgoing;
 
 mod observe;
 
@@ -88,7 +89,7 @@ const BATCH_BYTES: usize = 4 << 20;
 pub(crate) struct Chunk {
     pub id: TaskId,
     pub rows: usize,
-    pub frame: Arc<Vec<u8>>,
+    pub frame: Arc<Outgoing>,
     pub attempts: u32,
     /// The chunk was unanswered on a worker that died holding several: it may be the
     /// culprit, so it goes to a worker that holds nothing else.
@@ -121,7 +122,7 @@ struct Slot {
     /// Busy clock and kernel usage, for observers.
     watch: observe::SlotWatch,
     pid: u32,
-    outbox: Option<Sender<Arc<Vec<u8>>>>,
+    outbox: Option<Sender<Arc<Outgoing>>>,
     in_flight: usize,
     stats: WorkerStats,
     /// When the slot entered its state (for the start timeout).
@@ -220,8 +221,10 @@ pub fn terminate_all() {
 }
 
 /// The frame that tells a worker to finish.
-fn shutdown_frame() -> Vec<u8> {
-    codec::encode_frame(&ToWorker::Shutdown, 0, |_| Ok(())).expect("a message with no payload fits a frame")
+fn shutdown_frame() -> Outgoing {
+    Outgoing::encoded(
+        codec::encode_frame(&ToWorker::Shutdown, 0, |_| Ok(())).expect("a message with no payload fits a frame"),
+    )
 }
 
 /// A worker's answer: the frame it came in, and where its payload starts, handed on
@@ -952,7 +955,8 @@ fn seal_open_batch(state: &mut State) {
     })
     .expect("a batch stays far below the frame limit");
     state.jobs.insert(open.job, Sink::Batch(open.completions));
-    state.queue.push_back(Chunk { id, rows: tasks, frame: Arc::new(frame), attempts: 0, suspect: false });
+    let frame = Arc::new(Outgoing::encoded(frame));
+    state.queue.push_back(Chunk { id, rows: tasks, frame, attempts: 0, suspect: false });
 }
 
 /// Splits a batch chunk that took down its worker into one-item batches, each a job of its
@@ -961,7 +965,8 @@ fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
     if chunk.rows < 2 || !matches!(state.jobs.get(&chunk.id.job), Some(Sink::Batch(_))) {
         return None;
     }
-    let (_, tasks) = codec::decode_prefix::<ToWorker>(&chunk.frame[4..]).ok()?;
+    // A batch is encoded whole: its head is all of it.
+    let (_, tasks) = codec::decode_prefix::<ToWorker>(&chunk.frame.head()[4..]).ok()?;
     let entries: Vec<(&str, &[u8])> = batch::tasks(tasks).collect::<Result<_, _>>().ok()?;
     let Some(Sink::Batch(completions)) = state.jobs.remove(&chunk.id.job) else { return None };
     let mut pieces = Vec::with_capacity(entries.len());
@@ -977,7 +982,8 @@ fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
         })
         .expect("one task of a batch fits a frame");
         state.jobs.insert(job, Sink::Batch(vec![completion]));
-        pieces.push(Chunk { id, rows: 1, frame: Arc::new(frame), attempts: chunk.attempts, suspect: true });
+        let frame = Arc::new(Outgoing::encoded(frame));
+        pieces.push(Chunk { id, rows: 1, frame, attempts: chunk.attempts, suspect: true });
     }
     Some(pieces)
 }
@@ -1056,15 +1062,16 @@ fn dispatch(state: &mut State, window: usize) {
     }
 }
 
-fn write_loop(writer: corepool_protocol::transport::LinkWriter, inbox: Receiver<Arc<Vec<u8>>>) {
+fn write_loop(writer: corepool_protocol::transport::LinkWriter, inbox: Receiver<Arc<Outgoing>>) {
+    // Small frames gather in the buffer; a large shared tail goes to the socket directly.
     let mut writer = BufWriter::with_capacity(1 << 16, writer);
     while let Ok(frame) = inbox.recv() {
-        if writer.write_all(&frame).is_err() {
+        if frame.write_to(&mut writer).is_err() {
             return;
         }
         // Everything already waiting goes out in the same write.
         while let Ok(frame) = inbox.try_recv() {
-            if writer.write_all(&frame).is_err() {
+            if frame.write_to(&mut writer).is_err() {
                 return;
             }
         }

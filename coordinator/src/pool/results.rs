@@ -177,7 +177,24 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
 impl<T: Task, I: Items<T::Chunk> + ?Sized> Iterator for IMap<'_, T, I> {
     type Item = Result<T::Output, PoolError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        // Most calls take the next output of the chunk at hand: kept small enough to inline,
+        // which matters when millions of items are taken one at a time.
+        if let Some(output) = self.current.next() {
+            return Some(Ok(output));
+        }
+        self.next_from_another_chunk()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.current.len(), None)
+    }
+}
+
+impl<T: Task, I: Items<T::Chunk> + ?Sized> IMap<'_, T, I> {
+    #[inline(never)]
+    fn next_from_another_chunk(&mut self) -> Option<Result<T::Output, PoolError>> {
         if self.failed {
             return None;
         }
@@ -222,7 +239,23 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'p, T, I> {
 impl<T: Task, I: Items<T::Chunk> + ?Sized> Iterator for IMapUnordered<'_, T, I> {
     type Item = Result<(usize, T::Output), PoolError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        // As for `IMap`: the common case stays small enough to inline.
+        if let Some(pair) = self.current.next() {
+            return Some(Ok(pair));
+        }
+        self.next_from_another_chunk()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.current.size_hint().0, None)
+    }
+}
+
+impl<T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'_, T, I> {
+    #[inline(never)]
+    fn next_from_another_chunk(&mut self) -> Option<Result<(usize, T::Output), PoolError>> {
         if self.failed {
             return None;
         }
