@@ -107,10 +107,12 @@ fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) ->
     }
 }
 
-/// Whether a run streams: always from `--input`; from the generator in the modes that
-/// stream by nature (`imap`, `imap-unordered`) and whenever the counts go to `--output`.
+/// Whether a run streams: always from `--input`, and from the generator whenever the counts
+/// go to `--output` (so that neither the matrix nor the counts are ever held whole). Other
+/// runs make the matrix first, then time the pool on it, in every mode alike, as the
+/// tutorial times Python's.
 pub fn streams(settings: &CountSettings) -> bool {
-    settings.stream.is_some() || matches!(settings.mode, Mode::Imap | Mode::ImapUnordered) || settings.output.is_some()
+    settings.stream.is_some() || settings.output.is_some()
 }
 
 /// Counts the streamed input (`None`: the generator) as `settings` say, prints the

@@ -348,8 +348,8 @@ impl Pool {
         Ok(outputs.into_iter().next().expect("one output per item is checked"))
     }
 
-    /// Runs `task` on every item, `chunk_size` items to a chunk (`None`: Python's
-    /// default), and returns the outputs in item order.
+    /// Runs `task` on every item, `chunk_size` items to a chunk (`None`:
+    /// [`default_chunk_size`]), and returns the outputs in item order.
     pub fn map<T: Task, I: Items<T::Chunk> + ?Sized>(
         &self,
         task: &T,
@@ -494,7 +494,7 @@ impl Pool {
         self.shared.stop(graceful);
     }
 
-    /// A job over `items` items in chunks of `chunk_size` (`None`: Python's default).
+    /// A job over `items` items in chunks of `chunk_size` (`None`: [`default_chunk_size`]).
     fn open_run(&self, items: usize, chunk_size: Option<usize>) -> Result<JobRun, PoolError> {
         let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items, self.workers()));
         JobRun::open(&self.shared, 0..items, chunk_size)
