@@ -182,40 +182,10 @@ fn write_human(
     write_mode_line(out, settings, run.chunk_size)?;
     writeln!(out, "first 10 counts: {:?}", &run.counts[..rows.min(10)])?;
     writeln!(out, "values in range: {} of {}", result.values_in_range, rows as u64 * cols as u64)?;
-    writeln!(
-        out,
-        "time: {} total (pool start {}, compute {}, pool stop {}){}",
-        ms(run.total()),
-        ms(run.start),
-        ms(run.compute),
-        ms(run.stop),
-        if settings.verify { "; --verify: every row agrees with serial" } else { "" }
-    )?;
-    if settings.mode != Mode::Serial {
-        let encode: std::time::Duration = run.repetitions.iter().map(|r| r.encode).sum();
-        let decode: std::time::Duration = run.repetitions.iter().map(|r| r.decode).sum();
-        writeln!(
-            out,
-            "compute split: distribution (encoding) {}, waiting on workers {}, gathering (decoding) {}",
-            ms(encode),
-            ms(run.compute.saturating_sub(encode + decode)),
-            ms(decode)
-        )?;
-        let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
-        let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
-        writeln!(out, "faults: {restarts} worker restarts, {retried} chunks sent again")?;
-    }
-    if run.repetitions.len() > 1 {
-        summary::write_repetitions(out, &run.repetitions)?;
-    }
+    summary::write_times(out, settings, run, "compute", summary::Decoding::InLine)?;
     writeln!(out, "checksum: {}", result.checksum)?;
     summary::write_workers(out, &run.workers)?;
-    if let Some(path) = &settings.output {
-        writeln!(out, "wrote {}", path.display())?;
-    }
-    if let Some(ReportTarget::File(path)) = &settings.report {
-        writeln!(out, "wrote report {}", path.display())?;
-    }
+    summary::write_files_written(out, settings)?;
     out.flush()
 }
 

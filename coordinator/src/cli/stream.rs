@@ -33,13 +33,14 @@ use corepool_worker::{
 
 use super::{
     Failure,
-    args::{CountSettings, GeneratorArgs, MatrixSource, Mode, Order, ReportTarget, StreamInput},
+    args::{CountSettings, GeneratorArgs, MatrixSource, Mode, Order, StreamInput},
     bad_input,
     count::{Counted, Repetition},
     failed, ms,
     progress::Progress,
     report,
     sink::{CountSink, Expected, OutputFile, Totals},
+    summary,
 };
 
 /// Rows per chunk for `.npy` files when `--chunk-size` is not given: about this many bytes
@@ -578,40 +579,10 @@ fn write_summary(
     super::write_mode_line(out, settings, run.chunk_size)?;
     writeln!(out, "first 10 counts: {:?}", totals.first)?;
     writeln!(out, "values in range: {} of {}", totals.in_range, rows as u64 * cols as u64)?;
-    writeln!(
-        out,
-        "time: {} total (pool start {}, read and compute {}, pool stop {}){}",
-        ms(run.total()),
-        ms(run.start),
-        ms(run.compute),
-        ms(run.stop),
-        if settings.verify { "; --verify: every row agrees with serial" } else { "" }
-    )?;
-    if settings.mode != Mode::Serial {
-        let encode: Duration = run.repetitions.iter().map(|r| r.encode).sum();
-        let decode: Duration = run.repetitions.iter().map(|r| r.decode).sum();
-        writeln!(
-            out,
-            "compute split: distribution (encoding) {}, waiting on workers {}, gathering (decoding, on its own thread) {}",
-            ms(encode),
-            ms(run.compute.saturating_sub(encode)),
-            ms(decode)
-        )?;
-        let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
-        let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
-        writeln!(out, "faults: {restarts} worker restarts, {retried} chunks sent again")?;
-    }
-    if run.repetitions.len() > 1 {
-        super::summary::write_repetitions(out, &run.repetitions)?;
-    }
+    summary::write_times(out, settings, run, "read and compute", summary::Decoding::OnItsOwnThread)?;
     writeln!(out, "coordinator peak memory: {:.1} MiB", peak as f64 / (1024.0 * 1024.0))?;
     writeln!(out, "checksum: fnv1a64:{:016x}", totals.checksum)?;
-    super::summary::write_workers(out, &run.workers)?;
-    if let Some(path) = &settings.output {
-        writeln!(out, "wrote {}", path.display())?;
-    }
-    if let Some(ReportTarget::File(path)) = &settings.report {
-        writeln!(out, "wrote report {}", path.display())?;
-    }
+    summary::write_workers(out, &run.workers)?;
+    summary::write_files_written(out, settings)?;
     out.flush()
 }

@@ -5,7 +5,74 @@ use std::{io::Write, time::Duration};
 use corepool::{Balance, WorkerStats};
 use indicatif::HumanCount;
 
-use super::count::Repetition;
+use super::{
+    args::{CountSettings, Mode, ReportTarget},
+    count::{Counted, Repetition},
+    ms,
+};
+
+/// Where a run decoded the answers: in the thread that waited for them, or on a thread of
+/// its own while the caller went on (a streamed run), so not out of the waiting time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    /// In the waiting thread.
+    InLine,
+    /// On its own thread.
+    OnItsOwnThread,
+}
+
+/// The time line (`compute` names what the compute time covers), then for a pool run how
+/// the compute time split and what faults there were, then each repetition if several.
+pub fn write_times(
+    out: &mut dyn Write,
+    settings: &CountSettings,
+    run: &Counted,
+    compute: &str,
+    decoding: Decoding,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "time: {} total (pool start {}, {compute} {}, pool stop {}){}",
+        ms(run.total()),
+        ms(run.start),
+        ms(run.compute),
+        ms(run.stop),
+        if settings.verify { "; --verify: every row agrees with serial" } else { "" }
+    )?;
+    if settings.mode != Mode::Serial {
+        let encode: Duration = run.repetitions.iter().map(|r| r.encode).sum();
+        let decode: Duration = run.repetitions.iter().map(|r| r.decode).sum();
+        let (waiting, where_decoded) = match decoding {
+            Decoding::InLine => (run.compute.saturating_sub(encode + decode), ""),
+            Decoding::OnItsOwnThread => (run.compute.saturating_sub(encode), ", on its own thread"),
+        };
+        writeln!(
+            out,
+            "compute split: distribution (encoding) {}, waiting on workers {}, gathering (decoding{where_decoded}) {}",
+            ms(encode),
+            ms(waiting),
+            ms(decode)
+        )?;
+        let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
+        let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
+        writeln!(out, "faults: {restarts} worker restarts, {retried} chunks sent again")?;
+    }
+    if run.repetitions.len() > 1 {
+        write_repetitions(out, &run.repetitions)?;
+    }
+    Ok(())
+}
+
+/// The files the run wrote: the counts, the report.
+pub fn write_files_written(out: &mut dyn Write, settings: &CountSettings) -> std::io::Result<()> {
+    if let Some(path) = &settings.output {
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    if let Some(ReportTarget::File(path)) = &settings.report {
+        writeln!(out, "wrote report {}", path.display())?;
+    }
+    Ok(())
+}
 
 /// One line per worker (rows, chunks, busy time, CPU time, peak memory, restarts), then
 /// the balance across workers.

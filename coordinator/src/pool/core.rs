@@ -590,7 +590,7 @@ impl Shared {
         let reason = slot.kill_reason.take().unwrap_or_else(|| reason.to_owned());
         let stopping = state.stopping;
         drop(state);
-        self.retire_usage(index, child.as_ref().map(Child::id));
+        self.retire_usage(index, child.as_ref().and_then(|child| process_usage(child.id())));
 
         let death = child.map(reap).map_or_else(|| reason.clone(), |status| format!("{reason}, {status}"));
         let mut state = self.lock();
@@ -851,7 +851,7 @@ impl Shared {
         // The supervisor goes last: a worker gets SIGKILL when the thread that started it ends.
         self.watch.notify_all();
         for (index, usage) in indices.into_iter().zip(usages) {
-            self.record_final_usage(index, usage);
+            self.retire_usage(index, usage);
         }
         for thread in threads.into_iter().chain(callback_thread) {
             let _ = thread.join();
@@ -1081,7 +1081,7 @@ fn write_loop(writer: corepool_protocol::transport::LinkWriter, inbox: Receiver<
     }
 }
 
-use super::platform::reap_all;
+use super::platform::{process_usage, reap_all};
 
 fn row_range(chunk: &Chunk) -> std::ops::Range<u64> {
     chunk.id.first_row..chunk.id.first_row + chunk.rows as u64

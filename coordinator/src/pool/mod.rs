@@ -65,8 +65,9 @@ pub fn default_chunk_size(items: usize, workers: usize) -> usize {
 /// Most items in a chunk by default. Python's rule alone makes a chunk of 2,500,000 rows
 /// (12.5 MB) out of 20,000,000 rows for 2 workers: each worker then waits for a whole
 /// chunk to arrive before it starts, and every buffer on the way is fresh memory. Smaller
-/// chunks stream, and their buffers are reused: 20,000,000 x 5 takes 67-71 ms with chunks
-/// of 65,536 to 250,000 rows, and 97-104 ms with Python's (`scripts/bench`'s machine).
+/// chunks stream, and their buffers are reused: 20,000,000 x 5 took medians of 68-71 ms
+/// with chunks of 65,536 to 250,000 rows, and 101 ms with Python's (`corepool count --rows
+/// 20000000 --chunk-size K`, on `scripts/bench`'s 2-core machine).
 pub const MAX_DEFAULT_CHUNK: usize = 1 << 16;
 
 /// Builds a [`Pool`] with settings other than the defaults.

@@ -72,9 +72,12 @@ fn poll_and_reap(mut children: Vec<Child>, grace: Duration) -> Vec<Option<Proces
     let deadline = Instant::now() + grace;
     let mut pause = Duration::from_micros(20);
     let mut exited = vec![false; children.len()];
-    while exited.contains(&false) && Instant::now() < deadline {
+    loop {
         for (child, exited) in children.iter_mut().zip(&mut exited) {
             *exited = *exited || !matches!(child.try_wait(), Ok(None));
+        }
+        if !exited.contains(&false) || Instant::now() >= deadline {
+            break;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));

@@ -149,18 +149,11 @@ impl Shared {
         }
     }
 
-    /// Moves a stopped worker's usage, as its reaping told it, into its slot's past.
-    pub fn record_final_usage(&self, index: usize, usage: Option<ProcessUsage>) {
-        let mut state = self.lock();
-        let watch = &mut state.slots[index].watch;
-        watch.past = watch.past.then(watch.last.latest(usage.unwrap_or_default()));
-        watch.last = ProcessUsage::default();
-    }
-
-    /// Moves a lost worker's usage into its slot's past, reading it one last time first
-    /// (a worker that died is a zombie until reaped, and still has its CPU times).
-    pub fn retire_usage(&self, index: usize, pid: Option<u32>) {
-        let reading = pid.and_then(process_usage).unwrap_or_default();
+    /// Moves a gone worker's usage into its slot's past, with `reading` its last usage:
+    /// read just before it is reaped (a worker that died is a zombie until then, and still
+    /// has its CPU times), or told by reaping it.
+    pub fn retire_usage(&self, index: usize, reading: Option<ProcessUsage>) {
+        let reading = reading.unwrap_or_default();
         let mut state = self.lock();
         let slot = &mut state.slots[index];
         // A dead worker holds nothing any more, whatever the books say until they are
