@@ -26,6 +26,11 @@ impl Outgoing {
         &self.head
     }
 
+    /// The frame's length in bytes, head and tail.
+    pub fn frame_len(&self) -> usize {
+        self.head.len() + self.tail.as_ref().map_or(0, |tail| tail.range.len())
+    }
+
     /// Writes the whole frame to `out`.
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
         out.write_all(&self.head)?;

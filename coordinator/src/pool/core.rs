@@ -2,19 +2,20 @@
 //! of chunks in flight.
 //!
 //! Each worker connection has a reader thread, which never writes (so two processes
-//! writing large frames at each other cannot block for ever), and a writer thread fed by
-//! a channel (so handing out work never waits on a socket). All bookkeeping lives in one
-//! [`State`] under one mutex; nothing slow happens while it is held.
+//! writing large frames at each other cannot block for ever), and an [`Outbox`] with a
+//! writer thread (so handing out work never waits on a socket; a caller may write its own
+//! small frames). All bookkeeping lives in one [`State`] under one mutex; nothing slow
+//! happens while it is held.
 
 use std::{
     collections::{HashMap, VecDeque},
-    io::{BufReader, BufWriter, Write},
+    io::{BufReader, Write},
     os::unix::process::{CommandExt, ExitStatusExt},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
-        mpsc::{self, Receiver, Sender},
+        mpsc::{self, Sender},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -32,6 +33,9 @@ use super::{PoolError, WorkerStats};
 use crate::outgoing::Outgoing;
 
 mod observe;
+mod outbox;
+
+use self::outbox::Outbox;
 
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
@@ -44,6 +48,8 @@ pub(crate) struct Settings {
     pub start_timeout: Duration,
     pub task_timeout: Option<Duration>,
     pub respawn: bool,
+    /// How long a blocking one-item call polls for its answer before it sleeps.
+    pub answer_poll: Duration,
 }
 
 /// What a finished chunk delivers to its job.
@@ -122,7 +128,7 @@ struct Slot {
     /// Busy clock and kernel usage, for observers.
     watch: observe::SlotWatch,
     pid: u32,
-    outbox: Option<Sender<Arc<Outgoing>>>,
+    outbox: Option<Arc<Outbox>>,
     in_flight: usize,
     stats: WorkerStats,
     /// When the slot entered its state (for the start timeout).
@@ -511,21 +517,21 @@ impl Shared {
             return None;
         }
         let generation = state.slots[index].generation;
-        let (outbox, inbox) = mpsc::channel();
         let (reader, writer) = link.split();
+        let outbox = Outbox::new(writer);
         let slot = &mut state.slots[index];
         slot.state = SlotState::Ready;
-        slot.outbox = Some(outbox);
+        slot.outbox = Some(Arc::clone(&outbox));
         slot.start_failures = 0;
         slot.since = Instant::now();
-        dispatch(&mut state, self.settings.chunks_in_flight);
+        dispatch(&mut state, self.settings.chunks_in_flight, None);
         drop(state);
         self.changed.notify_all();
         // Started after the slot is ready, so that the pool's start does not wait on it;
-        // frames dispatched meanwhile wait in the channel.
+        // frames dispatched meanwhile wait in the outbox.
         let writer_thread = std::thread::Builder::new()
             .name(format!("corepool-send-{index}"))
-            .spawn(move || write_loop(writer, inbox))
+            .spawn(move || outbox.run_writer())
             .expect("cannot start a thread");
         self.lock().threads.push(writer_thread);
         Some((index, generation, reader))
@@ -572,7 +578,7 @@ impl Shared {
         let rows = flight.chunk.rows;
         let result = result.map_err(|failure| PoolError::Task { rows: row_range(&flight.chunk), failure });
         let delivery = state.take_delivery(id.job);
-        dispatch(&mut state, self.settings.chunks_in_flight);
+        dispatch(&mut state, self.settings.chunks_in_flight, None);
         drop(state);
         self.changed.notify_all();
         self.deliver(delivery, Outcome { id, rows, result });
@@ -585,7 +591,9 @@ impl Shared {
             return;
         }
         slot.state = SlotState::Gone;
-        slot.outbox = None;
+        if let Some(outbox) = slot.outbox.take() {
+            outbox.close();
+        }
         let child = slot.child.take();
         let reason = slot.kill_reason.take().unwrap_or_else(|| reason.to_owned());
         let stopping = state.stopping;
@@ -633,7 +641,7 @@ impl Shared {
         state.slots[index].in_flight = 0;
         state.slots[index].isolated = false;
         // The survivors take the chunks back at once, while the replacement starts.
-        dispatch(&mut state, self.settings.chunks_in_flight);
+        dispatch(&mut state, self.settings.chunks_in_flight, None);
         if self.settings.respawn && !stopping {
             // The watchdog starts the replacement (see `spawn_worker` for why it, and
             // not this short-lived thread).
@@ -716,7 +724,7 @@ impl Shared {
             }
         }
         state.slots.iter_mut().for_each(|slot| slot.note_load());
-        dispatch(&mut state, self.settings.chunks_in_flight);
+        dispatch(&mut state, self.settings.chunks_in_flight, None);
         drop(state);
         self.changed.notify_all();
     }
@@ -743,7 +751,7 @@ impl Shared {
             return Ok(());
         }
         state.queue.push_back(chunk);
-        dispatch(&mut state, self.settings.chunks_in_flight);
+        self.dispatch_from_caller(state);
         Ok(())
     }
 
@@ -777,8 +785,19 @@ impl Shared {
         if open.completions.len() >= BATCH_TASKS || open.tasks.len() >= BATCH_BYTES {
             seal_open_batch(&mut state);
         }
-        dispatch(&mut state, self.settings.chunks_in_flight);
+        self.dispatch_from_caller(state);
         Ok(())
+    }
+
+    /// Dispatches on the caller's thread, which then writes the small frames itself: a
+    /// one-row call then costs no wake-up of a writer thread.
+    fn dispatch_from_caller(&self, mut state: MutexGuard<'_, State>) {
+        let mut write_here = Vec::new();
+        dispatch(&mut state, self.settings.chunks_in_flight, Some(&mut write_here));
+        drop(state);
+        for outbox in write_here {
+            outbox.write_here();
+        }
     }
 
     fn queue_limit(&self) -> usize {
@@ -809,10 +828,11 @@ impl Shared {
         state.closed = true;
         let mut children = Vec::new();
         for (index, slot) in state.slots.iter_mut().enumerate() {
-            if let Some(outbox) = slot.outbox.take()
-                && graceful
-            {
-                let _ = outbox.send(Arc::new(shutdown_frame()));
+            if let Some(outbox) = slot.outbox.take() {
+                if graceful {
+                    let _ = outbox.push(Arc::new(shutdown_frame()), false);
+                }
+                outbox.close();
             }
             slot.state = SlotState::Gone;
             children.extend(slot.child.take().map(|child| (index, child)));
@@ -1014,7 +1034,11 @@ impl InFlightMap for HashMap<TaskId, InFlight> {
 
 /// Hands queued chunks to ready workers with room, least loaded first. A suspect chunk
 /// waits for a worker that holds nothing, and keeps it to itself.
-fn dispatch(state: &mut State, window: usize) {
+///
+/// Writer threads send the frames, except small ones when `write_here` is given: their
+/// outboxes are listed there, and the caller must call [`Outbox::write_here`] on each once
+/// it has let go of the state.
+fn dispatch(state: &mut State, window: usize, mut write_here: Option<&mut Vec<Arc<Outbox>>>) {
     loop {
         if state.queue.is_empty() {
             // The open batch goes out only to a worker with nothing to do: while every
@@ -1044,12 +1068,18 @@ fn dispatch(state: &mut State, window: usize) {
         let chunk = state.queue.pop_front().expect("queue is not empty");
         let slot = &mut state.slots[index];
         slot.note_dispatch();
-        let sent = slot.outbox.as_ref().expect("ready slots have an outbox").send(Arc::clone(&chunk.frame));
-        if sent.is_err() {
-            // The writer is gone; the reader will report the loss. Keep the chunk.
+        let outbox = slot.outbox.as_ref().expect("ready slots have an outbox");
+        let here = write_here.as_deref_mut().filter(|_| chunk.frame.frame_len() <= outbox::WRITE_HERE_MAX);
+        if outbox.push(Arc::clone(&chunk.frame), here.is_some()).is_err() {
+            // The connection failed; the reader will report the loss. Keep the chunk.
             slot.outbox = None;
             state.queue.push_front(chunk);
             continue;
+        }
+        if let Some(here) = here
+            && !here.iter().any(|listed| Arc::ptr_eq(listed, outbox))
+        {
+            here.push(Arc::clone(outbox));
         }
         if slot.in_flight == 0 {
             slot.last_progress = Instant::now();
@@ -1059,25 +1089,6 @@ fn dispatch(state: &mut State, window: usize) {
         state.dispatched += 1;
         let order = state.dispatched;
         state.in_flight.insert(chunk.id, InFlight { chunk, worker: index, order });
-    }
-}
-
-fn write_loop(writer: corepool_protocol::transport::LinkWriter, inbox: Receiver<Arc<Outgoing>>) {
-    // Small frames gather in the buffer; a large shared tail goes to the socket directly.
-    let mut writer = BufWriter::with_capacity(1 << 16, writer);
-    while let Ok(frame) = inbox.recv() {
-        if frame.write_to(&mut writer).is_err() {
-            return;
-        }
-        // Everything already waiting goes out in the same write.
-        while let Ok(frame) = inbox.try_recv() {
-            if frame.write_to(&mut writer).is_err() {
-                return;
-            }
-        }
-        if writer.flush().is_err() {
-            return;
-        }
     }
 }
 
