@@ -243,24 +243,19 @@ fn count_once(
 /// handle rather than closing the pool, so that `--repeat` can run it again.
 fn apply_async_all(pool: &Pool, task: &CountInRange, matrix: &Matrix) -> anyhow::Result<Vec<(usize, u32)>> {
     let arrival = Arc::new(Mutex::new(Vec::with_capacity(matrix.rows())));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     let mut handles = Vec::with_capacity(matrix.rows());
     for row in 0..matrix.rows() {
         let arrival = Arc::clone(&arrival);
-        let first_error = Arc::clone(&first_error);
-        let callbacks = Callbacks::on_success(move |&count| arrival.lock().unwrap().push((row, count))).or_on_error(
-            move |error: &PoolError| {
-                first_error.lock().unwrap().get_or_insert_with(|| error.to_string());
-            },
-        );
+        let callbacks = Callbacks::on_success(move |&count| arrival.lock().unwrap().push((row, count)));
         handles.push(pool.apply_async(task, matrix, row, callbacks)?);
     }
-    // A handle is ready once its callback has run, so after this every row is in.
+    // A handle is ready once its callback has run, so after this every row is in; a row
+    // that failed has its error in its handle (the first, in row order, is reported).
     for handle in &handles {
         handle.wait(None);
     }
-    if let Some(error) = first_error.lock().unwrap().take() {
-        bail!(error);
+    if let Some(error) = handles.into_iter().find_map(|handle| handle.get(None).err()) {
+        return Err(error.into());
     }
     Ok(std::mem::take(&mut *arrival.lock().unwrap()))
 }

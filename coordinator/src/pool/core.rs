@@ -90,6 +90,17 @@ struct OpenBatch {
 const BATCH_TASKS: usize = 4096;
 const BATCH_BYTES: usize = 4 << 20;
 
+/// While calls keep coming, a worker that has just answered waits for the open batch to
+/// hold this many before taking it (see [`Shared::gather_batch`]): each batch costs
+/// several thread wake-ups, which, at one batch per round trip, would cost more than the
+/// calls themselves.
+const BATCH_GATHER: usize = 512;
+
+/// How long a worker waits for the open batch to fill: enough for a caller in a loop to
+/// add [`BATCH_GATHER`] calls; a caller that has stopped adding waits this much more for
+/// its last ones.
+const BATCH_GATHER_WAIT: Duration = Duration::from_micros(200);
+
 /// A chunk, encoded as a whole frame ready to write.
 #[derive(Clone)]
 pub(crate) struct Chunk {
@@ -157,6 +168,12 @@ pub(crate) struct State {
     dispatched: u64,
     /// One-item calls waiting for a worker with room.
     open_batch: Option<OpenBatch>,
+    /// Reader threads whose worker waits for the open batch to fill; while there are
+    /// any, a batch goes out only once it holds [`BATCH_GATHER`] calls.
+    gathering: usize,
+    /// The last batch's buffer, emptied, for the next: growing a new one call by call
+    /// would cost a dozen reallocations per batch.
+    spare_tasks: Vec<u8>,
     /// Why the pool cannot go on, once it cannot.
     broken: Option<String>,
 }
@@ -201,6 +218,8 @@ pub(crate) struct Shared {
     pub settings: Settings,
     state: Mutex<State>,
     changed: Signal,
+    /// Wakes the readers that wait for the open batch to fill, once it has gone out.
+    batch_sealed: Signal,
     /// Wakes the watchdog: a worker needs starting, or the pool is stopping.
     watch: Signal,
     secret: Secret,
@@ -285,9 +304,12 @@ impl Shared {
                 threads: Vec::new(),
                 dispatched: 0,
                 open_batch: None,
+                gathering: 0,
+                spare_tasks: Vec::new(),
                 broken: None,
             }),
             changed: Signal::default(),
+            batch_sealed: Signal::default(),
             watch: Signal::default(),
             secret,
             endpoint,
@@ -558,16 +580,24 @@ impl Shared {
                 }
                 ToCoordinator::Failed { id, failure } => (id, Err(failure)),
             };
-            self.on_answer(index, result);
+            if let Some(batch) = self.on_answer(index, result) {
+                self.gather_batch(index, batch);
+            }
         };
         self.on_worker_lost(index, generation, &reason);
     }
 
-    fn on_answer(&self, index: usize, (id, result): (TaskId, Result<Payload, corepool_protocol::TaskFailure>)) {
+    /// Hands on an answer, and gives more work to the worker that sent it. Returns the open
+    /// batch's job if the worker should wait for that batch to fill ([`Shared::gather_batch`]).
+    fn on_answer(
+        &self,
+        index: usize,
+        (id, result): (TaskId, Result<Payload, corepool_protocol::TaskFailure>),
+    ) -> Option<u64> {
         let mut state = self.lock();
         // Only the worker that holds a chunk may answer for it: a late answer from a worker
         // given up on, or a duplicate, finds nothing here and is dropped.
-        let Some(flight) = state.in_flight.remove_if_held_by(&id, index) else { return };
+        let flight = state.in_flight.remove_if_held_by(&id, index)?;
         let slot = &mut state.slots[index];
         slot.in_flight -= 1;
         slot.isolated &= slot.in_flight > 0;
@@ -578,10 +608,41 @@ impl Shared {
         let rows = flight.chunk.rows;
         let result = result.map_err(|failure| PoolError::Task { rows: row_range(&flight.chunk), failure });
         let delivery = state.take_delivery(id.job);
+        // An idle worker and a small open batch: calls are likely still coming.
+        let gather = match &state.open_batch {
+            Some(batch) if state.slots[index].in_flight == 0 && state.queue.is_empty() => {
+                (batch.completions.len() < BATCH_GATHER).then_some(batch.job)
+            }
+            _ => None,
+        };
+        state.gathering += usize::from(gather.is_some());
         dispatch(&mut state, self.settings.chunks_in_flight, None);
         drop(state);
         self.changed.notify_all();
         self.deliver(delivery, Outcome { id, rows, result });
+        gather
+    }
+
+    /// Waits, for at most [`BATCH_GATHER_WAIT`], while the open batch of `job` fills up
+    /// (its caller sends it once it holds [`BATCH_GATHER`] calls), then sends whatever it
+    /// holds. Meanwhile the worker of slot `index` has nothing to do, so its reader has
+    /// nothing to read.
+    fn gather_batch(&self, index: usize, job: u64) {
+        let deadline = Instant::now() + BATCH_GATHER_WAIT;
+        let mut state = self.lock();
+        loop {
+            let still_open = state.open_batch.as_ref().is_some_and(|batch| batch.job == job);
+            let now = Instant::now();
+            if !still_open || now >= deadline || state.stopping || state.slots[index].in_flight > 0 {
+                break;
+            }
+            state = self.batch_sealed.wait_timeout(state, deadline - now);
+        }
+        state.gathering -= 1;
+        if state.open_batch.as_ref().is_some_and(|batch| batch.job == job) {
+            seal_open_batch(&mut state);
+            dispatch(&mut state, self.settings.chunks_in_flight, None);
+        }
     }
 
     fn on_worker_lost(&self, index: usize, generation: u64, reason: &str) {
@@ -777,7 +838,9 @@ impl Shared {
         if state.open_batch.is_none() {
             let job = state.next_job;
             state.next_job += 1;
-            state.open_batch = Some(OpenBatch { job, tasks: Vec::new(), completions: Vec::new() });
+            let tasks = std::mem::take(&mut state.spare_tasks);
+            let completions = Vec::with_capacity(BATCH_GATHER);
+            state.open_batch = Some(OpenBatch { job, tasks, completions });
         }
         let open = state.open_batch.as_mut().expect("opened above");
         batch::push_task(&mut open.tasks, task, payload);
@@ -793,8 +856,13 @@ impl Shared {
     /// one-row call then costs no wake-up of a writer thread.
     fn dispatch_from_caller(&self, mut state: MutexGuard<'_, State>) {
         let mut write_here = Vec::new();
+        let had_batch = state.open_batch.is_some();
         dispatch(&mut state, self.settings.chunks_in_flight, Some(&mut write_here));
+        let sealed = had_batch && state.open_batch.is_none();
         drop(state);
+        if sealed {
+            self.batch_sealed.notify_all();
+        }
         for outbox in write_here {
             outbox.write_here();
         }
@@ -975,6 +1043,9 @@ fn seal_open_batch(state: &mut State) {
     })
     .expect("a batch stays far below the frame limit");
     state.jobs.insert(open.job, Sink::Batch(open.completions));
+    let mut spare = open.tasks;
+    spare.clear();
+    state.spare_tasks = spare;
     let frame = Arc::new(Outgoing::encoded(frame));
     state.queue.push_back(Chunk { id, rows: tasks, frame, attempts: 0, suspect: false });
 }
@@ -1042,12 +1113,14 @@ fn dispatch(state: &mut State, window: usize, mut write_here: Option<&mut Vec<Ar
     loop {
         if state.queue.is_empty() {
             // The open batch goes out only to a worker with nothing to do: while every
-            // worker is busy, the calls that arrive gather into one message.
+            // worker is busy, the calls that arrive gather into one message. While a
+            // worker waits for it to fill, it goes once it is full enough.
             let idle = state
                 .slots
                 .iter()
                 .any(|slot| slot.state == SlotState::Ready && slot.outbox.is_some() && slot.in_flight == 0);
-            if !idle || state.open_batch.is_none() {
+            let Some(batch) = &state.open_batch else { return };
+            if !idle || (state.gathering > 0 && batch.completions.len() < BATCH_GATHER) {
                 return;
             }
             seal_open_batch(state);

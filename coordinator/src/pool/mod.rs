@@ -16,7 +16,7 @@ use std::{
 };
 
 use corepool_protocol::{TaskId, ToWorker};
-use corepool_worker::{Task, decode_outputs, encode_payload};
+use corepool_worker::{Task, decode_outputs};
 
 pub use self::core::terminate_all;
 pub use error::PoolError;
@@ -418,9 +418,10 @@ impl Pool {
         check_index(index, items.len())?;
         // One-item calls are too small to time one by one: reading the clock would cost
         // more than the work, so the pool's encode and decode meters leave them out.
-        let mut payload = Vec::new();
-        encode_payload(task, &items.chunk(index..index + 1), &mut payload)
-            .map_err(|e| PoolError::Protocol(format!("item {index}: {e}")))?;
+        thread_local! {
+            // Reused from call to call: a new buffer would cost several allocations.
+            static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let (result, completer) = AsyncResult::new();
         let completion = move |answer: Result<&[u8], ItemError>| {
             let value = match answer {
@@ -444,7 +445,13 @@ impl Pool {
             };
             completer.complete(value, callbacks);
         };
-        self.shared.submit_one(T::NAME, &payload, Box::new(completion))?;
+        PAYLOAD.with_borrow_mut(|payload| {
+            payload.clear();
+            items
+                .encode_chunk(task, index..index + 1, payload)
+                .map_err(|e| PoolError::Protocol(format!("item {index}: {e}")))?;
+            self.shared.submit_one(T::NAME, payload, Box::new(completion))
+        })?;
         Ok(result)
     }
 
