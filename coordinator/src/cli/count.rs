@@ -251,10 +251,13 @@ fn apply_async_all(pool: &Pool, task: &CountInRange, matrix: &Matrix) -> anyhow:
     }
     // A handle is ready once its callback has run, so after this every row is in; a row
     // that failed has its error in its handle (the first, in row order, is reported).
-    for handle in &handles {
-        handle.wait(None);
+    let mut first_error = None;
+    for handle in handles {
+        if let Err(error) = handle.get(None) {
+            first_error.get_or_insert(error);
+        }
     }
-    if let Some(error) = handles.into_iter().find_map(|handle| handle.get(None).err()) {
+    if let Some(error) = first_error {
         return Err(error.into());
     }
     Ok(std::mem::take(&mut *arrival.lock().unwrap()))

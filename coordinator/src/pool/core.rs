@@ -76,8 +76,15 @@ pub(crate) enum ItemError {
     Pool(PoolError),
 }
 
-/// What to do with one batch item's answer (its encoded outputs), on the callback thread.
-pub(crate) type ItemCompletion = Box<dyn FnOnce(Result<&[u8], ItemError>) + Send>;
+/// One call of a batch, which finishes itself (on the callback thread) with its answer:
+/// its encoded outputs, or why there are none.
+pub(crate) trait ItemCall: Send + Sync {
+    /// Decodes the answer, runs the call's callback and makes its result available.
+    fn finish(&self, answer: Result<&[u8], ItemError>);
+}
+
+/// A batch's hold on one of its calls.
+pub(crate) type ItemCompletion = Arc<dyn ItemCall>;
 
 /// One-item calls gathered to go out as one frame (see [`Shared::submit_one`]).
 struct OpenBatch {
@@ -1017,7 +1024,7 @@ fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>) {
         Ok(payload) => {
             let mut answers = batch::answers(&payload);
             for completion in completions {
-                completion(match answers.next() {
+                completion.finish(match answers.next() {
                     Some(Ok(Ok(outputs))) => Ok(outputs),
                     Some(Ok(Err(failure))) => Err(ItemError::Failed(failure)),
                     _ => Err(ItemError::Pool(PoolError::Protocol("a batch answer is missing or malformed".into()))),
@@ -1026,7 +1033,7 @@ fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>) {
         }
         Err(error) => {
             for completion in completions {
-                completion(Err(ItemError::Pool(error.share())));
+                completion.finish(Err(ItemError::Pool(error.share())));
             }
         }
     }

@@ -25,7 +25,7 @@ pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk, own_peak_rss};
 
-use self::core::{Chunk, ItemError, Outcome, Settings, Shared, Sink};
+use self::core::{Chunk, Outcome, Settings, Shared, Sink};
 use crate::Items;
 
 /// Environment variable naming the worker program, when the builder is not told one.
@@ -422,35 +422,13 @@ impl Pool {
             // Reused from call to call: a new buffer would cost several allocations.
             static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let (result, completer) = AsyncResult::new();
-        let completion = move |answer: Result<&[u8], ItemError>| {
-            let value = match answer {
-                Ok(bytes) => decode_outputs::<T>(bytes)
-                    .map_err(|e| PoolError::Protocol(format!("item {index}: {e}")))
-                    .and_then(|outputs| match <[T::Output; 1]>::try_from(outputs) {
-                        Ok([output]) => Ok(output),
-                        Err(outputs) => Err(PoolError::Protocol(format!(
-                            "item {index}: the worker returned {} outputs for one item",
-                            outputs.len()
-                        ))),
-                    }),
-                Err(ItemError::Failed(failure)) => {
-                    Err(PoolError::Task { rows: index as u64..index as u64 + 1, failure })
-                }
-                // A batch's chunk has no rows of its own: the error names this item's.
-                Err(ItemError::Pool(PoolError::WorkerDied { attempts, death, .. })) => {
-                    Err(PoolError::WorkerDied { rows: index as u64..index as u64 + 1, attempts, death })
-                }
-                Err(ItemError::Pool(error)) => Err(error),
-            };
-            completer.complete(value, callbacks);
-        };
+        let (result, call) = AsyncResult::for_item(index, callbacks, decode_outputs::<T>);
         PAYLOAD.with_borrow_mut(|payload| {
             payload.clear();
             items
                 .encode_chunk(task, index..index + 1, payload)
                 .map_err(|e| PoolError::Protocol(format!("item {index}: {e}")))?;
-            self.shared.submit_one(T::NAME, payload, Box::new(completion))
+            self.shared.submit_one(T::NAME, payload, call)
         })?;
         Ok(result)
     }
@@ -465,10 +443,10 @@ impl Pool {
         callbacks: Callbacks<Vec<T::Output>>,
     ) -> Result<AsyncResult<Vec<T::Output>>, PoolError> {
         let run = self.open_run(items.len(), chunk_size)?;
-        let (result, completer) = AsyncResult::new();
+        let (result, completer) = AsyncResult::new(callbacks);
         std::thread::Builder::new()
             .name("corepool-map-async".into())
-            .spawn(move || completer.complete(run.run_to_end(&task, &items), callbacks))
+            .spawn(move || completer.complete(run.run_to_end(&task, &items)))
             .map_err(PoolError::Socket)?;
         Ok(result)
     }

@@ -8,7 +8,12 @@ use std::{
 
 use corepool_worker::Task;
 
-use super::{JobRun, PoolError};
+use corepool_protocol::codec::CodecError;
+
+use super::{
+    JobRun, PoolError,
+    core::{ItemCall, ItemError},
+};
 use crate::Items;
 
 type SuccessCallback<R> = Box<dyn FnOnce(&R) + Send>;
@@ -39,33 +44,89 @@ impl<R> Callbacks<R> {
     }
 }
 
-/// The result, once there is one, and how many threads wait for it: waking waiters costs a
-/// system call, which a result nobody waits on (most, with callbacks) should not pay.
+/// The result, once there is one, how many threads wait for it (waking waiters costs a
+/// system call, which a result nobody waits on, as most with callbacks, should not pay),
+/// and the callbacks to run before it is made available.
 struct SlotState<R> {
     value: Option<Result<R, PoolError>>,
     waiters: usize,
+    callbacks: Option<Callbacks<R>>,
 }
 
-type Slot<R> = Arc<(Mutex<SlotState<R>>, Condvar)>;
+/// What an [`AsyncResult`] shares with the side that fills it: for a one-item call, the
+/// one allocation the call makes.
+pub(crate) struct Slot<R> {
+    state: Mutex<SlotState<R>>,
+    ready: Condvar,
+    /// For a one-item call (`apply_async`): how to read its answer.
+    item: Option<ItemDecoder<R>>,
+}
+
+/// How a one-item call reads its output from the worker's answer.
+struct ItemDecoder<R> {
+    index: usize,
+    decode: fn(&[u8]) -> Result<Vec<R>, CodecError>,
+}
 
 /// The result of an asynchronous call, available once the workers have answered.
 pub struct AsyncResult<R> {
-    slot: Slot<R>,
+    slot: Arc<Slot<R>>,
 }
 
 /// The side of an [`AsyncResult`] that fills it.
 pub(crate) struct Completer<R> {
-    slot: Slot<R>,
+    slot: Arc<Slot<R>>,
 }
 
-impl<R> AsyncResult<R> {
-    pub(crate) fn new() -> (Self, Completer<R>) {
-        let slot = Arc::new((Mutex::new(SlotState { value: None, waiters: 0 }), Condvar::new()));
-        (Self { slot: Arc::clone(&slot) }, Completer { slot })
+impl<R> Slot<R> {
+    fn new(callbacks: Callbacks<R>, item: Option<ItemDecoder<R>>) -> Arc<Self> {
+        let state = SlotState { value: None, waiters: 0, callbacks: Some(callbacks) };
+        Arc::new(Self { state: Mutex::new(state), ready: Condvar::new(), item })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<R>> {
-        self.slot.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the matching callback, then makes the result available.
+    fn complete(&self, result: Result<R, PoolError>) {
+        let callbacks = self.lock().callbacks.take();
+        match (&result, callbacks) {
+            (Ok(value), Some(Callbacks { on_success: Some(callback), .. })) => callback(value),
+            (Err(error), Some(Callbacks { on_error: Some(callback), .. })) => callback(error),
+            _ => {}
+        }
+        let mut state = self.lock();
+        state.value = Some(result);
+        if state.waiters > 0 {
+            self.ready.notify_all();
+        }
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// A result and its completer; `callbacks` run when it completes.
+    pub(crate) fn new(callbacks: Callbacks<R>) -> (Self, Completer<R>) {
+        let slot = Slot::new(callbacks, None);
+        (Self { slot: Arc::clone(&slot) }, Completer { slot })
+    }
+
+    /// A result for one-item call `index`, which completes itself from its answer in a
+    /// batch, decoded by `decode`.
+    pub(crate) fn for_item(
+        index: usize,
+        callbacks: Callbacks<R>,
+        decode: fn(&[u8]) -> Result<Vec<R>, CodecError>,
+    ) -> (Self, Arc<dyn ItemCall>)
+    where
+        R: Send + 'static,
+    {
+        let slot = Slot::new(callbacks, Some(ItemDecoder { index, decode }));
+        (Self { slot: Arc::clone(&slot) }, slot)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<R>> {
+        self.slot.lock()
     }
 
     /// Whether the call has finished.
@@ -82,8 +143,11 @@ impl<R> AsyncResult<R> {
     /// returns whether it has finished.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
-        let ready = &self.slot.1;
+        let ready = &self.slot.ready;
         let mut state = self.lock();
+        if state.value.is_some() {
+            return true;
+        }
         state.waiters += 1;
         while state.value.is_none() {
             state = match deadline {
@@ -114,18 +178,37 @@ impl<R> AsyncResult<R> {
 
 impl<R> Completer<R> {
     /// Runs the matching callback, then makes the result available.
-    pub(crate) fn complete(self, result: Result<R, PoolError>, callbacks: Callbacks<R>) {
-        match (&result, callbacks) {
-            (Ok(value), Callbacks { on_success: Some(callback), .. }) => callback(value),
-            (Err(error), Callbacks { on_error: Some(callback), .. }) => callback(error),
-            _ => {}
-        }
-        let (lock, ready) = &*self.slot;
-        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
-        state.value = Some(result);
-        if state.waiters > 0 {
-            ready.notify_all();
-        }
+    pub(crate) fn complete(self, result: Result<R, PoolError>) {
+        self.slot.complete(result);
+    }
+}
+
+impl<R: Send + 'static> ItemCall for Slot<R> {
+    fn finish(&self, answer: Result<&[u8], ItemError>) {
+        let Some(ItemDecoder { index, decode }) = self.item else {
+            unreachable!("only one-item calls are handed to batches")
+        };
+        let rows = index as u64..index as u64 + 1;
+        let value = match answer {
+            Ok(bytes) => {
+                decode(bytes).map_err(|e| PoolError::Protocol(format!("item {index}: {e}"))).and_then(|outputs| {
+                    match <[R; 1]>::try_from(outputs) {
+                        Ok([output]) => Ok(output),
+                        Err(outputs) => Err(PoolError::Protocol(format!(
+                            "item {index}: the worker returned {} outputs for one item",
+                            outputs.len()
+                        ))),
+                    }
+                })
+            }
+            Err(ItemError::Failed(failure)) => Err(PoolError::Task { rows, failure }),
+            // A batch's chunk has no rows of its own: the error names this item's.
+            Err(ItemError::Pool(PoolError::WorkerDied { attempts, death, .. })) => {
+                Err(PoolError::WorkerDied { rows, attempts, death })
+            }
+            Err(ItemError::Pool(error)) => Err(error),
+        };
+        self.complete(value);
     }
 }
 
