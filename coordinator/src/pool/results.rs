@@ -48,7 +48,9 @@ impl<R> Callbacks<R> {
 /// system call, which a result nobody waits on, as most with callbacks, should not pay),
 /// and the callbacks to run before it is made available.
 struct SlotState<R> {
-    value: Option<Result<R, PoolError>>,
+    /// The error boxed, so that the slot of a small result stays small: `apply_async`
+    /// makes one per call, and every one is fresh memory.
+    value: Option<Result<R, Box<PoolError>>>,
     waiters: usize,
     callbacks: Option<Callbacks<R>>,
 }
@@ -97,7 +99,7 @@ impl<R> Slot<R> {
             _ => {}
         }
         let mut state = self.lock();
-        state.value = Some(result);
+        state.value = Some(result.map_err(Box::new));
         if state.waiters > 0 {
             self.ready.notify_all();
         }
@@ -172,7 +174,7 @@ impl<R> AsyncResult<R> {
         if !self.wait(timeout) {
             return Err(PoolError::Timeout);
         }
-        self.lock().value.take().unwrap_or(Err(PoolError::Terminated))
+        self.lock().value.take().unwrap_or(Err(Box::new(PoolError::Terminated))).map_err(|error| *error)
     }
 }
 
