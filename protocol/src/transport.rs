@@ -76,6 +76,26 @@ pub struct LinkReader {
     stream: Arc<Stream>,
 }
 
+impl LinkReader {
+    /// Waits at most `timeout` until a read would return at once (bytes, the end of the
+    /// stream or an error are waiting); returns whether one would.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let interprocess::local_socket::Stream::UdSocket(stream) = &*self.stream;
+        let mut poll = libc::pollfd { fd: stream.inner().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // Rounded up, so that a short wait is not a busy one.
+        let millis = i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX);
+        loop {
+            // SAFETY: one valid pollfd, which outlives the call.
+            match unsafe { libc::poll(&mut poll, 1, millis) } {
+                -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                -1 => return Err(io::Error::last_os_error()),
+                ready => return Ok(ready > 0),
+            }
+        }
+    }
+}
+
 impl Read for LinkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self.stream).read(buf)

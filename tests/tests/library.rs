@@ -285,3 +285,48 @@ fn a_call_that_kills_its_worker_fails_alone_though_it_rode_in_a_batch() {
     let restarts: u64 = pool.worker_stats().iter().map(|w| w.restarts).sum();
     assert!(restarts >= 3, "the culprit was retried until it failed ({restarts} restarts)");
 }
+
+/// Kills worker `pid` and waits until the pool has replaced it.
+fn kill_and_await_replacement(pool: &Pool, pid: u32) {
+    // SAFETY: kill has no memory effects; a pid that has gone just makes it fail.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.worker_pids().contains(&pid) || pool.worker_pids().len() < pool.workers() {
+        assert!(std::time::Instant::now() < deadline, "worker {pid} was not replaced: {:?}", pool.worker_pids());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_worker_that_dies_while_idle_is_replaced_and_apply_goes_on() {
+    // `apply` reads its answer on the caller's thread when the worker has nothing else in
+    // flight, so nobody reads an idle worker's connection: its death must still be seen.
+    let items: Vec<i64> = (0..200).collect();
+    let task = SquarePlus { offset: 1 };
+    let pool = pool(2);
+    for round in 0..4 {
+        for index in 0..items.len() {
+            assert_eq!(pool.apply(&task, &items, index).unwrap(), items[index] * items[index] + 1, "round {round}");
+        }
+        let victim = pool.worker_pids()[round % 2];
+        kill_and_await_replacement(&pool, victim);
+    }
+    let restarts: u64 = pool.worker_stats().iter().map(|w| w.restarts).sum();
+    assert_eq!(restarts, 4);
+}
+
+#[test]
+fn apply_whose_worker_dies_mid_call_is_answered_by_another() {
+    let items: Vec<i64> = (0..50).collect();
+    let pool = pool(2);
+    // Each call of row 7 kills the worker that takes it, until the retries run out; every
+    // other row is answered, whichever worker's connection the caller was reading.
+    let task = FailOn { bad: 7, how: Failure::Exit };
+    for (index, &item) in items.iter().enumerate() {
+        match pool.apply(&task, &items, index) {
+            Ok(value) => assert_eq!(value, item, "row {index}"),
+            Err(PoolError::WorkerDied { rows, .. }) => assert_eq!((index, rows), (7, 7..8)),
+            Err(error) => panic!("row {index}: {error}"),
+        }
+    }
+}

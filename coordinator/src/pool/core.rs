@@ -25,7 +25,7 @@ use corepool_protocol::{
     TaskId, ToCoordinator, ToWorker, batch, codec,
     frame::{MAX_FRAME_LEN, read_frame},
     handshake::{Secret, coordinator_handshake},
-    transport::{Link, Listener},
+    transport::{Link, LinkReader, Listener},
 };
 use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
@@ -108,6 +108,21 @@ const BATCH_GATHER: usize = 512;
 /// its last ones.
 const BATCH_GATHER_WAIT: Duration = Duration::from_micros(200);
 
+/// How often a reader thread whose worker has nothing to answer looks whether the worker
+/// has closed its connection (died while idle).
+const IDLE_READER_CHECK: Duration = Duration::from_millis(50);
+
+/// The receiving side of a worker's connection.
+type Reader = BufReader<LinkReader>;
+
+/// A worker's connection, lent by its slot to a caller that reads its own answer (see
+/// [`Shared::enqueue_and_read`]).
+pub(crate) struct Borrowed {
+    index: usize,
+    generation: u64,
+    reader: Reader,
+}
+
 /// A chunk, encoded as a whole frame ready to write.
 #[derive(Clone)]
 pub(crate) struct Chunk {
@@ -147,6 +162,11 @@ struct Slot {
     watch: observe::SlotWatch,
     pid: u32,
     outbox: Option<Arc<Outbox>>,
+    /// The connection's receiving side while nobody reads it: its reader thread has put
+    /// it here to wait for work, and a caller may borrow it.
+    reader: Option<Reader>,
+    /// Wakes the slot's reader thread: work for it to read, or its worker gone.
+    reader_wake: Arc<Signal>,
     in_flight: usize,
     stats: WorkerStats,
     /// When the slot entered its state (for the start timeout).
@@ -288,6 +308,8 @@ impl Shared {
                 watch: observe::SlotWatch::default(),
                 pid: 0,
                 outbox: None,
+                reader: None,
+                reader_wake: Arc::default(),
                 in_flight: 0,
                 stats: WorkerStats::default(),
                 since: Instant::now(),
@@ -566,41 +588,102 @@ impl Shared {
         Some((index, generation, reader))
     }
 
-    fn read_loop(&self, index: usize, generation: u64, reader: corepool_protocol::transport::LinkReader) {
+    fn read_loop(&self, index: usize, generation: u64, reader: LinkReader) {
         let mut reader = BufReader::with_capacity(1 << 16, reader);
         let mut frame = Vec::new();
         let reason = loop {
-            match read_frame(&mut reader, &mut frame, MAX_FRAME_LEN) {
-                Ok(true) => {}
-                Ok(false) => break "closed its connection".to_owned(),
-                Err(error) => break format!("connection failed: {error}"),
-            }
-            let (message, payload_len) = match codec::decode_prefix::<ToCoordinator>(&frame) {
-                Ok((message, payload)) => (message, payload.len()),
-                Err(error) => break format!("sent a malformed message: {error}"),
+            reader = match self.await_reading(index, generation, reader) {
+                Some(reader) => reader,
+                // Whoever saw the worker go has dealt with it.
+                None => return,
             };
-            let result = match message {
-                ToCoordinator::Done { id } => {
-                    // The frame becomes the payload; the next read gets a new buffer.
-                    let start = frame.len() - payload_len;
-                    (id, Ok(Payload { frame: std::mem::take(&mut frame), start }))
+            match read_answer(&mut reader, &mut frame) {
+                Ok(answer) => {
+                    if let Some(batch) = self.on_answer(index, answer, true) {
+                        self.gather_batch(index, batch);
+                    }
                 }
-                ToCoordinator::Failed { id, failure } => (id, Err(failure)),
-            };
-            if let Some(batch) = self.on_answer(index, result) {
-                self.gather_batch(index, batch);
+                Err(reason) => break reason,
             }
         };
         self.on_worker_lost(index, generation, &reason);
     }
 
+    /// Gives slot `index`'s reader thread its connection back once there is something to
+    /// read: a chunk in flight, or bytes that came anyway (answers to an abandoned job, or
+    /// the end of the stream of a worker that died idle). Meanwhile the connection waits
+    /// in the slot, where a caller may borrow it. `None`: the worker is gone, and whoever
+    /// saw it go has dealt with it.
+    fn await_reading(&self, index: usize, generation: u64, reader: Reader) -> Option<Reader> {
+        let mut state = self.lock();
+        if state.slots[index].in_flight > 0 || !reader.buffer().is_empty() {
+            return Some(reader);
+        }
+        state.slots[index].reader = Some(reader);
+        let wake = Arc::clone(&state.slots[index].reader_wake);
+        loop {
+            let slot = &mut state.slots[index];
+            if slot.generation != generation || slot.state != SlotState::Ready {
+                return None;
+            }
+            let readable = slot.reader.as_ref().is_some_and(|reader| {
+                slot.in_flight > 0
+                    || !reader.buffer().is_empty()
+                    || reader.get_ref().wait_readable(Duration::ZERO).unwrap_or(true)
+            });
+            if readable {
+                return slot.reader.take();
+            }
+            state = wake.wait_timeout(state, IDLE_READER_CHECK);
+        }
+    }
+
+    /// Puts a borrowed connection back in its slot, and wakes the slot's reader thread
+    /// if work came for it meanwhile; drops it if its worker is gone.
+    fn hand_back(&self, Borrowed { index, generation, reader }: Borrowed) {
+        let mut state = self.lock();
+        let slot = &mut state.slots[index];
+        if slot.generation == generation && slot.state == SlotState::Ready {
+            slot.reader = Some(reader);
+            if slot.in_flight > 0 {
+                slot.reader_wake.notify_all();
+            }
+        }
+    }
+
+    /// Reads answers from a borrowed connection until the one to chunk `id` is in, and
+    /// hands each on as the reader thread would.
+    fn read_borrowed(&self, mut borrowed: Borrowed, id: TaskId) {
+        let mut frame = Vec::new();
+        loop {
+            // Polling for the answer spares this thread a sleep and a wake-up, while the
+            // worker, on another core, works on it.
+            let poll = self.settings.answer_poll;
+            if !poll.is_zero() && borrowed.reader.buffer().is_empty() {
+                let deadline = Instant::now() + poll;
+                while !borrowed.reader.get_ref().wait_readable(Duration::ZERO).unwrap_or(true)
+                    && Instant::now() < deadline
+                {
+                    std::hint::spin_loop();
+                }
+            }
+            match read_answer(&mut borrowed.reader, &mut frame) {
+                Ok(answer) => {
+                    let ours = answer.0 == id;
+                    self.on_answer(borrowed.index, answer, false);
+                    if ours {
+                        return self.hand_back(borrowed);
+                    }
+                }
+                Err(reason) => return self.on_worker_lost(borrowed.index, borrowed.generation, &reason),
+            }
+        }
+    }
+
     /// Hands on an answer, and gives more work to the worker that sent it. Returns the open
-    /// batch's job if the worker should wait for that batch to fill ([`Shared::gather_batch`]).
-    fn on_answer(
-        &self,
-        index: usize,
-        (id, result): (TaskId, Result<Payload, corepool_protocol::TaskFailure>),
-    ) -> Option<u64> {
+    /// batch's job if the worker should wait for that batch to fill
+    /// ([`Shared::gather_batch`]), which only a reader thread may do (`may_gather`).
+    fn on_answer(&self, index: usize, (id, result): Answer, may_gather: bool) -> Option<u64> {
         let mut state = self.lock();
         // Only the worker that holds a chunk may answer for it: a late answer from a worker
         // given up on, or a duplicate, finds nothing here and is dropped.
@@ -617,7 +700,7 @@ impl Shared {
         let delivery = state.take_delivery(id.job);
         // An idle worker and a small open batch: calls are likely still coming.
         let gather = match &state.open_batch {
-            Some(batch) if state.slots[index].in_flight == 0 && state.queue.is_empty() => {
+            Some(batch) if may_gather && state.slots[index].in_flight == 0 && state.queue.is_empty() => {
                 (batch.completions.len() < BATCH_GATHER).then_some(batch.job)
             }
             _ => None,
@@ -662,6 +745,9 @@ impl Shared {
         if let Some(outbox) = slot.outbox.take() {
             outbox.close();
         }
+        slot.reader = None;
+        // A reader thread waiting for work learns that there is none to come.
+        slot.reader_wake.notify_all();
         let child = slot.child.take();
         let reason = slot.kill_reason.take().unwrap_or_else(|| reason.to_owned());
         let stopping = state.stopping;
@@ -799,6 +885,23 @@ impl Shared {
 
     /// Queues a chunk, waiting while the queue is full so that memory stays bounded.
     pub fn enqueue(&self, chunk: Chunk) -> Result<(), PoolError> {
+        self.enqueue_with(chunk, None).map(drop)
+    }
+
+    /// Like [`enqueue`](Self::enqueue), for a caller that waits for this one chunk's
+    /// answer (`apply`). If a worker with nothing else to answer takes it at once, this
+    /// thread reads the answer from that worker's connection itself, which spares the
+    /// reader thread's hand-off: a wake-up, which on a small machine costs as much as the
+    /// rest of the round trip. The answer goes to the job as any other.
+    pub fn enqueue_and_read(&self, chunk: Chunk) -> Result<(), PoolError> {
+        let id = chunk.id;
+        if let Some(borrowed) = self.enqueue_with(chunk, Some(id))? {
+            self.read_borrowed(borrowed, id);
+        }
+        Ok(())
+    }
+
+    fn enqueue_with(&self, chunk: Chunk, read_here: Option<TaskId>) -> Result<Option<Borrowed>, PoolError> {
         let limit = self.queue_limit();
         let mut state = self.lock();
         while state.queue.len() >= limit
@@ -816,11 +919,10 @@ impl Shared {
         }
         if !state.jobs.contains_key(&chunk.id.job) {
             // The job already failed; its outcome is on its way to the caller.
-            return Ok(());
+            return Ok(None);
         }
         state.queue.push_back(chunk);
-        self.dispatch_from_caller(state);
-        Ok(())
+        Ok(self.dispatch_from_caller(state, read_here))
     }
 
     /// Adds a one-item call to the open batch, which goes out as one frame as soon as a
@@ -855,16 +957,19 @@ impl Shared {
         if open.completions.len() >= BATCH_TASKS || open.tasks.len() >= BATCH_BYTES {
             seal_open_batch(&mut state);
         }
-        self.dispatch_from_caller(state);
+        self.dispatch_from_caller(state, None);
         Ok(())
     }
 
     /// Dispatches on the caller's thread, which then writes the small frames itself: a
-    /// one-row call then costs no wake-up of a writer thread.
-    fn dispatch_from_caller(&self, mut state: MutexGuard<'_, State>) {
+    /// one-row call then costs no wake-up of a writer thread. With `read_here`, borrows
+    /// the connection of the worker that takes that chunk, if it has nothing else to answer.
+    fn dispatch_from_caller(&self, mut state: MutexGuard<'_, State>, read_here: Option<TaskId>) -> Option<Borrowed> {
         let mut write_here = Vec::new();
+        let mut borrowed = None;
         let had_batch = state.open_batch.is_some();
-        dispatch(&mut state, self.settings.chunks_in_flight, Some(&mut write_here));
+        let by_caller = ByCaller { write_here: &mut write_here, read_here: read_here.map(|id| (id, &mut borrowed)) };
+        dispatch(&mut state, self.settings.chunks_in_flight, Some(by_caller));
         let sealed = had_batch && state.open_batch.is_none();
         drop(state);
         if sealed {
@@ -873,6 +978,7 @@ impl Shared {
         for outbox in write_here {
             outbox.write_here();
         }
+        borrowed
     }
 
     fn queue_limit(&self) -> usize {
@@ -910,6 +1016,8 @@ impl Shared {
                 outbox.close();
             }
             slot.state = SlotState::Gone;
+            slot.reader = None;
+            slot.reader_wake.notify_all();
             children.extend(slot.child.take().map(|child| (index, child)));
         }
         let threads = std::mem::take(&mut state.threads);
@@ -1110,13 +1218,25 @@ impl InFlightMap for HashMap<TaskId, InFlight> {
     }
 }
 
+/// What a caller that dispatches on its own thread takes on (see
+/// [`Shared::dispatch_from_caller`]).
+struct ByCaller<'a> {
+    /// The outboxes whose small frames it writes once it has let go of the state (see
+    /// [`Outbox::write_here`]).
+    write_here: &'a mut Vec<Arc<Outbox>>,
+    /// A chunk whose answer it reads itself, and where the borrowed connection goes, if
+    /// the worker that takes the chunk has nothing else to answer.
+    read_here: Option<(TaskId, &'a mut Option<Borrowed>)>,
+}
+
 /// Hands queued chunks to ready workers with room, least loaded first. A suspect chunk
-/// waits for a worker that holds nothing, and keeps it to itself.
+/// waits for a worker that holds nothing, and keeps it to itself. A worker given work
+/// while it held none has its reader thread woken, unless the caller reads for it.
 ///
-/// Writer threads send the frames, except small ones when `write_here` is given: their
+/// Writer threads send the frames, except small ones when `by_caller` is given: their
 /// outboxes are listed there, and the caller must call [`Outbox::write_here`] on each once
 /// it has let go of the state.
-fn dispatch(state: &mut State, window: usize, mut write_here: Option<&mut Vec<Arc<Outbox>>>) {
+fn dispatch(state: &mut State, window: usize, mut by_caller: Option<ByCaller<'_>>) {
     loop {
         if state.queue.is_empty() {
             // The open batch goes out only to a worker with nothing to do: while every
@@ -1149,20 +1269,34 @@ fn dispatch(state: &mut State, window: usize, mut write_here: Option<&mut Vec<Ar
         let slot = &mut state.slots[index];
         slot.note_dispatch();
         let outbox = slot.outbox.as_ref().expect("ready slots have an outbox");
-        let here = write_here.as_deref_mut().filter(|_| chunk.frame.frame_len() <= outbox::WRITE_HERE_MAX);
+        let small = chunk.frame.frame_len() <= outbox::WRITE_HERE_MAX;
+        let here = by_caller.as_mut().filter(|_| small);
         if outbox.push(Arc::clone(&chunk.frame), here.is_some()).is_err() {
             // The connection failed; the reader will report the loss. Keep the chunk.
             slot.outbox = None;
             state.queue.push_front(chunk);
             continue;
         }
-        if let Some(here) = here
-            && !here.iter().any(|listed| Arc::ptr_eq(listed, outbox))
-        {
-            here.push(Arc::clone(outbox));
+        if let Some(here) = here {
+            if !here.write_here.iter().any(|listed| Arc::ptr_eq(listed, outbox)) {
+                here.write_here.push(Arc::clone(outbox));
+            }
         }
         if slot.in_flight == 0 {
             slot.last_progress = Instant::now();
+            // Its reader thread waits for work, with the connection in the slot.
+            let borrower = by_caller
+                .as_mut()
+                .and_then(|by| by.read_here.as_mut())
+                .filter(|(id, borrowed)| *id == chunk.id && borrowed.is_none() && slot.reader.is_some());
+            match borrower {
+                Some((_, borrowed)) => {
+                    let reader = slot.reader.take().expect("checked above");
+                    **borrowed = Some(Borrowed { index, generation: slot.generation, reader });
+                }
+                None if slot.reader.is_some() => slot.reader_wake.notify_all(),
+                None => {}
+            }
         }
         slot.in_flight += 1;
         slot.isolated = suspect;
@@ -1170,6 +1304,30 @@ fn dispatch(state: &mut State, window: usize, mut write_here: Option<&mut Vec<Ar
         let order = state.dispatched;
         state.in_flight.insert(chunk.id, InFlight { chunk, worker: index, order });
     }
+}
+
+/// A worker's answer: the chunk it is about, and its outputs or why there are none.
+type Answer = (TaskId, Result<Payload, corepool_protocol::TaskFailure>);
+
+/// Reads one answer from a worker's connection; the error says why the connection is over.
+fn read_answer(reader: &mut Reader, frame: &mut Vec<u8>) -> Result<Answer, String> {
+    match read_frame(reader, frame, MAX_FRAME_LEN) {
+        Ok(true) => {}
+        Ok(false) => return Err("closed its connection".to_owned()),
+        Err(error) => return Err(format!("connection failed: {error}")),
+    }
+    let (message, payload_len) = match codec::decode_prefix::<ToCoordinator>(frame) {
+        Ok((message, payload)) => (message, payload.len()),
+        Err(error) => return Err(format!("sent a malformed message: {error}")),
+    };
+    Ok(match message {
+        ToCoordinator::Done { id } => {
+            // The frame becomes the payload; the next read gets a new buffer.
+            let start = frame.len() - payload_len;
+            (id, Ok(Payload { frame: std::mem::take(frame), start }))
+        }
+        ToCoordinator::Failed { id, failure } => (id, Err(failure)),
+    })
 }
 
 use super::platform::{process_usage, reap_all};

@@ -353,6 +353,7 @@ impl Pool {
         check_index(index, items.len())?;
         let mut run = JobRun::open(&self.shared, index..index + 1, 1)?;
         run.poll_first = self.shared.settings.answer_poll;
+        run.reads_own_answers = true;
         run.submit_next(task, items)?;
         let (_, outputs) = run.next_outcome::<T>()?;
         Ok(outputs.into_iter().next().expect("one output per item is checked"))
@@ -555,6 +556,9 @@ pub(crate) struct JobRun {
     received: u64,
     /// How long to poll for an outcome before sleeping until it comes.
     poll_first: Duration,
+    /// Whether the caller reads a chunk's answer from its worker's connection itself,
+    /// where it can (see [`Shared::enqueue_and_read`]): for a blocking call of one chunk.
+    reads_own_answers: bool,
 }
 
 impl JobRun {
@@ -570,6 +574,7 @@ impl JobRun {
             submitted: 0,
             received: 0,
             poll_first: Duration::ZERO,
+            reads_own_answers: false,
         })
     }
 
@@ -595,7 +600,11 @@ impl JobRun {
         let start = self.range.start + self.submitted as usize * self.chunk_size;
         let end = (start + self.chunk_size).min(self.range.end);
         let chunk = self.shared.meters.encoding(|| encode_chunk(self.job, self.submitted, start..end, task, items))?;
-        self.shared.enqueue(chunk)?;
+        if self.reads_own_answers {
+            self.shared.enqueue_and_read(chunk)?;
+        } else {
+            self.shared.enqueue(chunk)?;
+        }
         self.submitted += 1;
         Ok(true)
     }
