@@ -12,7 +12,7 @@ use std::{
     io::{BufReader, Write},
     os::unix::process::{CommandExt, ExitStatusExt},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
         mpsc::{self, Sender},
@@ -358,12 +358,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts (or restarts) the worker in slot `index`.
+    /// Starts (or restarts) the worker in slot `index`, and returns the pipe to its
+    /// standard input, where the caller writes the secret (see [`send_secret`](Self::send_secret)).
     ///
     /// Only the watchdog thread calls this: Linux delivers the workers' parent-death
     /// signal when the *thread* that started them exits, so that thread must live as
     /// long as the pool.
-    fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
+    fn spawn_worker(&self, index: usize) -> Result<Option<ChildStdin>, PoolError> {
         let mut command = Command::new(&self.settings.program);
         command
             .arg0(format!("corepool-w{index}"))
@@ -397,12 +398,14 @@ impl Shared {
         slot.since = Instant::now();
         slot.kill_reason = None;
         drop(state);
-        // The secret goes through a pipe only the child can read, never the command line.
-        // If it cannot be sent, the child exits and the watchdog counts a failed start.
-        if let Some(mut stdin) = stdin {
-            let _ = writeln!(stdin, "{}", self.secret.to_hex());
-        }
-        Ok(())
+        Ok(stdin)
+    }
+
+    /// Sends a started worker the run's secret, through a pipe only the child can read,
+    /// never the command line. If it cannot be sent, the child exits and the watchdog
+    /// counts a failed start.
+    fn send_secret(&self, mut stdin: ChildStdin) {
+        let _ = writeln!(stdin, "{}", self.secret.to_hex());
     }
 
     /// Waits until every worker has joined. Workers that die or hang while starting are
@@ -491,13 +494,22 @@ impl Shared {
                 self.break_pool(reason);
                 return;
             }
+            // Every worker is started before any is sent its secret: a worker needs it only
+            // once loaded, so the next one can start meanwhile.
+            let mut started = Vec::with_capacity(to_start.len());
             for &index in &to_start {
-                if let Err(error) = self.spawn_worker(index) {
-                    if !matches!(error, PoolError::Terminated) {
-                        self.break_pool(format!("cannot start worker {index}: {error}"));
+                match self.spawn_worker(index) {
+                    Ok(stdin) => started.extend(stdin),
+                    Err(error) => {
+                        if !matches!(error, PoolError::Terminated) {
+                            self.break_pool(format!("cannot start worker {index}: {error}"));
+                        }
+                        return;
                     }
-                    return;
                 }
+            }
+            for stdin in started {
+                self.send_secret(stdin);
             }
             self.changed.notify_all();
             if !swept {

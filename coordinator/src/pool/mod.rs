@@ -259,7 +259,10 @@ fn private_dir() -> std::fs::Permissions {
 
 /// Logical CPUs available to this process.
 pub fn logical_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // Asked once: the answer reads the process's CPU affinity and its cgroup's quota
+    // from the kernel, which costs a tenth of a millisecond, on every pool start.
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn find_worker_program() -> Result<PathBuf, PoolError> {
