@@ -77,14 +77,20 @@ pub struct LinkReader {
 }
 
 impl LinkReader {
-    /// Waits at most `timeout` until a read would return at once (bytes, the end of the
-    /// stream or an error are waiting); returns whether one would.
-    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+    /// Waits at most `timeout` (`None`: for as long as it takes) until a read would return
+    /// at once (bytes, the end of the stream or an error are waiting); returns whether one
+    /// would.
+    ///
+    /// Unlike a thread blocked in a read, one waiting here is not woken each time the peer
+    /// reads what this side sent: Linux wakes a socket's readers then too, which costs the
+    /// peer a wake-up on every answer it takes.
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         use std::os::fd::AsRawFd;
         let interprocess::local_socket::Stream::UdSocket(stream) = &*self.stream;
         let mut poll = libc::pollfd { fd: stream.inner().as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // Rounded up, so that a short wait is not a busy one.
-        let millis = i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX);
+        let millis =
+            timeout.map_or(-1, |timeout| i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX));
         loop {
             // SAFETY: one valid pollfd, which outlives the call.
             match unsafe { libc::poll(&mut poll, 1, millis) } {

@@ -176,6 +176,11 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
         // small tasks costs one write; before blocking on a read, they must go out.
         if !holds_complete_frame(reader.buffer()) {
             writer.flush().map_err(corepool_protocol::frame::FrameError::Io)?;
+            if reader.buffer().is_empty() {
+                // Waiting for the next task in a poll, not in the read, spares the
+                // coordinator a wake-up of this worker each time it takes an answer.
+                reader.get_ref().wait_readable(None).map_err(corepool_protocol::frame::FrameError::Io)?;
+            }
         }
         if !read_frame(&mut reader, &mut frame, MAX_FRAME_LEN)? {
             return Ok(());

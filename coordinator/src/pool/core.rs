@@ -641,7 +641,7 @@ impl Shared {
             let readable = slot.reader.as_ref().is_some_and(|reader| {
                 slot.in_flight > 0
                     || !reader.buffer().is_empty()
-                    || reader.get_ref().wait_readable(Duration::ZERO).unwrap_or(true)
+                    || reader.get_ref().wait_readable(Some(Duration::ZERO)).unwrap_or(true)
             });
             if readable {
                 return slot.reader.take();
@@ -673,7 +673,7 @@ impl Shared {
             let poll = self.settings.answer_poll;
             if !poll.is_zero() && borrowed.reader.buffer().is_empty() {
                 let deadline = Instant::now() + poll;
-                while !borrowed.reader.get_ref().wait_readable(Duration::ZERO).unwrap_or(true)
+                while !borrowed.reader.get_ref().wait_readable(Some(Duration::ZERO)).unwrap_or(true)
                     && Instant::now() < deadline
                 {
                     std::hint::spin_loop();
