@@ -221,7 +221,14 @@ fn count_once(
             let items = WithBounds { matrix: &**matrix, min, max };
             (pool.starmap(&CountInRangeStar, &items, Some(chunk_size))?, None)
         }
-        Mode::Imap => (pool.imap(&task, &**matrix, Some(chunk_size))?.collect::<Result<_, _>>()?, None),
+        Mode::Imap => {
+            // Taken one by one, as a user of `imap` would, into room made once.
+            let mut counts = Vec::with_capacity(rows);
+            for count in pool.imap(&task, &**matrix, Some(chunk_size))? {
+                counts.push(count?);
+            }
+            (counts, None)
+        }
         Mode::ImapUnordered => {
             gather_arrivals(rows, pool.imap_unordered(&task, &**matrix, Some(chunk_size))?, keep_arrival)?
         }
@@ -271,21 +278,38 @@ fn gather_arrivals(
     keep_arrival: bool,
 ) -> anyhow::Result<Once> {
     let mut counts = vec![0; rows];
-    let mut seen = vec![false; rows];
     let mut order = keep_arrival.then(|| Vec::with_capacity(rows));
+    // The rows that came back, as runs of consecutive rows (a chunk's rows arrive
+    // together, in order): checked once at the end, rather than row by row.
+    let mut runs = Vec::new();
+    let mut run = 0..0;
     for arrival in arrivals {
         let (row, count) = arrival?;
-        let slot = seen.get_mut(row).ok_or_else(|| anyhow!("a result came back for row {row}, past the last row"))?;
-        if std::mem::replace(slot, true) {
-            bail!("row {row} came back twice");
+        *counts.get_mut(row).ok_or_else(|| anyhow!("a result came back for row {row}, past the last row"))? = count;
+        if row == run.end && !run.is_empty() {
+            run.end += 1;
+        } else {
+            runs.push(std::mem::replace(&mut run, row..row + 1));
         }
-        counts[row] = count;
         if let Some(order) = &mut order {
             order.push((row, count));
         }
     }
-    if let Some(row) = seen.iter().position(|&seen| !seen) {
-        bail!("no result came back for row {row}");
+    runs.push(run);
+    runs.retain(|run| !run.is_empty());
+    runs.sort_unstable_by_key(|run| run.start);
+    let mut covered = 0;
+    for run in runs {
+        if run.start < covered {
+            bail!("row {} came back twice", run.start);
+        }
+        if run.start > covered {
+            bail!("no result came back for row {covered}");
+        }
+        covered = run.end;
+    }
+    if covered < rows {
+        bail!("no result came back for row {covered}");
     }
     Ok((counts, order))
 }
@@ -297,4 +321,33 @@ pub fn first_difference(counts: &[u32], expected: &[u32]) -> Option<String> {
     }
     let row = counts.iter().zip(expected).position(|(a, b)| a != b)?;
     Some(format!("row {row}: {} instead of {}", counts[row], expected[row]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gather(rows: usize, arrivals: &[(usize, u32)]) -> anyhow::Result<Once> {
+        gather_arrivals(rows, arrivals.iter().copied().map(Ok), true)
+    }
+
+    #[test]
+    fn arrivals_in_any_chunk_order_are_put_back_in_row_order() {
+        let arrivals = [(4, 40), (5, 50), (0, 0), (1, 10), (6, 60), (2, 20), (3, 30)];
+        let (counts, order) = gather(7, &arrivals).unwrap();
+        assert_eq!(counts, [0, 10, 20, 30, 40, 50, 60]);
+        assert_eq!(order.unwrap(), arrivals);
+        assert_eq!(gather(0, &[]).unwrap().0, Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_row_twice_missing_or_past_the_end_is_an_error() {
+        let error = |rows, arrivals: &[(usize, u32)]| gather(rows, arrivals).unwrap_err().to_string();
+        assert_eq!(error(3, &[(0, 1), (1, 1), (1, 1), (2, 1)]), "row 1 came back twice");
+        assert_eq!(error(3, &[(2, 1), (0, 1), (1, 1), (2, 1)]), "row 2 came back twice");
+        assert_eq!(error(4, &[(0, 1), (1, 1), (3, 1)]), "no result came back for row 2");
+        assert_eq!(error(3, &[(1, 1), (2, 1)]), "no result came back for row 0");
+        assert_eq!(error(3, &[(0, 1), (1, 1)]), "no result came back for row 2");
+        assert_eq!(error(2, &[(0, 1), (2, 1)]), "a result came back for row 2, past the last row");
+    }
 }
