@@ -4,8 +4,10 @@
 //! Each worker connection has a reader thread, which never writes (so two processes
 //! writing large frames at each other cannot block for ever), and an [`Outbox`] with a
 //! writer thread (so handing out work never waits on a socket; a caller may write its own
-//! small frames). All bookkeeping lives in one [`State`] under one mutex; nothing slow
-//! happens while it is held.
+//! small frames). While its worker has nothing in flight, the reader thread leaves the
+//! connection in the worker's slot, where a blocking one-chunk call may borrow it to read
+//! its own answer ([`Shared::enqueue_and_read`]). All bookkeeping lives in one [`State`]
+//! under one mutex; nothing slow happens while it is held.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -1285,6 +1287,7 @@ fn dispatch(state: &mut State, window: usize, mut by_caller: Option<ByCaller<'_>
         let here = by_caller.as_mut().filter(|_| small);
         if outbox.push(Arc::clone(&chunk.frame), here.is_some()).is_err() {
             // The connection failed; the reader will report the loss. Keep the chunk.
+            outbox.close();
             slot.outbox = None;
             state.queue.push_front(chunk);
             continue;

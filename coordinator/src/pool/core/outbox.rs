@@ -123,9 +123,10 @@ impl Outbox {
         }
     }
 
-    /// Wakes the writer thread if it waits and has something to do.
+    /// Wakes the writer thread if it waits and has something to do, or should end: a
+    /// failed write (on whichever thread) ends it too.
     fn wake_writer(&self, queue: &Queue) {
-        let work = !queue.frames.is_empty() || queue.closed;
+        let work = !queue.frames.is_empty() || queue.closed || queue.failed;
         if queue.thread_idle && queue.socket.is_some() && work {
             self.wake.notify_one();
         }
@@ -189,5 +190,38 @@ mod tests {
 
         let expected: Vec<u8> = frames.iter().flat_map(|frame| frame.head().to_vec()).collect();
         assert_eq!(receiver.join().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_failed_write_on_the_callers_thread_ends_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = Listener::bind(&path).unwrap();
+        let peer = Link::connect(&path).unwrap();
+        let (_reader, writer) = listener.accept().unwrap().split();
+        let outbox = Outbox::new(writer);
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let outbox = Arc::clone(&outbox);
+            move || {
+                outbox.run_writer();
+                let _ = done.send(());
+            }
+        });
+        // The writer thread waits for work; then the peer goes away, so that writes fail.
+        while !outbox.lock().thread_idle {
+            std::thread::yield_now();
+        }
+        drop(peer);
+        // Big enough not to fit the socket's buffer in one go, so the write surely fails.
+        for _ in 0..64 {
+            if outbox.push(frame(7, WRITE_HERE_MAX), true).is_err() {
+                break;
+            }
+            outbox.write_here();
+        }
+        assert!(outbox.push(frame(8, 1), true).is_err(), "a failed outbox refuses frames");
+        // Nobody closes the outbox: the failure alone must end its thread.
+        ended.recv_timeout(std::time::Duration::from_secs(10)).expect("the writer thread ended");
     }
 }
