@@ -35,6 +35,19 @@ pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn decode_outputs(bytes: &[u8]) -> Result<Vec<Self::Output>, codec::CodecError> {
         codec::decode(bytes)
     }
+
+    /// Reads the one output of a one-item chunk (an `apply_async` call) from what
+    /// [`encode_outputs`](Task::encode_outputs) wrote. The default reads the list; a task
+    /// that reads its outputs itself can spare the list, an allocation per call.
+    fn decode_output(bytes: &[u8]) -> Result<Self::Output, codec::CodecError> {
+        let outputs = Self::decode_outputs(bytes)?;
+        <[Self::Output; 1]>::try_from(outputs).map(|[output]| output).map_err(|outputs| not_one_output(outputs.len()))
+    }
+}
+
+/// The error for the answer to a one-item chunk that holds `outputs` outputs.
+pub(crate) fn not_one_output(outputs: usize) -> codec::CodecError {
+    codec::CodecError::Decode(bincode::error::DecodeError::OtherString(format!("{outputs} outputs for one item")))
 }
 
 type Runner = fn(&[u8], &mut Vec<u8>) -> Result<(), TaskFailure>;
@@ -91,6 +104,11 @@ pub fn encode_payload<T: Task>(task: &T, chunk: &T::Chunk, out: &mut Vec<u8>) ->
 /// Decodes the outputs of one chunk of task `T`.
 pub fn decode_outputs<T: Task>(payload: &[u8]) -> Result<Vec<T::Output>, codec::CodecError> {
     T::decode_outputs(payload)
+}
+
+/// Decodes the one output of a one-item chunk of task `T`.
+pub fn decode_output<T: Task>(payload: &[u8]) -> Result<T::Output, codec::CodecError> {
+    T::decode_output(payload)
 }
 
 fn run_encoded<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), TaskFailure> {

@@ -283,6 +283,10 @@ macro_rules! counts_as_raw_bytes {
         fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool_protocol::codec::CodecError> {
             $crate::tasks::decode_counts(bytes)
         }
+
+        fn decode_output(bytes: &[u8]) -> Result<u32, corepool_protocol::codec::CodecError> {
+            $crate::tasks::decode_count(bytes)
+        }
     };
 }
 pub(crate) use counts_as_raw_bytes;
@@ -315,6 +319,19 @@ pub(crate) fn decode_counts(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
             Ok(data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
         }
         _ => Err(malformed()),
+    }
+}
+
+/// Reads back what [`encode_counts`] wrote for one count.
+pub(crate) fn decode_count(bytes: &[u8]) -> Result<u32, CodecError> {
+    match bytes {
+        [1, count] => Ok(u32::from(*count)),
+        [2, a, b] => Ok(u32::from(u16::from_le_bytes([*a, *b]))),
+        [4, a, b, c, d] => Ok(u32::from_le_bytes([*a, *b, *c, *d])),
+        _ => decode_counts(bytes).and_then(|counts| match counts[..] {
+            [count] => Ok(count),
+            _ => Err(crate::task::not_one_output(counts.len())),
+        }),
     }
 }
 

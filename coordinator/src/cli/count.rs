@@ -280,13 +280,14 @@ fn gather_arrivals(
     let mut counts = vec![0; rows];
     let mut order = keep_arrival.then(|| Vec::with_capacity(rows));
     // The rows that came back, as runs of consecutive rows (a chunk's rows arrive
-    // together, in order): checked once at the end, rather than row by row.
+    // together, in order): checked once at the end, rather than row by row. The first
+    // run is empty and ends past every row, so that no row extends it.
     let mut runs = Vec::new();
-    let mut run = 0..0;
+    let mut run = usize::MAX..usize::MAX;
     for arrival in arrivals {
         let (row, count) = arrival?;
         *counts.get_mut(row).ok_or_else(|| anyhow!("a result came back for row {row}, past the last row"))? = count;
-        if row == run.end && !run.is_empty() {
+        if row == run.end {
             run.end += 1;
         } else {
             runs.push(std::mem::replace(&mut run, row..row + 1));

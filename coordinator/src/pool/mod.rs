@@ -16,7 +16,7 @@ use std::{
 };
 
 use corepool_protocol::{TaskId, ToWorker};
-use corepool_worker::{Task, decode_outputs};
+use corepool_worker::{Task, decode_output, decode_outputs};
 
 pub use self::core::terminate_all;
 pub use error::PoolError;
@@ -426,7 +426,7 @@ impl Pool {
             // Reused from call to call: a new buffer would cost several allocations.
             static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let (result, call) = AsyncResult::for_item(index, callbacks, decode_outputs::<T>);
+        let (result, call) = AsyncResult::for_item(index, callbacks, decode_output::<T>);
         PAYLOAD.with_borrow_mut(|payload| {
             payload.clear();
             items

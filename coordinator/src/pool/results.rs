@@ -67,7 +67,7 @@ pub(crate) struct Slot<R> {
 /// How a one-item call reads its output from the worker's answer.
 struct ItemDecoder<R> {
     index: usize,
-    decode: fn(&[u8]) -> Result<Vec<R>, CodecError>,
+    decode: fn(&[u8]) -> Result<R, CodecError>,
 }
 
 /// The result of an asynchronous call, available once the workers have answered.
@@ -118,7 +118,7 @@ impl<R> AsyncResult<R> {
     pub(crate) fn for_item(
         index: usize,
         callbacks: Callbacks<R>,
-        decode: fn(&[u8]) -> Result<Vec<R>, CodecError>,
+        decode: fn(&[u8]) -> Result<R, CodecError>,
     ) -> (Self, Arc<dyn ItemCall>)
     where
         R: Send + 'static,
@@ -192,17 +192,7 @@ impl<R: Send + 'static> ItemCall for Slot<R> {
         };
         let rows = index as u64..index as u64 + 1;
         let value = match answer {
-            Ok(bytes) => {
-                decode(bytes).map_err(|e| PoolError::Protocol(format!("item {index}: {e}"))).and_then(|outputs| {
-                    match <[R; 1]>::try_from(outputs) {
-                        Ok([output]) => Ok(output),
-                        Err(outputs) => Err(PoolError::Protocol(format!(
-                            "item {index}: the worker returned {} outputs for one item",
-                            outputs.len()
-                        ))),
-                    }
-                })
-            }
+            Ok(bytes) => decode(bytes).map_err(|e| PoolError::Protocol(format!("item {index}: {e}"))),
             Err(ItemError::Failed(failure)) => Err(PoolError::Task { rows, failure }),
             // A batch's chunk has no rows of its own: the error names this item's.
             Err(ItemError::Pool(PoolError::WorkerDied { attempts, death, .. })) => {
