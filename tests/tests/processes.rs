@@ -62,6 +62,44 @@ fn a_finished_run_removes_its_socket_directory() {
 }
 
 #[test]
+fn without_tmpdir_the_socket_directory_is_made_in_memory_and_removed() {
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("skipped: this system has no /dev/shm");
+        return;
+    }
+    let child = Command::new(corepool_bin())
+        .args(["count", "--rows", "20000", "--workers", "2", "--repeat", "200", "-q"])
+        .env_remove("TMPDIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("corepool-{}-", child.id());
+    let ours = || -> Vec<_> {
+        std::fs::read_dir(shm)
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|entry| entry.path())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let during = loop {
+        let found = ours();
+        if !found.is_empty() || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(during.len(), 1, "one socket directory in /dev/shm during the run");
+    assert!(during[0].join("pool.sock").exists(), "its socket is there");
+    wait_with_watchdog(child, Duration::from_secs(60)).assert_success();
+    assert!(ours().is_empty(), "left behind in /dev/shm: {:?}", ours());
+}
+
+#[test]
 fn the_demo_runs_every_method_and_checks_it_against_serial() {
     let tmp = tempfile::tempdir().unwrap();
     let run = run_corepool(tmp.path(), &["demo", "--rows", "3000", "--workers", "2"], &[]).assert_success();

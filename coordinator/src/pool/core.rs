@@ -516,7 +516,10 @@ impl Shared {
             self.changed.notify_all();
             if !swept {
                 swept = true;
-                super::remove_stale_socket_dirs();
+                // Others' leftovers lie beside this pool's own directory.
+                if let Some(base) = self.endpoint.parent().and_then(std::path::Path::parent) {
+                    super::remove_stale_socket_dirs(base);
+                }
             }
             state = self.lock();
             if to_start.is_empty() && !state.stopping {

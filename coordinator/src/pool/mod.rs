@@ -185,11 +185,7 @@ impl PoolBuilder {
             // Polling needs a core of its own to be worth it.
             answer_poll: if logical_cpus() > 1 { ANSWER_POLL } else { Duration::ZERO },
         };
-        let socket_dir = tempfile::Builder::new()
-            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
-            .permissions(private_dir())
-            .tempdir()
-            .map_err(PoolError::Socket)?;
+        let socket_dir = make_socket_dir()?;
         let (shared, listener) = Shared::start(settings, socket_dir)?;
         // The supervisor starts the workers, so it comes first: the rest is set up while
         // they load. Neither it nor the acceptor is joined: both return as soon as the pool
@@ -231,11 +227,41 @@ const ANSWER_POLL: Duration = Duration::from_micros(100);
 /// Socket directories are named `corepool-PID-XXXXXX`, PID being the coordinator's.
 const SOCKET_DIR_PREFIX: &str = "corepool-";
 
-/// Removes socket directories left by coordinators that died without cleaning up
-/// (killed with SIGKILL, say); a new run never needs them gone, but they are litter, so
-/// the supervisor sweeps them once its workers are on their way.
-pub(crate) fn remove_stale_socket_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+/// Where a pool's private socket directory may go, in order of preference: `TMPDIR` if
+/// set (the user's choice); else the user's runtime directory (`XDG_RUNTIME_DIR`) or
+/// `/dev/shm`, both in memory, where making and removing the directory and its socket
+/// takes tens of microseconds, against hundreds on a disk's file system (ext4 on the
+/// development machine: mkdir 130 us, rmdir 400 us, on every pool start and stop); else
+/// the system's temporary directory.
+fn socket_dir_bases() -> Vec<PathBuf> {
+    if let Some(tmpdir) = std::env::var_os("TMPDIR").filter(|dir| !dir.is_empty()) {
+        return vec![tmpdir.into()];
+    }
+    let in_memory = [std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from), Some(PathBuf::from("/dev/shm"))];
+    in_memory.into_iter().flatten().filter(|dir| dir.is_absolute()).chain([std::env::temp_dir()]).collect()
+}
+
+/// Makes the pool's private (`0700`) socket directory, in the first place that allows it.
+fn make_socket_dir() -> Result<tempfile::TempDir, PoolError> {
+    let mut last_error = None;
+    for base in socket_dir_bases() {
+        match tempfile::Builder::new()
+            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
+            .permissions(private_dir())
+            .tempdir_in(&base)
+        {
+            Ok(dir) => return Ok(dir),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(PoolError::Socket(last_error.expect("there is always one place to try")))
+}
+
+/// Removes socket directories in `base` left by coordinators that died without cleaning
+/// up (killed with SIGKILL, say); a new run never needs them gone, but they are litter,
+/// so the supervisor sweeps them once its workers are on their way.
+pub(crate) fn remove_stale_socket_dirs(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) = name.to_str().and_then(|name| name.strip_prefix(SOCKET_DIR_PREFIX)) else { continue };
