@@ -363,9 +363,9 @@ impl Shared {
     /// Starts (or restarts) the worker in slot `index`, and returns the pipe to its
     /// standard input, where the caller writes the secret (see [`send_secret`](Self::send_secret)).
     ///
-    /// Only the watchdog thread calls this: Linux delivers the workers' parent-death
-    /// signal when the *thread* that started them exits, so that thread must live as
-    /// long as the pool.
+    /// Only the watchdog thread calls this, or the process's main thread for the first
+    /// workers: Linux delivers the workers' parent-death signal when the *thread* that
+    /// started them exits, so that thread must live as long as the pool.
     fn spawn_worker(&self, index: usize) -> Result<Option<ChildStdin>, PoolError> {
         let mut command = Command::new(&self.settings.program);
         command
@@ -496,24 +496,9 @@ impl Shared {
                 self.break_pool(reason);
                 return;
             }
-            // Every worker is started before any is sent its secret: a worker needs it only
-            // once loaded, so the next one can start meanwhile.
-            let mut started = Vec::with_capacity(to_start.len());
-            for &index in &to_start {
-                match self.spawn_worker(index) {
-                    Ok(stdin) => started.extend(stdin),
-                    Err(error) => {
-                        if !matches!(error, PoolError::Terminated) {
-                            self.break_pool(format!("cannot start worker {index}: {error}"));
-                        }
-                        return;
-                    }
-                }
+            if !self.start_workers(&to_start) {
+                return;
             }
-            for stdin in started {
-                self.send_secret(stdin);
-            }
-            self.changed.notify_all();
             if !swept {
                 swept = true;
                 // Others' leftovers lie beside this pool's own directory.
@@ -526,6 +511,40 @@ impl Shared {
                 state = self.watch.wait_timeout(state, tick);
             }
         }
+    }
+
+    /// Starts the first workers on this thread, which must be the process's main thread
+    /// (see [`spawn_worker`](Self::spawn_worker)): it spares them the wait for the
+    /// supervisor thread to be scheduled. Returns false if the pool cannot start them.
+    pub fn start_first_workers_here(&self) -> bool {
+        let waiting: Vec<usize> = {
+            let state = self.lock();
+            (0..state.slots.len()).filter(|&index| state.slots[index].state == SlotState::Waiting).collect()
+        };
+        self.start_workers(&waiting)
+    }
+
+    /// Starts the workers of slots `indices`. Every one is started before any is sent its
+    /// secret: a worker needs it only once loaded, so the next one can start meanwhile.
+    /// Returns false, the pool broken or stopping, if one could not be started.
+    fn start_workers(&self, indices: &[usize]) -> bool {
+        let mut started = Vec::with_capacity(indices.len());
+        for &index in indices {
+            match self.spawn_worker(index) {
+                Ok(stdin) => started.extend(stdin),
+                Err(error) => {
+                    if !matches!(error, PoolError::Terminated) {
+                        self.break_pool(format!("cannot start worker {index}: {error}"));
+                    }
+                    return false;
+                }
+            }
+        }
+        for stdin in started {
+            self.send_secret(stdin);
+        }
+        self.changed.notify_all();
+        true
     }
 
     /// Marks the pool as unable to go on, and fails all its outstanding work.

@@ -183,10 +183,14 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             respawn: true,
             // Polling needs a core of its own to be worth it.
-            answer_poll: if logical_cpus() > 1 { ANSWER_POLL } else { Duration::ZERO },
+            answer_poll: if platform::may_run_on_several_cpus() { ANSWER_POLL } else { Duration::ZERO },
         };
         let socket_dir = make_socket_dir()?;
         let (shared, listener) = Shared::start(settings, socket_dir)?;
+        if platform::on_main_thread() {
+            // A failure breaks the pool, which the wait below reports.
+            shared.start_first_workers_here();
+        }
         // The supervisor starts the workers, so it comes first: the rest is set up while
         // they load. Neither it nor the acceptor is joined: both return as soon as the pool
         // stops, and waiting for them to be scheduled would only lengthen every stop.

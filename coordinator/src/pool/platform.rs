@@ -97,6 +97,32 @@ pub(crate) fn terminal_width(fd: i32) -> Option<u16> {
     (done == 0 && size.ws_col > 0).then_some(size.ws_col)
 }
 
+/// Whether this process may run on more than one CPU. On Linux it asks the process's CPU
+/// affinity alone, which takes a microsecond, where [`super::logical_cpus`] first reads
+/// cgroup quotas from files (a tenth of a millisecond, on a pool's start).
+pub(crate) fn may_run_on_several_cpus() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, which the call fills in.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                return libc::CPU_COUNT(&set) > 1;
+            }
+        }
+    }
+    super::logical_cpus() > 1
+}
+
+/// Whether this is the process's main thread, which lives as long as the process.
+pub(crate) fn on_main_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and getpid have no preconditions and cannot fail.
+    return unsafe { libc::gettid() == libc::getpid() };
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::{
