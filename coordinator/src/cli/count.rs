@@ -125,7 +125,6 @@ pub fn count_repeated(
     settings: &PoolOptions,
     options: RunOptions,
 ) -> anyhow::Result<Counted> {
-    let (workers, chunk_size) = (settings.workers, settings.chunk_size);
     let zero = Duration::ZERO;
     if mode == Mode::Serial {
         let mut repetitions = Vec::new();
@@ -150,21 +149,46 @@ pub fn count_repeated(
             repetitions,
         });
     }
+    let pool = start_pool(settings, options.monitor)?;
+    count_in_pool(pool, matrix, mode, (min, max), settings, options)
+}
+
+/// A pool started for a count, and how long it took to start.
+pub struct StartedPool {
+    pool: Pool,
+    start: Duration,
+}
+
+/// Starts the pool for a count; [`count_in_pool`] runs the count in it.
+pub fn start_pool(settings: &PoolOptions, monitor: bool) -> anyhow::Result<StartedPool> {
     let started = Instant::now();
-    let mut pool = Pool::builder()
-        .workers(workers)
+    let pool = Pool::builder()
+        .workers(settings.workers)
         .task_timeout(settings.task_timeout)
         .max_retries(settings.max_retries)
-        .monitor(options.monitor)
+        .monitor(monitor)
         .self_serving()?
         .build()
         .context("starting the pool")?;
-    let start = started.elapsed();
+    Ok(StartedPool { pool, start: started.elapsed() })
+}
 
+/// Counts with `mode` (not serial) `options.repeat` times in `started`, then stops it;
+/// fails if a repetition disagrees with the first.
+pub fn count_in_pool(
+    started: StartedPool,
+    matrix: &Arc<Matrix>,
+    mode: Mode,
+    (min, max): (i64, i64),
+    settings: &PoolOptions,
+    options: RunOptions,
+) -> anyhow::Result<Counted> {
+    let StartedPool { mut pool, start } = started;
+    let workers = pool.workers();
     let rows = matrix.rows();
     let chunk_size = match mode {
         Mode::Apply | Mode::ApplyAsync => 1,
-        _ => chunk_size.unwrap_or_else(|| default_chunk_size(rows, workers)),
+        _ => settings.chunk_size.unwrap_or_else(|| default_chunk_size(rows, workers)),
     };
     let progress = options.progress.then(|| Progress::start(pool.observer(), rows as u64, options.repeat));
     let mut repetitions = Vec::new();
