@@ -51,7 +51,7 @@ impl Repetition {
     }
 }
 
-/// How `count_repeated` runs, beyond what to count.
+/// How [`count_in_pool`] runs, beyond what to count.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     /// Runs of the job in the same pool.
@@ -106,51 +106,43 @@ pub fn count_serially(matrix: &Matrix, min: i64, max: i64) -> Vec<u32> {
     }
 }
 
-/// Counts with `mode`, starting and stopping a pool of `workers` for it.
+/// Counts with `mode` once, starting and stopping a pool of `workers` for it.
 pub fn count_with(
     matrix: &Arc<Matrix>,
     mode: Mode,
     bounds: (i64, i64),
     settings: &PoolOptions,
 ) -> anyhow::Result<Counted> {
-    count_repeated(matrix, mode, bounds, settings, RunOptions::default())
+    let options = RunOptions::default();
+    match mode {
+        Mode::Serial => count_serially_repeated(matrix, bounds, options.repeat),
+        _ => count_in_pool(start_pool(settings, options.monitor)?, matrix, mode, bounds, settings, options),
+    }
 }
 
-/// Counts with `mode` `options.repeat` times in one pool, started and stopped for it;
-/// fails if a repetition disagrees with the first.
-pub fn count_repeated(
-    matrix: &Arc<Matrix>,
-    mode: Mode,
-    (min, max): (i64, i64),
-    settings: &PoolOptions,
-    options: RunOptions,
-) -> anyhow::Result<Counted> {
-    let zero = Duration::ZERO;
-    if mode == Mode::Serial {
-        let mut repetitions = Vec::new();
-        let mut counts = Vec::new();
-        for repetition in 0..options.repeat {
-            let started = Instant::now();
-            let again = count_serially(matrix, min, max);
-            repetitions.push(Repetition { wall: started.elapsed(), ..Repetition::default() });
-            check_repetition(repetition, &counts, &again)?;
-            counts = again;
-        }
-        let compute = repetitions.iter().map(|r| r.wall).sum();
-        let workers = vec![];
-        return Ok(Counted {
-            counts,
-            arrival: None,
-            start: zero,
-            compute,
-            stop: zero,
-            chunk_size: 0,
-            workers,
-            repetitions,
-        });
+/// Counts serially in this process `repeat` times; fails if a repetition disagrees with
+/// the first.
+pub fn count_serially_repeated(matrix: &Matrix, (min, max): (i64, i64), repeat: u32) -> anyhow::Result<Counted> {
+    let mut repetitions = Vec::new();
+    let mut counts = Vec::new();
+    for repetition in 0..repeat {
+        let started = Instant::now();
+        let again = count_serially(matrix, min, max);
+        repetitions.push(Repetition { wall: started.elapsed(), ..Repetition::default() });
+        check_repetition(repetition, &counts, &again)?;
+        counts = again;
     }
-    let pool = start_pool(settings, options.monitor)?;
-    count_in_pool(pool, matrix, mode, (min, max), settings, options)
+    let compute = repetitions.iter().map(|r| r.wall).sum();
+    Ok(Counted {
+        counts,
+        arrival: None,
+        start: Duration::ZERO,
+        compute,
+        stop: Duration::ZERO,
+        chunk_size: 0,
+        workers: vec![],
+        repetitions,
+    })
 }
 
 /// A pool started for a count, and how long it took to start.

@@ -17,8 +17,8 @@ use anyhow::Context;
 pub use args::Cli;
 use args::{Command, CountSettings, GeneratorArgs, MatrixSource, Mode, Order, PoolOptions, ReportTarget};
 use count::{
-    Counted, RunOptions, count_in_pool, count_repeated, count_serially, count_with, first_difference, load_matrix,
-    start_pool,
+    Counted, RunOptions, count_in_pool, count_serially, count_serially_repeated, count_with, first_difference,
+    load_matrix, start_pool,
 };
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
@@ -111,7 +111,7 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     };
     let run = match pool {
         Some(pool) => count_in_pool(pool, &matrix, settings.mode, bounds, &settings.pool, options),
-        None => count_repeated(&matrix, settings.mode, bounds, &settings.pool, options),
+        None => count_serially_repeated(&matrix, bounds, options.repeat),
     }
     .map_err(failed)?;
     if settings.verify {

@@ -515,13 +515,13 @@ impl Shared {
 
     /// Starts the first workers on this thread, which must be the process's main thread
     /// (see [`spawn_worker`](Self::spawn_worker)): it spares them the wait for the
-    /// supervisor thread to be scheduled. Returns false if the pool cannot start them.
-    pub fn start_first_workers_here(&self) -> bool {
+    /// supervisor thread to be scheduled. A worker that cannot be started breaks the pool.
+    pub fn start_first_workers_here(&self) {
         let waiting: Vec<usize> = {
             let state = self.lock();
             (0..state.slots.len()).filter(|&index| state.slots[index].state == SlotState::Waiting).collect()
         };
-        self.start_workers(&waiting)
+        self.start_workers(&waiting);
     }
 
     /// Starts the workers of slots `indices`. Every one is started before any is sent its

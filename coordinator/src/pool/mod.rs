@@ -191,9 +191,10 @@ impl PoolBuilder {
             // A failure breaks the pool, which the wait below reports.
             shared.start_first_workers_here();
         }
-        // The supervisor starts the workers, so it comes first: the rest is set up while
-        // they load. Neither it nor the acceptor is joined: both return as soon as the pool
-        // stops, and waiting for them to be scheduled would only lengthen every stop.
+        // The supervisor starts the workers (elsewhere than on the main thread) and
+        // replaces them; the rest is set up while they load. Neither it nor the acceptor
+        // is joined: both return as soon as the pool stops, and waiting for them to be
+        // scheduled would only lengthen every stop.
         std::thread::Builder::new()
             // No coordinator thread is named like a worker (`corepool-wN`): a child takes its
             // spawning thread's name until it execs.
