@@ -330,3 +330,22 @@ fn apply_whose_worker_dies_mid_call_is_answered_by_another() {
         }
     }
 }
+
+#[test]
+fn bursts_of_apply_async_calls_all_finish_however_their_batches_interleave() {
+    // Short bursts leave workers idle between them, so batches are sealed by the caller,
+    // by a worker's reader waiting for one to fill, or by one that waited for another:
+    // every call of every burst must still be answered.
+    let items: Vec<i64> = (0..64).collect();
+    let task = SquarePlus { offset: 2 };
+    let pool = pool(3);
+    for burst in 0..300 {
+        let calls = 1 + burst % 64;
+        let handles: Vec<_> =
+            (0..calls).map(|index| pool.apply_async(&task, &items, index, Callbacks::none()).unwrap()).collect();
+        for (index, handle) in handles.into_iter().enumerate() {
+            let value = handle.get(Some(Duration::from_secs(20)));
+            assert_eq!(value.unwrap(), items[index] * items[index] + 2, "burst {burst}, call {index}");
+        }
+    }
+}

@@ -767,8 +767,12 @@ impl Shared {
         state.gathering -= 1;
         if state.open_batch.as_ref().is_some_and(|batch| batch.job == job) {
             seal_open_batch(&mut state);
-            dispatch(&mut state, self.settings.chunks_in_flight, None);
         }
+        // Whatever batch is open now (another, if this one went out meanwhile) went
+        // unsent while this thread gathered: with the last gatherer gone, it goes out
+        // here, or it could wait for ever once the caller has stopped adding calls and
+        // every worker is idle.
+        dispatch(&mut state, self.settings.chunks_in_flight, None);
     }
 
     fn on_worker_lost(&self, index: usize, generation: u64, reason: &str) {
