@@ -8,13 +8,14 @@ and every method's counts are checked against the first one's, value by value.
 
     pip install numpy pandas pyarrow
     corepool gen --rows 20000000 --cols 5 --output /tmp/m.csv
-    python3 scripts/data_baseline.py /tmp/m.csv --corepool target/release/corepool
+    python3 scripts/data_baseline.py /tmp/m.csv            # corepool: cargo's newest release build
 
 The count is the tutorial's: for each row, how many values lie in [--min, --max]; a NaN
 counts as out of range (numpy's comparisons are False for NaN, and so are corepool's).
 """
 
 import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -47,6 +48,16 @@ def with_pyarrow(path, low, high, header):
 
 def with_numpy_load(path, low, high, header):
     return numpy_count(np.load(path), low, high)
+
+
+def newest_release_build():
+    """cargo's newest release build of corepool (target/<host>/release with the repository's config)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = glob.glob(os.path.join(repo, "target", "*", "release", "corepool"))
+    found += glob.glob(os.path.join(repo, "target", "release", "corepool"))
+    if not found:
+        sys.exit("data_baseline: no release build of corepool: run `cargo build --release` first, or give --corepool")
+    return max(found, key=os.path.getmtime)
 
 
 def with_corepool(binary, workers):
@@ -98,10 +109,13 @@ def main():
     parser.add_argument("--max", type=float, default=8.0)
     parser.add_argument("--header", action="store_true", help="the CSV file's first line is a header")
     parser.add_argument("--runs", type=int, default=3, help="runs of each method; the best counts")
-    parser.add_argument("--corepool", default="target/release/corepool", help="the corepool binary")
+    parser.add_argument("--corepool", default=None,
+                        help="the corepool binary (default: the newest target/*/release/corepool)")
     parser.add_argument("--workers", type=int, default=0, help="corepool's workers (default: one per CPU)")
     parser.add_argument("--skip", action="append", default=[], help="a method to leave out (pandas, pyarrow, ...)")
     options = parser.parse_args()
+    if options.corepool is None:
+        options.corepool = newest_release_build()
 
     low = int(options.min) if options.min.is_integer() else options.min
     high = int(options.max) if options.max.is_integer() else options.max

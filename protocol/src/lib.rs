@@ -11,14 +11,18 @@
 //! A connection opens with a handshake ([`handshake`]):
 //!
 //! ```text
-//! worker                                   coordinator
-//!   | -- Hello {magic, version, index, pid, nonce_w} -> |  version checked first
-//!   | <- Welcome {nonce_c, proof_c = HMAC(k, nonce_w)} - |  or Refused {reason}
-//!   | -- Proof {proof_w = HMAC(k, nonce_c)} ----------> |  worker admitted
+//! coordinator, starting a worker: its stdin pipe <- "k c"   the secret, and a challenge c
+//!                                                           made for this start alone
+//! worker                                            coordinator
+//!   | -- Hello {magic, version, index, pid, nonce_w,     -> |  version checked first;
+//!   |           proof_w = HMAC(k, c)}                       |  worker admitted
+//!   | <- Welcome {proof_c = HMAC(k, nonce_w)}            -- |  or Refused {reason}
 //! ```
 //!
 //! Both sides prove that they know the run's secret `k` before any task is sent, so a
-//! stranger on the socket can neither take a task nor deliver a result. After the
+//! stranger on the socket can neither take a task nor deliver a result. The challenge
+//! travels with the secret, so the coordinator admits a worker on its first frame,
+//! without waiting for another. After the
 //! handshake the coordinator sends [`ToWorker`] messages and the worker answers with
 //! [`ToCoordinator`] messages. Every task and every answer carries its [`TaskId`].
 //!
@@ -38,4 +42,4 @@ pub mod transport;
 pub use message::{FailureKind, TaskFailure, TaskId, ToCoordinator, ToWorker};
 
 /// Version of this protocol; a peer that speaks another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -33,6 +33,31 @@ impl Listener {
     pub fn accept(&self) -> io::Result<Link> {
         Ok(Link { stream: Arc::new(self.inner.accept()?) })
     }
+
+    /// Waits at most `timeout` until a connection is waiting to be accepted; returns
+    /// whether one is.
+    pub fn wait_for_connection(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let interprocess::local_socket::Listener::UdSocket(listener) = &self.inner;
+        poll_readable(listener.inner().as_raw_fd(), Some(timeout))
+    }
+}
+
+/// Waits at most `timeout` (`None`: for as long as it takes) until `fd` is readable (for a
+/// listener: a connection is waiting); returns whether it is.
+fn poll_readable(fd: std::os::fd::RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // Rounded up, so that a short wait is not a busy one.
+    let millis =
+        timeout.map_or(-1, |timeout| i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX));
+    loop {
+        // SAFETY: one valid pollfd, which outlives the call.
+        match unsafe { libc::poll(&mut poll, 1, millis) } {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            -1 => return Err(io::Error::last_os_error()),
+            ready => return Ok(ready > 0),
+        }
+    }
 }
 
 /// One connection between the coordinator and a worker.
@@ -87,18 +112,7 @@ impl LinkReader {
     pub fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         use std::os::fd::AsRawFd;
         let interprocess::local_socket::Stream::UdSocket(stream) = &*self.stream;
-        let mut poll = libc::pollfd { fd: stream.inner().as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // Rounded up, so that a short wait is not a busy one.
-        let millis =
-            timeout.map_or(-1, |timeout| i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX));
-        loop {
-            // SAFETY: one valid pollfd, which outlives the call.
-            match unsafe { libc::poll(&mut poll, 1, millis) } {
-                -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-                -1 => return Err(io::Error::last_os_error()),
-                ready => return Ok(ready > 0),
-            }
-        }
+        poll_readable(stream.inner().as_raw_fd(), timeout)
     }
 }
 

@@ -5,7 +5,7 @@
 use corepool_protocol::{
     ToCoordinator, ToWorker, codec,
     frame::{HANDSHAKE_FRAME_LEN, MAX_FRAME_LEN, read_frame},
-    handshake::{Secret, coordinator_handshake, worker_handshake},
+    handshake::{Challenge, Credentials, Secret, coordinator_handshake, worker_handshake},
 };
 use proptest::prelude::*;
 
@@ -73,11 +73,12 @@ proptest! {
     /// The coordinator's side of the handshake, fed anything, fails cleanly.
     #[test]
     fn handshake_fed_noise_fails_cleanly(bytes in framed_noise()) {
-        let secret = Secret::generate().unwrap();
+        let credentials = Credentials { secret: Secret::generate().unwrap(), challenge: Challenge::generate().unwrap() };
         let mut replies = Vec::new();
-        prop_assert!(coordinator_handshake(&mut bytes.as_slice(), &mut replies, &secret).is_err());
+        let expected = |_: &_| Some(credentials.challenge);
+        prop_assert!(coordinator_handshake(&mut bytes.as_slice(), &mut replies, &credentials.secret, expected).is_err());
         // And the worker's side, fed anything as the coordinator's answer.
         let mut sink = Vec::new();
-        prop_assert!(worker_handshake(&mut bytes.as_slice(), &mut sink, &secret, 0, 1).is_err());
+        prop_assert!(worker_handshake(&mut bytes.as_slice(), &mut sink, &credentials, 0, 1).is_err());
     }
 }

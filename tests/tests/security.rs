@@ -6,7 +6,7 @@ use std::{io::Write, os::unix::net::UnixStream, time::Duration};
 use corepool::Pool;
 use corepool_protocol::{
     frame::write_frame,
-    handshake::{HandshakeError, Secret, worker_handshake},
+    handshake::{Challenge, Credentials, HandshakeError, Secret, worker_handshake},
 };
 use corepool_tests::tasks::SquarePlus;
 
@@ -26,13 +26,16 @@ fn rogue_peers_are_rejected_and_results_stay_exact() {
     std::thread::scope(|scope| {
         let run = scope.spawn(|| pool.map(&task, &items, Some(10)));
 
-        // A peer with a wrong secret, claiming to be worker 0: the coordinator's proof does
-        // not verify against its secret, and its own proof would not either.
+        // A peer with a wrong secret, claiming to be worker 0: it is not a process the pool
+        // started, so it is turned away, and told so, before anything it says is read.
         let stream = UnixStream::connect(&socket).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let wrong = Secret::generate().unwrap();
+        let wrong = Credentials { secret: Secret::generate().unwrap(), challenge: Challenge::generate().unwrap() };
         let result = worker_handshake(&mut &stream, &mut &stream, &wrong, 0, std::process::id());
-        assert!(matches!(result, Err(HandshakeError::BadProof)), "{result:?}");
+        assert!(
+            matches!(&result, Err(HandshakeError::Refused(reason)) if reason.contains("not a worker")),
+            "{result:?}"
+        );
 
         // Garbage, and a frame claiming 4 GiB.
         let mut garbage = UnixStream::connect(&socket).unwrap();

@@ -10,7 +10,7 @@ use std::{
 use corepool_protocol::{
     ToCoordinator, ToWorker, batch, codec,
     frame::{MAX_FRAME_LEN, read_frame},
-    handshake::{Secret, worker_handshake},
+    handshake::{Credentials, worker_handshake},
     transport::Link,
 };
 
@@ -52,8 +52,8 @@ pub struct WorkerConfig {
     pub index: u32,
     /// The coordinator's process id, if given.
     pub parent: Option<u32>,
-    /// The run's secret.
-    pub secret: Secret,
+    /// The run's secret, and the challenge this worker was started with.
+    pub credentials: Credentials,
     /// Delay before each chunk (the test-only knob).
     pub delay: Duration,
     /// Delay before connecting (the test-only knob).
@@ -108,8 +108,9 @@ impl WorkerError {
 }
 
 impl WorkerConfig {
-    /// Reads the configuration the coordinator gave: the environment, and the secret as
-    /// the first line of standard input (never on the command line, where `ps` shows it).
+    /// Reads the configuration the coordinator gave: the environment, and the secret and
+    /// challenge as the first line of standard input (never on the command line, where
+    /// `ps` shows it).
     pub fn from_env_and_stdin() -> Result<Self, WorkerError> {
         let endpoint =
             std::env::var_os(ENDPOINT_ENV).ok_or_else(|| WorkerError::Config(format!("{ENDPOINT_ENV} is not set")))?;
@@ -122,8 +123,9 @@ impl WorkerConfig {
         std::io::stdin()
             .read_line(&mut line)
             .map_err(|e| WorkerError::Config(format!("cannot read the secret from standard input: {e}")))?;
-        let secret = Secret::from_hex(&line)
-            .ok_or_else(|| WorkerError::Config("standard input does not start with the run's secret".into()))?;
+        let credentials = Credentials::from_line(&line).ok_or_else(|| {
+            WorkerError::Config("standard input does not start with the run's secret and challenge".into())
+        })?;
         let delay = std::env::var(SLOW_WORKER_ENV)
             .ok()
             .and_then(|text| {
@@ -146,7 +148,7 @@ impl WorkerConfig {
             };
             Some((kind, row.parse().ok()?))
         });
-        Ok(Self { endpoint: endpoint.into(), index, parent, secret, delay, start_delay, fault })
+        Ok(Self { endpoint: endpoint.into(), index, parent, credentials, delay, start_delay, fault })
     }
 }
 
@@ -167,7 +169,7 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
     let (reader, writer) = link.split();
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut writer = BufWriter::with_capacity(1 << 16, writer);
-    worker_handshake(&mut reader, &mut writer, &config.secret, config.index, std::process::id())?;
+    worker_handshake(&mut reader, &mut writer, &config.credentials, config.index, std::process::id())?;
 
     let mut frame = Vec::new();
     let mut answer = Vec::new();

@@ -14,7 +14,7 @@ use std::{
     io::{BufReader, Write},
     os::unix::process::{CommandExt, ExitStatusExt},
     path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
         mpsc::{self, Sender},
@@ -26,7 +26,7 @@ use std::{
 use corepool_protocol::{
     TaskId, ToCoordinator, ToWorker, batch, codec,
     frame::{MAX_FRAME_LEN, read_frame},
-    handshake::{Secret, coordinator_handshake},
+    handshake::{Challenge, Credentials, Secret, coordinator_handshake, refuse},
     transport::{Link, LinkReader, Listener},
 };
 use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
@@ -160,6 +160,8 @@ struct Slot {
     state: SlotState,
     generation: u64,
     child: Option<Child>,
+    /// The challenge its current worker was started with, which it must answer to join.
+    challenge: Option<Challenge>,
     /// Busy clock and kernel usage, for observers.
     watch: observe::SlotWatch,
     pid: u32,
@@ -307,6 +309,7 @@ impl Shared {
                 state: SlotState::Waiting,
                 generation: 0,
                 child: None,
+                challenge: None,
                 watch: observe::SlotWatch::default(),
                 pid: 0,
                 outbox: None,
@@ -360,13 +363,16 @@ impl Shared {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts (or restarts) the worker in slot `index`, and returns the pipe to its
-    /// standard input, where the caller writes the secret (see [`send_secret`](Self::send_secret)).
+    /// Starts (or restarts) the worker in slot `index`, and hands it the run's secret and
+    /// a challenge made for this start, through a pipe only the child can read, never the
+    /// command line. If they cannot be sent, the child exits and the watchdog counts a
+    /// failed start.
     ///
     /// Only the watchdog thread calls this, or the process's main thread for the first
     /// workers: Linux delivers the workers' parent-death signal when the *thread* that
     /// started them exits, so that thread must live as long as the pool.
-    fn spawn_worker(&self, index: usize) -> Result<Option<ChildStdin>, PoolError> {
+    fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
+        let challenge = Challenge::generate().map_err(PoolError::Socket)?;
         let mut command = Command::new(&self.settings.program);
         command
             .arg0(format!("corepool-w{index}"))
@@ -391,48 +397,56 @@ impl Shared {
             return Err(PoolError::Terminated);
         }
         // The slot must know the child before the child can prove itself: it cannot until
-        // it has the secret, which it gets below.
+        // it has its credentials, which it gets below.
         let slot = &mut state.slots[index];
         slot.generation += 1;
         slot.state = SlotState::Starting;
         slot.pid = child.id();
         slot.child = Some(child);
+        slot.challenge = Some(challenge);
         slot.since = Instant::now();
         slot.kill_reason = None;
         drop(state);
-        Ok(stdin)
+        // At once: the pipe holds the line until the child, still loading, reads it.
+        if let Some(mut stdin) = stdin {
+            let _ = stdin.write_all(Credentials { secret: self.secret.clone(), challenge }.to_line().as_bytes());
+        }
+        Ok(())
     }
 
-    /// Sends a started worker the run's secret, through a pipe only the child can read,
-    /// never the command line. If it cannot be sent, the child exits and the watchdog
-    /// counts a failed start.
-    fn send_secret(&self, mut stdin: ChildStdin) {
-        let _ = writeln!(stdin, "{}", self.secret.to_hex());
-    }
-
-    /// Waits until every worker has joined. Workers that die or hang while starting are
-    /// replaced by the watchdog; this fails once a slot has failed to start more than
-    /// `max_retries` times in a row, or when the start timeout runs out.
-    pub fn wait_until_ready(&self) -> Result<(), PoolError> {
+    /// Admits workers from `listener` on this thread until every slot has one. Workers
+    /// that die or hang while starting are replaced by the watchdog; this fails once a slot
+    /// has failed to start more than `max_retries` times in a row, or when the start
+    /// timeout runs out. Admitting here, rather than on the acceptor thread that takes
+    /// over afterwards, spares each first worker the wait for two other threads to be
+    /// scheduled on cores that are busy loading workers.
+    pub fn admit_until_ready(self: &Arc<Self>, listener: &Listener) -> Result<(), PoolError> {
         let deadline = Instant::now() + self.settings.start_timeout;
-        let mut state = self.lock();
         loop {
-            if let Some(reason) = &state.broken {
-                return Err(PoolError::Broken(reason.clone()));
+            {
+                let state = self.lock();
+                if let Some(reason) = &state.broken {
+                    return Err(PoolError::Broken(reason.clone()));
+                }
+                if state.slots.iter().all(|slot| slot.state == SlotState::Ready) {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    let index = state.slots.iter().position(|slot| slot.state != SlotState::Ready).unwrap_or(0);
+                    return Err(PoolError::StartFailed {
+                        index,
+                        reason: format!("it did not join within {:?}", self.settings.start_timeout),
+                    });
+                }
             }
-            if state.slots.iter().all(|slot| slot.state == SlotState::Ready) {
-                return Ok(());
+            // Short waits, so that a pool broken by failed starts is noticed soon.
+            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(10));
+            if listener.wait_for_connection(wait).map_err(PoolError::Socket)?
+                && let Ok(link) = listener.accept()
+                && let Some((index, generation, reader)) = self.admit(link)
+            {
+                self.start_reader(index, generation, reader);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                let index = state.slots.iter().position(|slot| slot.state != SlotState::Ready).unwrap_or(0);
-                return Err(PoolError::StartFailed {
-                    index,
-                    reason: format!("it did not join within {:?}", self.settings.start_timeout),
-                });
-            }
-            let wait = (deadline - now).min(Duration::from_millis(20));
-            state = self.changed.wait_timeout(state, wait);
         }
     }
 
@@ -524,24 +538,16 @@ impl Shared {
         self.start_workers(&waiting);
     }
 
-    /// Starts the workers of slots `indices`. Every one is started before any is sent its
-    /// secret: a worker needs it only once loaded, so the next one can start meanwhile.
-    /// Returns false, the pool broken or stopping, if one could not be started.
+    /// Starts the workers of slots `indices`. Returns false, the pool broken or stopping,
+    /// if one could not be started.
     fn start_workers(&self, indices: &[usize]) -> bool {
-        let mut started = Vec::with_capacity(indices.len());
         for &index in indices {
-            match self.spawn_worker(index) {
-                Ok(stdin) => started.extend(stdin),
-                Err(error) => {
-                    if !matches!(error, PoolError::Terminated) {
-                        self.break_pool(format!("cannot start worker {index}: {error}"));
-                    }
-                    return false;
+            if let Err(error) = self.spawn_worker(index) {
+                if !matches!(error, PoolError::Terminated) {
+                    self.break_pool(format!("cannot start worker {index}: {error}"));
                 }
+                return false;
             }
-        }
-        for stdin in started {
-            self.send_secret(stdin);
         }
         self.changed.notify_all();
         true
@@ -553,8 +559,9 @@ impl Shared {
         self.fail_everything(&reason);
     }
 
-    /// Accepts connections until the pool stops. Each gets a thread that authenticates
-    /// the peer and, if it is one of the pool's workers, goes on to read its answers.
+    /// Accepts connections until the pool stops: the replacements of workers that died,
+    /// once the pool has started. Each gets a thread that authenticates the peer and, if it
+    /// is the worker its slot waits for, goes on to read its answers.
     pub fn accept_loop(self: Arc<Self>, listener: Listener) {
         loop {
             let link = listener.accept();
@@ -565,44 +572,66 @@ impl Shared {
             let shared = Arc::clone(&self);
             let handle = std::thread::Builder::new()
                 .name("corepool-recv".into())
-                .spawn(move || shared.admit_and_read(link))
+                .spawn(move || {
+                    if let Some((index, generation, reader)) = shared.admit(link) {
+                        shared.read_loop(index, generation, reader);
+                    }
+                })
                 .expect("cannot start a thread");
             // Joined when the pool stops: by then its worker is gone (and its connection
-            // closed), or it is a stranger's, which ends within the handshake's timeout.
+            // closed).
             self.lock().threads.push(handle);
         }
     }
 
-    /// Admits the peer on `link` if it is the worker its slot waits for, then reads its
-    /// answers until it goes away.
-    fn admit_and_read(self: Arc<Self>, link: Link) {
-        if let Some((index, generation, reader)) = self.admit(link) {
-            self.read_loop(index, generation, reader);
-        }
+    /// Starts the thread that reads the answers of the worker just admitted to slot `index`.
+    fn start_reader(self: &Arc<Self>, index: usize, generation: u64, reader: LinkReader) {
+        let shared = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name("corepool-recv".into())
+            .spawn(move || shared.read_loop(index, generation, reader))
+            .expect("cannot start a thread");
+        self.lock().threads.push(handle);
     }
 
-    fn admit(&self, link: Link) -> Option<(usize, u64, corepool_protocol::transport::LinkReader)> {
-        // A peer that says nothing cannot hold a thread for long.
-        let _ = link.set_read_timeout(Some(Duration::from_secs(5)));
+    /// Admits the peer on `link` if it is the worker its slot waits for, and returns the
+    /// slot, the worker's generation and the connection's reading half.
+    fn admit(&self, link: Link) -> Option<(usize, u64, LinkReader)> {
         let peer_pid = link.peer_pid();
+        // Only a process this pool started and waits for is heard at all; anyone else is
+        // turned away before a byte is read, so that no stranger can hold up a start.
+        let expected = {
+            let state = self.lock();
+            (0..state.slots.len()).any(|index| state.starting(index, peer_pid).is_some())
+        };
+        let mut generation = None;
         let hello = {
             let (mut reader, mut writer) = link.halves();
-            coordinator_handshake(&mut reader, &mut writer, &self.secret)
+            if !expected {
+                refuse(&mut writer, "not a worker this pool started");
+                self.lock().rejected_peers += 1;
+                return None;
+            }
+            // Our own child, but it must not hold this thread for ever either.
+            let _ = link.set_read_timeout(Some(Duration::from_secs(5)));
+            coordinator_handshake(&mut reader, &mut writer, &self.secret, |hello| {
+                let state = self.lock();
+                let slot =
+                    state.starting(hello.worker_index as usize, peer_pid).filter(|slot| slot.pid == hello.pid)?;
+                generation = Some(slot.generation);
+                slot.challenge
+            })
         };
         let _ = link.set_read_timeout(None);
         let mut state = self.lock();
-        let Ok(hello) = hello else {
+        let admitted = hello.ok().map(|hello| hello.worker_index as usize).filter(|&index| {
+            // The slot may have moved on while the proof was checked (its worker timed out).
+            generation.is_some() && state.starting(index, peer_pid).map(|slot| slot.generation) == generation
+        });
+        let Some(index) = admitted.filter(|_| !state.stopping) else {
             state.rejected_peers += 1;
             return None;
         };
-        let index = hello.worker_index as usize;
-        // Knowing the secret is not enough: the peer must be the very process started
-        // for that slot, and the slot must be waiting for it.
-        let expected = state.slots.get(index).filter(|slot| slot.state == SlotState::Starting).map(|slot| slot.pid);
-        if expected.is_none() || expected != peer_pid || peer_pid != Some(hello.pid) || state.stopping {
-            state.rejected_peers += 1;
-            return None;
-        }
         let generation = state.slots[index].generation;
         let (reader, writer) = link.split();
         let outbox = Outbox::new(writer);
@@ -1235,6 +1264,12 @@ fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
 }
 
 impl State {
+    /// Slot `index`, if it waits for the worker it started, and that worker has process id
+    /// `pid`.
+    fn starting(&self, index: usize, pid: Option<u32>) -> Option<&Slot> {
+        self.slots.get(index).filter(|slot| slot.state == SlotState::Starting && Some(slot.pid) == pid)
+    }
+
     /// How to deliver an outcome of `job`: a one-shot callback is taken out (its job is
     /// over); a channel is cloned.
     fn take_delivery(&mut self, job: u64) -> Option<Delivery> {
@@ -1318,10 +1353,10 @@ fn dispatch(state: &mut State, window: usize, mut by_caller: Option<ByCaller<'_>
             state.queue.push_front(chunk);
             continue;
         }
-        if let Some(here) = here {
-            if !here.write_here.iter().any(|listed| Arc::ptr_eq(listed, outbox)) {
-                here.write_here.push(Arc::clone(outbox));
-            }
+        if let Some(here) = here
+            && !here.write_here.iter().any(|listed| Arc::ptr_eq(listed, outbox))
+        {
+            here.write_here.push(Arc::clone(outbox));
         }
         if slot.in_flight == 0 {
             slot.last_progress = Instant::now();

@@ -204,21 +204,22 @@ impl PoolBuilder {
                 move || shared.watch_loop()
             })
             .map_err(PoolError::Socket)?;
-        std::thread::Builder::new()
-            .name("corepool-accept".into())
-            .spawn({
-                let shared = Arc::clone(&shared);
-                move || shared.accept_loop(listener)
-            })
-            .map_err(PoolError::Socket)?;
         if let Some(interval) = self.monitor {
-            // Started before the workers, so that it shows them starting.
+            // Started before the workers join, so that it shows them starting.
             let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&shared) }, interval);
             *shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.expect("cannot start a thread"));
         }
         // From here on, a failed start drops `pool`, which stops whatever did start.
         let pool = Pool { shared };
-        pool.shared.wait_until_ready()?;
+        pool.shared.admit_until_ready(&listener)?;
+        // The acceptor admits the workers that replace those that die.
+        std::thread::Builder::new()
+            .name("corepool-accept".into())
+            .spawn({
+                let shared = Arc::clone(&pool.shared);
+                move || shared.accept_loop(listener)
+            })
+            .map_err(PoolError::Socket)?;
         Ok(pool)
     }
 }
