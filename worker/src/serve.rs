@@ -152,6 +152,10 @@ impl WorkerConfig {
     }
 }
 
+/// Heap memory a worker maps in while it waits for its first task (see
+/// [`platform::warm_heap`]).
+const WARM_HEAP_BYTES: usize = 512 << 10;
+
 /// Serves tasks from `registry` until the coordinator says stop or goes away.
 pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerError> {
     platform::set_process_name(&format!("corepool-w{}", config.index));
@@ -170,6 +174,9 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut writer = BufWriter::with_capacity(1 << 16, writer);
     worker_handshake(&mut reader, &mut writer, &config.credentials, config.index, std::process::id())?;
+    // The coordinator is still sending or making the first chunk: fault in the pages its
+    // buffers will need meanwhile (half a megabyte covers a tutorial chunk's three).
+    platform::warm_heap(WARM_HEAP_BYTES);
 
     let mut frame = Vec::new();
     let mut answer = Vec::new();

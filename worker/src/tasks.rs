@@ -206,7 +206,8 @@ impl RowBlock {
 
 /// Counts one-byte values per row. A value is in range when `value - lo`, taken as an
 /// unsigned byte, is at most `hi - lo`: one comparison, which the compiler turns into vector
-/// code; rows of up to 16 values get a loop unrolled for their exact length.
+/// code. Rows of up to 8 values are summed eight bytes at a time ([`count_short_rows`]);
+/// rows of up to 16 get a loop unrolled for their exact length.
 fn count_bytes(data: &[u8], cols: usize, min: i64, max: i64) -> Vec<u32> {
     let (lo, hi) = (min.max(i64::from(i8::MIN)), max.min(i64::from(i8::MAX)));
     if lo > hi {
@@ -216,12 +217,39 @@ fn count_bytes(data: &[u8], cols: usize, min: i64, max: i64) -> Vec<u32> {
     macro_rules! by_width {
         ($($n:literal)*) => {
             match cols {
+                1..=8 => count_short_rows(data, cols, lo, span),
                 $($n => count_fixed::<$n>(data, lo, span),)*
                 _ => data.chunks_exact(cols).map(|row| count_row(row, lo, span)).collect(),
             }
         };
     }
-    by_width!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    by_width!(9 10 11 12 13 14 15 16)
+}
+
+/// Rows of at most 8 one-byte values, a block of rows at a time: first a mark (0 or 1) for
+/// every value of the block, in one vectorised pass over contiguous bytes; then each row's
+/// sum from one 8-byte load of its marks, the bytes past the row masked off, and one
+/// multiplication that adds all eight bytes into the top one (each is 0 or 1, so no byte
+/// carries into the next). The tutorial's rows of 5 take about a quarter of the time of the
+/// unrolled loop of [`count_fixed`], which must gather values 5 bytes apart.
+fn count_short_rows(data: &[u8], cols: usize, lo: i8, span: u8) -> Vec<u32> {
+    const BLOCK_ROWS: usize = 2048;
+    debug_assert!((1..=8).contains(&cols));
+    let row_mask = u64::MAX >> (8 * (8 - cols));
+    // 8 bytes of slack: the last row's load reads past its own marks (then masked off).
+    let mut marks = [0u8; BLOCK_ROWS * 8 + 8];
+    let mut counts = Vec::with_capacity(data.len() / cols);
+    for block in data.chunks(BLOCK_ROWS * cols) {
+        for (mark, &byte) in marks.iter_mut().zip(block) {
+            *mark = in_byte_range(byte, lo, span) as u8;
+        }
+        counts.extend((0..block.len() / cols).map(|row| {
+            let at = row * cols;
+            let word = u64::from_le_bytes(marks[at..at + 8].try_into().expect("8 bytes"));
+            ((word & row_mask).wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
+        }));
+    }
+    counts
 }
 
 #[inline(always)]
@@ -553,6 +581,28 @@ mod tests {
             let block = RowBlock::new(rows, cols, &wide);
             prop_assert_eq!(block.width(), Width::One);
             prop_assert_eq!(block.count_in_range(min, max).unwrap(), naive_counts(&wide, cols, min, max));
+        }
+
+        #[test]
+        fn short_byte_rows_count_like_the_naive_loop_across_blocks(
+            cols in 1usize..=8,
+            seed in any::<u64>(),
+            min in -130i64..130,
+            span in 0i64..260,
+        ) {
+            // Over two blocks of rows and a part of a third, with every byte value.
+            let rows = 2 * 2048 + 77;
+            let mut state = seed | 1;
+            let wide: Vec<i64> = (0..rows * cols)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    i64::from(state as i8)
+                })
+                .collect();
+            let block = RowBlock::new(rows, cols, &wide);
+            prop_assert_eq!(block.count_in_range(min, min + span).unwrap(), naive_counts(&wide, cols, min, min + span));
         }
 
         #[test]
