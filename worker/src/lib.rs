@@ -33,7 +33,7 @@ mod panics;
 use std::process::ExitCode;
 
 pub use serve::{WorkerConfig, WorkerError};
-pub use task::{Registry, Task, decode_output, decode_outputs, encode_payload};
+pub use task::{Registry, Task, decode_output, decode_outputs, decode_outputs_into, encode_payload};
 
 /// Exit code of a worker that was not started by a coordinator, or could not join it.
 pub const EXIT_NOT_A_WORKER: u8 = 2;

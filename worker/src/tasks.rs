@@ -312,6 +312,13 @@ macro_rules! counts_as_raw_bytes {
             $crate::tasks::decode_counts(bytes)
         }
 
+        fn decode_outputs_into(
+            bytes: &[u8],
+            outputs: &mut Vec<u32>,
+        ) -> Result<(), corepool_protocol::codec::CodecError> {
+            $crate::tasks::decode_counts_into(bytes, outputs)
+        }
+
         fn decode_output(bytes: &[u8]) -> Result<u32, corepool_protocol::codec::CodecError> {
             $crate::tasks::decode_count(bytes)
         }
@@ -336,18 +343,26 @@ pub(crate) fn encode_counts(counts: &[u32], out: &mut Vec<u8>) {
 
 /// Reads back what [`encode_counts`] wrote.
 pub(crate) fn decode_counts(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
+    let mut counts = Vec::new();
+    decode_counts_into(bytes, &mut counts)?;
+    Ok(counts)
+}
+
+/// Appends to `counts` what [`encode_counts`] wrote; on error, `counts` is left as it was.
+pub(crate) fn decode_counts_into(bytes: &[u8], counts: &mut Vec<u32>) -> Result<(), CodecError> {
     let malformed = || CodecError::Decode(bincode::error::DecodeError::Other("malformed counts"));
     let (&width, data) = bytes.split_first().ok_or_else(malformed)?;
     match width {
-        1 => Ok(data.iter().map(|&c| u32::from(c)).collect()),
-        2 if data.len() % 2 == 0 => {
-            Ok(data.chunks_exact(2).map(|c| u32::from(u16::from_le_bytes([c[0], c[1]]))).collect())
+        1 => counts.extend(data.iter().map(|&c| u32::from(c))),
+        2 if data.len().is_multiple_of(2) => {
+            counts.extend(data.chunks_exact(2).map(|c| u32::from(u16::from_le_bytes([c[0], c[1]]))))
         }
-        4 if data.len() % 4 == 0 => {
-            Ok(data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+        4 if data.len().is_multiple_of(4) => {
+            counts.extend(data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())))
         }
-        _ => Err(malformed()),
+        _ => return Err(malformed()),
     }
+    Ok(())
 }
 
 /// Reads back what [`encode_counts`] wrote for one count.
@@ -567,6 +582,31 @@ mod tests {
         #[test]
         fn decoding_junk_counts_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_counts(&bytes);
+        }
+
+        #[test]
+        fn counts_decoded_into_a_list_follow_what_it_held_or_leave_it_alone(
+            held in proptest::collection::vec(any::<u32>(), 0..8),
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u32>(), 0..64).prop_map(|counts| {
+                    let mut bytes = Vec::new();
+                    encode_counts(&counts, &mut bytes);
+                    bytes
+                }),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ],
+        ) {
+            let mut counts = held.clone();
+            match decode_counts(&bytes) {
+                Ok(decoded) => {
+                    prop_assert!(decode_counts_into(&bytes, &mut counts).is_ok());
+                    prop_assert_eq!(counts, [held, decoded].concat());
+                }
+                Err(_) => {
+                    prop_assert!(decode_counts_into(&bytes, &mut counts).is_err());
+                    prop_assert_eq!(counts, held);
+                }
+            }
         }
 
         #[test]

@@ -16,7 +16,7 @@ use std::{
 };
 
 use corepool_protocol::{TaskId, ToWorker};
-use corepool_worker::{Task, decode_output, decode_outputs};
+use corepool_worker::{Task, decode_output, decode_outputs_into};
 
 pub use self::core::terminate_all;
 pub use error::PoolError;
@@ -562,18 +562,27 @@ fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
     Ok(Chunk { id, rows, frame: Arc::new(frame), attempts: 0, suspect: false })
 }
 
-fn outputs_of<T: Task>(outcome: Outcome) -> Result<Vec<T::Output>, PoolError> {
-    let outputs = decode_outputs::<T>(&outcome.result?)
-        .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", outcome.id.first_row)))?;
-    if outputs.len() != outcome.rows {
+/// Appends the outputs of `outcome`'s chunk to `outputs`, checking that there is one per
+/// item; on error, `outputs` is left as it was.
+fn outputs_into<T: Task>(outcome: Outcome, outputs: &mut Vec<T::Output>) -> Result<(), PoolError> {
+    let before = outputs.len();
+    let decoded = decode_outputs_into::<T>(&outcome.result?, outputs)
+        .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", outcome.id.first_row)));
+    let returned = outputs.len() - before;
+    if decoded.is_ok() && returned != outcome.rows {
+        outputs.truncate(before);
         return Err(PoolError::Protocol(format!(
-            "chunk at item {} has {} items but the worker returned {} outputs",
-            outcome.id.first_row,
-            outcome.rows,
-            outputs.len()
+            "chunk at item {} has {} items but the worker returned {returned} outputs",
+            outcome.id.first_row, outcome.rows,
         )));
     }
-    Ok(outputs)
+    decoded.inspect_err(|_| outputs.truncate(before))
+}
+
+/// The outputs of `outcome`'s chunk, one per item.
+fn outputs_of<T: Task>(outcome: Outcome) -> ChunkResult<T> {
+    let mut outputs = Vec::new();
+    outputs_into::<T>(outcome, &mut outputs).map(|()| outputs)
 }
 
 /// One chunk's outputs, or why it failed.
@@ -653,14 +662,32 @@ impl JobRun {
     /// The next chunk to arrive, with its index, whether it succeeded or failed; the outer
     /// error is for the whole job (the pool was terminated or cannot go on).
     pub(crate) fn next_chunk_result<T: Task>(&mut self) -> Result<(u64, ChunkResult<T>), PoolError> {
+        let outcome = self.next_arrival()?;
+        let chunk = outcome.id.chunk;
+        Ok((chunk, self.shared.meters.decoding(|| outputs_of::<T>(outcome))))
+    }
+
+    /// The next chunk's answer to arrive, undecoded, whether it succeeded or failed; the
+    /// error is for the whole job (the pool was terminated or cannot go on).
+    pub(crate) fn next_arrival(&mut self) -> Result<Outcome, PoolError> {
         let outcome = self.receive()?;
+        self.accept(outcome)
+    }
+
+    /// Counts `outcome` as received if it belongs to this job.
+    fn accept(&mut self, outcome: Outcome) -> Result<Outcome, PoolError> {
         if outcome.id.job != self.job {
             // Not about one chunk: the pool stopped every job at once.
             return Err(outcome.result.err().unwrap_or(PoolError::Terminated));
         }
         self.received += 1;
-        let chunk = outcome.id.chunk;
-        Ok((chunk, self.shared.meters.decoding(|| outputs_of::<T>(outcome))))
+        Ok(outcome)
+    }
+
+    /// Appends the outputs of `outcome`'s chunk to `outputs` (see [`outputs_into`]), timed
+    /// as decoding.
+    pub(crate) fn decode_into<T: Task>(&self, outcome: Outcome, outputs: &mut Vec<T::Output>) -> Result<(), PoolError> {
+        self.shared.meters.decoding(|| outputs_into::<T>(outcome, outputs))
     }
 
     /// The next outcome to arrive, polled for up to `poll_first`, then waited for.
@@ -696,13 +723,12 @@ impl JobRun {
             // channel meanwhile, so no chunk waits on this loop.
             if !self.submit_next(task, items)? || self.outstanding() > 0 {
                 while let Ok(outcome) = self.outcomes.try_recv() {
-                    self.received += 1;
-                    let index = outcome.id.chunk;
-                    gathered.place(index, self.shared.meters.decoding(|| outputs_of::<T>(outcome))?);
+                    let outcome = self.accept(outcome)?;
+                    gathered.place::<T>(outcome, &self)?;
                 }
                 if self.submitted == total && self.received < total {
-                    let (index, outputs) = self.next_outcome::<T>()?;
-                    gathered.place(index, outputs);
+                    let outcome = self.next_arrival()?;
+                    gathered.place::<T>(outcome, &self)?;
                 }
             }
         }
@@ -710,11 +736,11 @@ impl JobRun {
     }
 }
 
-/// Outputs put in chunk order as chunks arrive: a chunk next in line is appended at once,
-/// one that arrives early waits until those before it are in.
+/// Outputs put in chunk order as chunks arrive: a chunk next in line is decoded straight
+/// into the result, one that arrives early waits, undecoded, until those before it are in.
 struct InOrder<O> {
     outputs: Vec<O>,
-    early: std::collections::BTreeMap<u64, Vec<O>>,
+    early: std::collections::BTreeMap<u64, Outcome>,
     next: u64,
 }
 
@@ -723,17 +749,24 @@ impl<O> InOrder<O> {
         Self { outputs: Vec::with_capacity(items), early: Default::default(), next: 0 }
     }
 
-    fn place(&mut self, chunk: u64, outputs: Vec<O>) {
-        if chunk != self.next {
-            self.early.insert(chunk, outputs);
-            return;
+    /// Takes in one chunk's answer; a failed chunk fails the whole at once.
+    fn place<T: Task<Output = O>>(&mut self, outcome: Outcome, run: &JobRun) -> Result<(), PoolError> {
+        if outcome.id.chunk != self.next {
+            return match outcome.result {
+                Err(error) => Err(error),
+                Ok(_) => {
+                    self.early.insert(outcome.id.chunk, outcome);
+                    Ok(())
+                }
+            };
         }
-        self.outputs.extend(outputs);
+        run.decode_into::<T>(outcome, &mut self.outputs)?;
         self.next += 1;
-        while let Some(outputs) = self.early.remove(&self.next) {
-            self.outputs.extend(outputs);
+        while let Some(outcome) = self.early.remove(&self.next) {
+            run.decode_into::<T>(outcome, &mut self.outputs)?;
             self.next += 1;
         }
+        Ok(())
     }
 }
 

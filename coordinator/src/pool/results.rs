@@ -1,7 +1,7 @@
 //! Handles on results that arrive later: [`AsyncResult`] and the `imap` iterators.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
@@ -12,7 +12,7 @@ use corepool_protocol::codec::CodecError;
 
 use super::{
     JobRun, PoolError,
-    core::{ItemCall, ItemError},
+    core::{ItemCall, ItemError, Outcome},
 };
 use crate::Items;
 
@@ -214,20 +214,22 @@ pub struct IMap<'p, T: Task, I: ?Sized> {
     items: &'p I,
     window: u64,
     next_chunk: u64,
-    early: BTreeMap<u64, Result<Vec<T::Output>, PoolError>>,
-    current: std::vec::IntoIter<T::Output>,
+    /// Answers that came before their turn, undecoded.
+    early: BTreeMap<u64, Outcome>,
+    /// The outputs of the chunk at hand not yet taken; its memory serves every chunk.
+    current: VecDeque<T::Output>,
     failed: bool,
 }
 
 impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
     pub(crate) fn new(run: JobRun, task: &'p T, items: &'p I, window: usize) -> Self {
-        let (early, current) = (BTreeMap::new(), Vec::new().into_iter());
+        let (early, current) = (BTreeMap::new(), VecDeque::new());
         Self { run, task, items, window: window.max(1) as u64, next_chunk: 0, early, current, failed: false }
     }
 
     fn advance(&mut self) -> Result<Option<T::Output>, PoolError> {
         loop {
-            if let Some(output) = self.current.next() {
+            if let Some(output) = self.current.pop_front() {
                 return Ok(Some(output));
             }
             if self.next_chunk == self.run.total_chunks() {
@@ -238,15 +240,24 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
             {}
             // A failed chunk raises its error in its place in item order, as Python's
             // `imap` does: the items before it come out first.
-            if let Some(outputs) = self.early.remove(&self.next_chunk) {
-                self.current = outputs?.into_iter();
+            if let Some(outcome) = self.early.remove(&self.next_chunk) {
+                refill::<T>(&self.run, &mut self.current, outcome)?;
                 self.next_chunk += 1;
                 continue;
             }
-            let (chunk, outputs) = self.run.next_chunk_result::<T>()?;
-            self.early.insert(chunk, outputs);
+            let outcome = self.run.next_arrival()?;
+            self.early.insert(outcome.id.chunk, outcome);
         }
     }
+}
+
+/// Decodes `outcome`'s outputs into `current`, which is empty, in the memory it already has.
+fn refill<T: Task>(run: &JobRun, current: &mut VecDeque<T::Output>, outcome: Outcome) -> Result<(), PoolError> {
+    // Both conversions keep the allocation; an empty deque needs no moving of items.
+    let mut outputs = Vec::from(std::mem::take(current));
+    let decoded = run.decode_into::<T>(outcome, &mut outputs);
+    *current = VecDeque::from(outputs);
+    decoded
 }
 
 impl<T: Task, I: Items<T::Chunk> + ?Sized> Iterator for IMap<'_, T, I> {
@@ -256,7 +267,7 @@ impl<T: Task, I: Items<T::Chunk> + ?Sized> Iterator for IMap<'_, T, I> {
     fn next(&mut self) -> Option<Self::Item> {
         // Most calls take the next output of the chunk at hand: kept small enough to inline,
         // which matters when millions of items are taken one at a time.
-        if let Some(output) = self.current.next() {
+        if let Some(output) = self.current.pop_front() {
             return Some(Ok(output));
         }
         self.next_from_another_chunk()
@@ -285,29 +296,40 @@ pub struct IMapUnordered<'p, T: Task, I: ?Sized> {
     items: &'p I,
     window: u64,
     received: u64,
-    current: std::iter::Zip<std::ops::RangeFrom<usize>, std::vec::IntoIter<T::Output>>,
+    /// The outputs of the chunk at hand not yet taken; its memory serves every chunk.
+    current: VecDeque<T::Output>,
+    /// The item index of `current`'s first output.
+    next_item: usize,
     failed: bool,
 }
 
 impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'p, T, I> {
     pub(crate) fn new(run: JobRun, task: &'p T, items: &'p I, window: usize) -> Self {
-        let current = (0..).zip(Vec::new());
-        Self { run, task, items, window: window.max(1) as u64, received: 0, current, failed: false }
+        let window = window.max(1) as u64;
+        Self { run, task, items, window, received: 0, current: VecDeque::new(), next_item: 0, failed: false }
     }
 
     fn advance(&mut self) -> Result<Option<(usize, T::Output)>, PoolError> {
         loop {
-            if let Some(pair) = self.current.next() {
+            if let Some(pair) = self.take_current() {
                 return Ok(Some(pair));
             }
             if self.received == self.run.total_chunks() {
                 return Ok(None);
             }
             while self.run.outstanding() < self.window && self.run.submit_next(self.task, self.items)? {}
-            let (chunk, outputs) = self.run.next_outcome::<T>()?;
+            let outcome = self.run.next_arrival()?;
             self.received += 1;
-            self.current = (self.run.first_item(chunk)..).zip(outputs);
+            self.next_item = self.run.first_item(outcome.id.chunk);
+            refill::<T>(&self.run, &mut self.current, outcome)?;
         }
+    }
+
+    #[inline]
+    fn take_current(&mut self) -> Option<(usize, T::Output)> {
+        let output = self.current.pop_front()?;
+        self.next_item += 1;
+        Some((self.next_item - 1, output))
     }
 }
 
@@ -317,14 +339,14 @@ impl<T: Task, I: Items<T::Chunk> + ?Sized> Iterator for IMapUnordered<'_, T, I> 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         // As for `IMap`: the common case stays small enough to inline.
-        if let Some(pair) = self.current.next() {
+        if let Some(pair) = self.take_current() {
             return Some(Ok(pair));
         }
         self.next_from_another_chunk()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.current.size_hint().0, None)
+        (self.current.len(), None)
     }
 }
 
