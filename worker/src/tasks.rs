@@ -234,7 +234,14 @@ fn count_bytes(data: &[u8], cols: usize, min: i64, max: i64) -> Vec<u32> {
 /// unrolled loop of [`count_fixed`], which must gather values 5 bytes apart.
 fn count_short_rows(data: &[u8], cols: usize, lo: i8, span: u8) -> Vec<u32> {
     const BLOCK_ROWS: usize = 2048;
+    /// Fewer rows than this are counted row by row: clearing the block's marks (16 KiB)
+    /// would cost more than they save, and took half of a worker's time when
+    /// `apply_async` sent one row a task.
+    const FEW_ROWS: usize = 64;
     debug_assert!((1..=8).contains(&cols));
+    if data.len() < FEW_ROWS * cols {
+        return data.chunks_exact(cols).map(|row| count_row(row, lo, span)).collect();
+    }
     let row_mask = u64::MAX >> (8 * (8 - cols));
     // 8 bytes of slack: the last row's load reads past its own marks (then masked off).
     let mut marks = [0u8; BLOCK_ROWS * 8 + 8];
