@@ -1,15 +1,20 @@
 //! `corepool`: the command-line face of the pool. See `corepool --help`.
 
+mod allocator;
 mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: allocator::ProcessAllocator = allocator::ProcessAllocator;
+
 fn main() -> ExitCode {
     // Started by a pool as one of its workers? Then serve, and never reach the CLI.
     corepool_worker::init(corepool_worker::Registry::with_builtin_tasks);
-    corepool_worker::platform::keep_freed_memory_for_reuse();
+    // Not a worker, then: the coordinator's allocator (see `allocator`).
+    allocator::use_mimalloc();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version.

@@ -46,8 +46,7 @@ pub fn ignore_terminal_interrupts() {
 /// come from the heap rather than fresh `mmap`s, and freed memory is kept for reuse rather
 /// than given back at once. Without this, glibc maps and unmaps each multi-megabyte chunk
 /// buffer, and the kernel zeroes every page of it again, which costs more than the
-/// work on the chunk. For programs (the worker, the `corepool` command); a library does not
-/// change its host's allocator.
+/// work on the chunk. For a worker program; a library does not change its host's allocator.
 pub fn keep_freed_memory_for_reuse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called at start-up, before any
