@@ -89,3 +89,24 @@ unsafe impl GlobalAlloc for ProcessAllocator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_made_before_the_switch_stay_with_glibc_and_new_ones_come_from_mimalloc() {
+        // This test binary runs with `ProcessAllocator` too, switched off until here.
+        let mut before: Vec<u64> = (0..1000).collect();
+        use_mimalloc();
+        let mut after: Vec<u64> = (0..1000).collect();
+        assert!(!ProcessAllocator::from_mimalloc(before.as_mut_ptr().cast()));
+        assert!(ProcessAllocator::from_mimalloc(after.as_mut_ptr().cast()));
+        // Growing moves each block within its own allocator.
+        before.extend(0..100_000);
+        after.extend(0..100_000);
+        assert!(!ProcessAllocator::from_mimalloc(before.as_mut_ptr().cast()));
+        assert!(ProcessAllocator::from_mimalloc(after.as_mut_ptr().cast()));
+        assert_eq!(before, after);
+    }
+}
