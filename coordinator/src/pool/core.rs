@@ -61,6 +61,10 @@ pub(crate) struct Outcome {
     pub result: Result<Payload, PoolError>,
 }
 
+/// A worker just admitted: its slot, its generation, the reading half of its connection
+/// and the outbox of the writing half.
+type Admitted = (usize, u64, LinkReader, Arc<Outbox>);
+
 /// Where a job's outcomes go.
 pub(crate) enum Sink {
     /// To a channel, read by the caller that submitted the job.
@@ -443,9 +447,14 @@ impl Shared {
             let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(10));
             if listener.wait_for_connection(wait).map_err(PoolError::Socket)?
                 && let Ok(link) = listener.accept()
-                && let Some((index, generation, reader)) = self.admit(link)
+                && let Some(admitted) = self.admit(link)
             {
-                self.start_reader(index, generation, reader);
+                let shared = Arc::clone(self);
+                let handle = std::thread::Builder::new()
+                    .name("corepool-recv".into())
+                    .spawn(move || shared.serve_connection(admitted))
+                    .expect("cannot start a thread");
+                self.lock().threads.push(handle);
             }
         }
     }
@@ -573,8 +582,8 @@ impl Shared {
             let handle = std::thread::Builder::new()
                 .name("corepool-recv".into())
                 .spawn(move || {
-                    if let Some((index, generation, reader)) = shared.admit(link) {
-                        shared.read_loop(index, generation, reader);
+                    if let Some(admitted) = shared.admit(link) {
+                        shared.serve_connection(admitted);
                     }
                 })
                 .expect("cannot start a thread");
@@ -585,18 +594,22 @@ impl Shared {
     }
 
     /// Starts the thread that reads the answers of the worker just admitted to slot `index`.
-    fn start_reader(self: &Arc<Self>, index: usize, generation: u64, reader: LinkReader) {
-        let shared = Arc::clone(self);
-        let handle = std::thread::Builder::new()
-            .name("corepool-recv".into())
-            .spawn(move || shared.read_loop(index, generation, reader))
+    /// Serves an admitted worker's connection on this thread: starts the thread that
+    /// writes to it, then reads its answers until it closes. The writer is started here
+    /// rather than by the thread that admitted the worker, which may have other workers to
+    /// admit while the pool's start waits on it; frames dispatched meanwhile wait in the
+    /// outbox.
+    fn serve_connection(&self, (index, generation, reader, outbox): Admitted) {
+        let writer = std::thread::Builder::new()
+            .name(format!("corepool-send-{index}"))
+            .spawn(move || outbox.run_writer())
             .expect("cannot start a thread");
-        self.lock().threads.push(handle);
+        self.lock().threads.push(writer);
+        self.read_loop(index, generation, reader);
     }
 
-    /// Admits the peer on `link` if it is the worker its slot waits for, and returns the
-    /// slot, the worker's generation and the connection's reading half.
-    fn admit(&self, link: Link) -> Option<(usize, u64, LinkReader)> {
+    /// Admits the peer on `link` if it is the worker its slot waits for.
+    fn admit(&self, link: Link) -> Option<Admitted> {
         let peer_pid = link.peer_pid();
         // Only a process this pool started and waits for is heard at all; anyone else is
         // turned away before a byte is read, so that no stranger can hold up a start.
@@ -643,14 +656,7 @@ impl Shared {
         dispatch(&mut state, self.settings.chunks_in_flight, None);
         drop(state);
         self.changed.notify_all();
-        // Started after the slot is ready, so that the pool's start does not wait on it;
-        // frames dispatched meanwhile wait in the outbox.
-        let writer_thread = std::thread::Builder::new()
-            .name(format!("corepool-send-{index}"))
-            .spawn(move || outbox.run_writer())
-            .expect("cannot start a thread");
-        self.lock().threads.push(writer_thread);
-        Some((index, generation, reader))
+        Some((index, generation, reader, outbox))
     }
 
     fn read_loop(&self, index: usize, generation: u64, reader: LinkReader) {
