@@ -260,6 +260,9 @@ pub(crate) struct Shared {
     secret: Secret,
     endpoint: PathBuf,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
+    /// The listening socket once the first workers are in, until the watchdog hands it to
+    /// the acceptor thread it starts for it.
+    listener_for_acceptor: Mutex<Option<Listener>>,
     callbacks: Mutex<CallbackRunner>,
     /// Encode and decode time, for reports.
     pub meters: observe::Meters,
@@ -352,6 +355,7 @@ impl Shared {
             secret,
             endpoint,
             socket_dir: Mutex::new(Some(socket_dir)),
+            listener_for_acceptor: Mutex::new(None),
             callbacks: Mutex::new(CallbackRunner::default()),
             meters: observe::Meters::default(),
             monitor: Mutex::new(None),
@@ -468,6 +472,18 @@ impl Shared {
         let mut swept = false;
         let mut state = self.lock();
         while !state.stopping && state.broken.is_none() {
+            let listener = self.listener_for_acceptor.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(listener) = listener {
+                let shared = Arc::clone(&self);
+                let started = std::thread::Builder::new()
+                    .name("corepool-accept".into())
+                    .spawn(move || shared.accept_loop(listener));
+                if let Err(error) = started {
+                    drop(state);
+                    self.break_pool(format!("cannot start the acceptor thread: {error}"));
+                    return;
+                }
+            }
             let mut to_start = Vec::new();
             let mut give_up = None;
             for (index, slot) in state.slots.iter_mut().enumerate() {
@@ -566,6 +582,17 @@ impl Shared {
     fn break_pool(&self, reason: String) {
         self.lock().broken.get_or_insert_with(|| reason.clone());
         self.fail_everything(&reason);
+    }
+
+    /// Has the watchdog start the acceptor on `listener` (see [`accept_loop`]): the pool's
+    /// start then does not wait for a thread that only replacements need.
+    pub fn hand_over_listener(&self, listener: Listener) {
+        // Under the state's lock, which the watchdog holds from its look at the listener
+        // to its wait, so that the wake-up cannot fall in between.
+        let state = self.lock();
+        *self.listener_for_acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+        drop(state);
+        self.watch.notify_all();
     }
 
     /// Accepts connections until the pool stops: the replacements of workers that died,

@@ -212,14 +212,9 @@ impl PoolBuilder {
         // From here on, a failed start drops `pool`, which stops whatever did start.
         let pool = Pool { shared };
         pool.shared.admit_until_ready(&listener)?;
-        // The acceptor admits the workers that replace those that die.
-        std::thread::Builder::new()
-            .name("corepool-accept".into())
-            .spawn({
-                let shared = Arc::clone(&pool.shared);
-                move || shared.accept_loop(listener)
-            })
-            .map_err(PoolError::Socket)?;
+        // The acceptor, which admits the workers that replace those that die, is started
+        // by the supervisor.
+        pool.shared.hand_over_listener(listener);
         Ok(pool)
     }
 }
