@@ -297,6 +297,14 @@ pub(crate) struct Payload {
     start: usize,
 }
 
+#[cfg(test)]
+impl Payload {
+    /// A payload that is the whole of `bytes`.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self { frame: bytes, start: 0 }
+    }
+}
+
 impl std::ops::Deref for Payload {
     type Target = [u8];
 

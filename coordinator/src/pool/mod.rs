@@ -560,18 +560,21 @@ fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
 /// Appends the outputs of `outcome`'s chunk to `outputs`, checking that there is one per
 /// item; on error, `outputs` is left as it was.
 fn outputs_into<T: Task>(outcome: Outcome, outputs: &mut Vec<T::Output>) -> Result<(), PoolError> {
+    let first_row = outcome.id.first_row;
     let before = outputs.len();
-    let decoded = decode_outputs_into::<T>(&outcome.result?, outputs)
-        .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", outcome.id.first_row)));
-    let returned = outputs.len() - before;
-    if decoded.is_ok() && returned != outcome.rows {
+    let checked = decode_outputs_into::<T>(&outcome.result?, outputs)
+        .map_err(|e| PoolError::Protocol(format!("chunk at item {first_row}: {e}")))
+        .and_then(|()| match outputs.len() - before {
+            returned if returned == outcome.rows => Ok(()),
+            returned => Err(PoolError::Protocol(format!(
+                "chunk at item {first_row} has {} items but the worker returned {returned} outputs",
+                outcome.rows
+            ))),
+        });
+    if checked.is_err() {
         outputs.truncate(before);
-        return Err(PoolError::Protocol(format!(
-            "chunk at item {} has {} items but the worker returned {returned} outputs",
-            outcome.id.first_row, outcome.rows,
-        )));
     }
-    decoded.inspect_err(|_| outputs.truncate(before))
+    checked
 }
 
 /// The outputs of `outcome`'s chunk, one per item.
@@ -768,5 +771,39 @@ impl<O> InOrder<O> {
 impl Drop for JobRun {
     fn drop(&mut self) {
         self.shared.close_job(self.job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corepool_worker::tasks::CountInRange;
+
+    use super::*;
+    use crate::pool::core::Payload;
+
+    fn answer(rows: usize, bytes: Vec<u8>) -> Outcome {
+        Outcome { id: TaskId { job: 0, chunk: 0, first_row: 40 }, rows, result: Ok(Payload::from_bytes(bytes)) }
+    }
+
+    fn counts(rows: usize, counts: &[u32]) -> Outcome {
+        let mut bytes = Vec::new();
+        CountInRange::encode_outputs(counts, &mut bytes).expect("counts encode");
+        answer(rows, bytes)
+    }
+
+    #[test]
+    fn a_chunks_outputs_are_appended_only_when_there_is_one_per_item() {
+        let mut outputs = vec![7];
+        outputs_into::<CountInRange>(counts(3, &[1, 2, 3]), &mut outputs).expect("one output per item");
+        assert_eq!(outputs, [7, 1, 2, 3]);
+
+        let short = outputs_into::<CountInRange>(counts(3, &[4, 5]), &mut outputs).unwrap_err();
+        assert!(
+            short.to_string().contains("chunk at item 40 has 3 items but the worker returned 2 outputs"),
+            "{short}"
+        );
+        let junk = outputs_into::<CountInRange>(answer(1, vec![9, 9]), &mut outputs).unwrap_err();
+        assert!(junk.to_string().contains("chunk at item 40"), "{junk}");
+        assert_eq!(outputs, [7, 1, 2, 3], "a rejected answer leaves the result as it was");
     }
 }
