@@ -1118,13 +1118,11 @@ impl Shared {
         state.stopping = true;
         state.closed = true;
         let mut children = Vec::new();
+        let mut outboxes = Vec::new();
         for (index, slot) in state.slots.iter_mut().enumerate() {
-            if let Some(outbox) = slot.outbox.take() {
-                if graceful {
-                    let _ = outbox.push(Arc::new(shutdown_frame()), false);
-                }
-                outbox.close();
-            }
+            // A worker with nothing in flight has read all it was sent: a small frame to it
+            // cannot wait on a full socket.
+            outboxes.extend(slot.outbox.take().map(|outbox| (outbox, slot.in_flight == 0)));
             slot.state = SlotState::Gone;
             slot.reader = None;
             slot.reader_wake.notify_all();
@@ -1137,6 +1135,17 @@ impl Shared {
         state.in_flight.clear();
         drop(state);
         self.changed.notify_all();
+        // To an idle worker, the stop frame is written on this thread (where the connection
+        // is free), which spares the worker a wake-up of its writer thread before it can
+        // start to exit: stop 0.77-0.82 -> 0.68-0.75 ms with 2 workers (41 runs in each
+        // order). A busy worker may not be reading: its frame goes to the writer thread, so
+        // that no stop waits on a worker that hangs.
+        for (outbox, idle) in outboxes {
+            if graceful && outbox.push(Arc::new(shutdown_frame()), idle).is_ok() && idle {
+                outbox.write_here();
+            }
+            outbox.close();
+        }
         for sink in jobs {
             let outcome = Outcome {
                 id: TaskId { job: u64::MAX, chunk: 0, first_row: 0 },
