@@ -35,12 +35,18 @@ static MIMALLOC_ON: AtomicBool = AtomicBool::new(false);
 pub fn use_mimalloc() {
     // mimalloc is built without the constructor that sets it up at load (see
     // `.cargo/config.toml`): this does what it would have done, unless it did (a build with
-    // CFLAGS of its own).
-    // SAFETY: both are mimalloc's own start-up calls, made on the main thread before any
-    // block comes from it.
+    // CFLAGS of its own). The constructor's entry point takes the calling thread for the
+    // main one, whose heap it binds to it; elsewhere (a test's thread) mimalloc's ordinary
+    // set-up serves, which is correct but keeps it in its slower start-up mode.
+    // SAFETY: these are mimalloc's own start-up calls, each made where it may be: before
+    // any block comes from mimalloc, the first only on the process's main thread.
     unsafe {
         if _mi_preloading() {
-            _mi_auto_process_init();
+            if libc::gettid() == libc::getpid() {
+                _mi_auto_process_init();
+            } else {
+                libmimalloc_sys::mi_process_init();
+            }
         }
     }
     MIMALLOC_ON.store(true, Ordering::Relaxed);
