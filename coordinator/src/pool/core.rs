@@ -461,12 +461,7 @@ impl Shared {
                 && let Ok(link) = listener.accept()
                 && let Some(admitted) = self.admit(link)
             {
-                let shared = Arc::clone(self);
-                let handle = std::thread::Builder::new()
-                    .name("corepool-recv".into())
-                    .spawn(move || shared.serve_connection(admitted))
-                    .expect("cannot start a thread");
-                self.lock().threads.push(handle);
+                self.start_connection_thread(move |shared| shared.serve_connection(admitted));
             }
         }
     }
@@ -613,22 +608,25 @@ impl Shared {
                 return;
             }
             let Ok(link) = link else { continue };
-            let shared = Arc::clone(&self);
-            let handle = std::thread::Builder::new()
-                .name("corepool-recv".into())
-                .spawn(move || {
-                    if let Some(admitted) = shared.admit(link) {
-                        shared.serve_connection(admitted);
-                    }
-                })
-                .expect("cannot start a thread");
-            // Joined when the pool stops: by then its worker is gone (and its connection
-            // closed).
-            self.lock().threads.push(handle);
+            self.start_connection_thread(move |shared| {
+                if let Some(admitted) = shared.admit(link) {
+                    shared.serve_connection(admitted);
+                }
+            });
         }
     }
 
-    /// Starts the thread that reads the answers of the worker just admitted to slot `index`.
+    /// Starts a thread that serves one worker's connection, joined when the pool stops: by
+    /// then its worker is gone (and its connection closed).
+    fn start_connection_thread(self: &Arc<Self>, serve: impl FnOnce(&Self) + Send + 'static) {
+        let shared = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name("corepool-recv".into())
+            .spawn(move || serve(&shared))
+            .expect("cannot start a thread");
+        self.lock().threads.push(handle);
+    }
+
     /// Serves an admitted worker's connection on this thread: starts the thread that
     /// writes to it, then reads its answers until it closes. The writer is started here
     /// rather than by the thread that admitted the worker, which may have other workers to

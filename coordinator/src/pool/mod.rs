@@ -625,6 +625,11 @@ impl JobRun {
         self.range.len().div_ceil(self.chunk_size) as u64
     }
 
+    /// Whether every chunk of the job has been received.
+    pub(crate) fn all_received(&self) -> bool {
+        self.received == self.total_chunks()
+    }
+
     /// Chunks submitted and not yet received.
     pub(crate) fn outstanding(&self) -> u64 {
         self.submitted - self.received

@@ -296,7 +296,6 @@ pub struct IMapUnordered<'p, T: Task, I: ?Sized> {
     task: &'p T,
     items: &'p I,
     window: u64,
-    received: u64,
     /// The outputs of the chunk at hand not yet taken, last first (see [`refill`]).
     current: Vec<T::Output>,
     /// The item index of the next output `current` gives.
@@ -307,7 +306,7 @@ pub struct IMapUnordered<'p, T: Task, I: ?Sized> {
 impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'p, T, I> {
     pub(crate) fn new(run: JobRun, task: &'p T, items: &'p I, window: usize) -> Self {
         let window = window.max(1) as u64;
-        Self { run, task, items, window, received: 0, current: Vec::new(), next_item: 0, failed: false }
+        Self { run, task, items, window, current: Vec::new(), next_item: 0, failed: false }
     }
 
     fn advance(&mut self) -> Result<Option<(usize, T::Output)>, PoolError> {
@@ -315,12 +314,11 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'p, T, I> {
             if let Some(pair) = self.take_current() {
                 return Ok(Some(pair));
             }
-            if self.received == self.run.total_chunks() {
+            if self.run.all_received() {
                 return Ok(None);
             }
             while self.run.outstanding() < self.window && self.run.submit_next(self.task, self.items)? {}
             let outcome = self.run.next_arrival()?;
-            self.received += 1;
             self.next_item = self.run.first_item(outcome.id.chunk);
             refill::<T>(&self.run, &mut self.current, outcome)?;
         }
