@@ -65,6 +65,41 @@ fn a_task_of_our_own_runs_in_every_method() {
 }
 
 #[test]
+fn map_async_runs_its_callbacks_on_the_callback_thread_and_completes_an_empty_job() {
+    let items: Vec<i64> = (0..1_000).collect();
+    let pool = pool(2);
+    // A few chunks (all submitted on this thread) and many (the rest from a thread of
+    // their own, once the queue is full).
+    for chunk_size in [300, 7] {
+        let seen = Arc::new(Mutex::new(None));
+        let seen_in = Arc::clone(&seen);
+        let callbacks = Callbacks::on_success(move |outputs: &Vec<i64>| {
+            let thread = std::thread::current().name().map(str::to_owned);
+            *seen_in.lock().unwrap() = Some((outputs.clone(), thread));
+        });
+        let handle = pool.map_async(SquarePlus { offset: 1 }, items.clone(), Some(chunk_size), callbacks).unwrap();
+        assert_eq!(handle.get(Some(Duration::from_secs(60))).unwrap(), squares(&items, 1));
+        let (outputs, thread) = seen.lock().unwrap().take().expect("the callback ran before the result was ready");
+        assert_eq!(outputs, squares(&items, 1), "chunks of {chunk_size}");
+        assert_eq!(thread.as_deref(), Some("corepool-callbacks"), "chunks of {chunk_size}");
+    }
+
+    let outcome = Arc::new(Mutex::new(Vec::new()));
+    let (on_success, on_error) = (Arc::clone(&outcome), Arc::clone(&outcome));
+    let callbacks = Callbacks::on_success(move |_: &Vec<i64>| on_success.lock().unwrap().push("success".to_owned()))
+        .or_on_error(move |error| on_error.lock().unwrap().push(error.to_string()));
+    let task = FailOn { bad: 517, how: Failure::Panic };
+    let handle = pool.map_async(task, items.clone(), Some(50), callbacks).unwrap();
+    assert!(matches!(handle.get(Some(Duration::from_secs(60))), Err(PoolError::Task { .. })));
+    let outcome = outcome.lock().unwrap();
+    assert_eq!(outcome.len(), 1, "one callback, once: {outcome:?}");
+    assert!(outcome[0].contains("500..550"), "the error names the failed chunk's rows: {}", outcome[0]);
+
+    let handle = pool.map_async(SquarePlus { offset: 1 }, Vec::<i64>::new(), None, Callbacks::none()).unwrap();
+    assert_eq!(handle.get(Some(Duration::from_secs(60))).unwrap(), Vec::<i64>::new());
+}
+
+#[test]
 fn built_in_tasks_count_and_normalize_through_the_library() {
     let matrix = Arc::new(Matrix::random(5_000, 7, -3, 40, 5));
     let expected: Vec<u32> =

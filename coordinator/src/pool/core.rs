@@ -37,6 +37,7 @@ use crate::outgoing::Outgoing;
 mod observe;
 mod outbox;
 
+pub(crate) use self::observe::Meters;
 use self::outbox::Outbox;
 
 /// Settings fixed when the pool is built.
@@ -72,6 +73,16 @@ pub(crate) enum Sink {
     /// To the items of a batch of one-item calls (`apply_async`), each answered on the
     /// pool's callback thread.
     Batch(Vec<ItemCompletion>),
+    /// To a gatherer that takes each outcome on the thread that received it.
+    Gather(Arc<dyn Gatherer>),
+}
+
+/// Takes a job's outcomes as they arrive, on the thread that received each (a worker's
+/// reader, or one stopping the pool): it must not block, and must not run a user's code.
+pub(crate) trait Gatherer: Send + Sync {
+    /// Takes one outcome of the job, or one for every job (`id.job` is another) when the
+    /// pool stops them all.
+    fn take(&self, outcome: Outcome);
 }
 
 /// Why one item of a batch got no outputs.
@@ -246,7 +257,7 @@ impl Signal {
 }
 
 /// A piece of work for the callback thread.
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// The part of a pool that its threads share.
 pub(crate) struct Shared {
@@ -946,19 +957,28 @@ impl Shared {
                 let _ = sender.send(outcome);
             }
             Some(Delivery::Batch(completions)) => {
-                let job: Job = Box::new(move || complete_batch(outcome, completions));
-                let refused = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).run(job);
-                // With the callback thread gone (the pool is stopping), run it here.
-                if let Some(job) = refused {
-                    job();
-                }
+                self.run_callback(Box::new(move || complete_batch(outcome, completions)));
             }
+            Some(Delivery::Gather(gatherer)) => gatherer.take(outcome),
             None => {}
+        }
+    }
+
+    /// Runs `job` on the pool's callback thread, or here if the pool has stopped.
+    pub fn run_callback(&self, job: Job) {
+        let refused = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).run(job);
+        if let Some(job) = refused {
+            job();
         }
     }
 
     /// Registers a new job, returning its id.
     pub fn open_job(&self, sink: Sink) -> Result<u64, PoolError> {
+        self.open_job_with(|_| sink)
+    }
+
+    /// Registers a new job whose sink `make_sink` makes from the job's id, returning the id.
+    pub fn open_job_with(&self, make_sink: impl FnOnce(u64) -> Sink) -> Result<u64, PoolError> {
         let mut state = self.lock();
         if let Some(reason) = &state.broken {
             return Err(PoolError::Broken(reason.clone()));
@@ -968,7 +988,7 @@ impl Shared {
         }
         let job = state.next_job;
         state.next_job += 1;
-        state.jobs.insert(job, sink);
+        state.jobs.insert(job, make_sink(job));
         Ok(job)
     }
 
@@ -1009,16 +1029,32 @@ impl Shared {
         Ok(())
     }
 
+    /// Like [`enqueue`](Self::enqueue), but gives the chunk back rather than wait while
+    /// the queue is full.
+    pub fn try_enqueue(&self, chunk: Chunk) -> Result<Option<Chunk>, PoolError> {
+        let state = self.lock();
+        if must_wait_for_room(&state, self.queue_limit(), &chunk) {
+            return Ok(Some(chunk));
+        }
+        self.push_chunk(state, chunk, None).map(|_| None)
+    }
+
     fn enqueue_with(&self, chunk: Chunk, read_here: Option<TaskId>) -> Result<Option<Borrowed>, PoolError> {
         let limit = self.queue_limit();
         let mut state = self.lock();
-        while state.queue.len() >= limit
-            && !state.stopping
-            && state.broken.is_none()
-            && state.jobs.contains_key(&chunk.id.job)
-        {
+        while must_wait_for_room(&state, limit, &chunk) {
             state = self.changed.wait(state);
         }
+        self.push_chunk(state, chunk, read_here)
+    }
+
+    /// Queues `chunk` unless its job or the pool is over, and dispatches.
+    fn push_chunk(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        chunk: Chunk,
+        read_here: Option<TaskId>,
+    ) -> Result<Option<Borrowed>, PoolError> {
         if let Some(reason) = &state.broken {
             return Err(PoolError::Broken(reason.clone()));
         }
@@ -1153,6 +1189,7 @@ impl Shared {
             let delivery = match sink {
                 Sink::Channel(sender) => Delivery::Channel(sender),
                 Sink::Batch(completions) => Delivery::Batch(completions),
+                Sink::Gather(gatherer) => Delivery::Gather(gatherer),
             };
             self.deliver(Some(delivery), outcome);
         }
@@ -1241,6 +1278,13 @@ impl CallbackRunner {
 enum Delivery {
     Channel(Sender<Outcome>),
     Batch(Vec<ItemCompletion>),
+    Gather(Arc<dyn Gatherer>),
+}
+
+/// Whether `chunk` must wait for room in a queue of at most `limit` chunks: not if the
+/// pool or the chunk's job is over, which the chunk is then told.
+fn must_wait_for_room(state: &State, limit: usize, chunk: &Chunk) -> bool {
+    state.queue.len() >= limit && !state.stopping && state.broken.is_none() && state.jobs.contains_key(&chunk.id.job)
 }
 
 /// Hands each item of a batch its answer, in order.
@@ -1323,6 +1367,7 @@ impl State {
     fn take_delivery(&mut self, job: u64) -> Option<Delivery> {
         match self.jobs.get(&job)? {
             Sink::Channel(sender) => Some(Delivery::Channel(sender.clone())),
+            Sink::Gather(gatherer) => Some(Delivery::Gather(Arc::clone(gatherer))),
             Sink::Batch(_) => match self.jobs.remove(&job) {
                 Some(Sink::Batch(completions)) => Some(Delivery::Batch(completions)),
                 _ => unreachable!("matched a batch above"),

@@ -179,6 +179,12 @@ impl<R> AsyncResult<R> {
 }
 
 impl<R> Completer<R> {
+    /// Whether completing runs a callback: the user's code, which may take its time.
+    pub(crate) fn has_callbacks(&self) -> bool {
+        let state = self.slot.lock();
+        state.callbacks.as_ref().is_some_and(|callbacks| callbacks.on_success.is_some() || callbacks.on_error.is_some())
+    }
+
     /// Runs the matching callback, then makes the result available.
     pub(crate) fn complete(self, result: Result<R, PoolError>) {
         self.slot.complete(result);
