@@ -100,6 +100,45 @@ fn map_async_runs_its_callbacks_on_the_callback_thread_and_completes_an_empty_jo
 }
 
 #[test]
+fn imap_hands_out_whole_chunks_and_the_rest_of_one_begun_item_by_item() {
+    let items: Vec<i64> = (0..1_000).collect();
+    let expected = squares(&items, 2);
+    let task = SquarePlus { offset: 2 };
+    let pool = pool(2);
+
+    let mut ordered = pool.imap(&task, &items, Some(64)).unwrap();
+    let taken: Vec<i64> = ordered.by_ref().take(10).map(Result::unwrap).collect();
+    let mut all = taken.clone();
+    let mut firsts = Vec::new();
+    while let Some(chunk) = ordered.next_chunk() {
+        let (first, outputs) = chunk.unwrap();
+        assert_eq!(first, all.len(), "chunks come in item order");
+        firsts.push(first);
+        all.extend(outputs);
+    }
+    assert_eq!(all, expected);
+    assert_eq!(firsts[..3], [10, 64, 128], "the rest of the chunk begun, then whole chunks");
+
+    let mut unordered = pool.imap_unordered(&task, &items, Some(64)).unwrap();
+    let mut got = vec![None; items.len()];
+    let (index, output) = unordered.next().unwrap().unwrap();
+    got[index] = Some(output);
+    while let Some(chunk) = unordered.next_chunk() {
+        let (first, outputs) = chunk.unwrap();
+        for (index, output) in (first..).zip(outputs) {
+            assert!(got[index].replace(output).is_none(), "item {index} came twice");
+        }
+    }
+    assert_eq!(got.into_iter().map(Option::unwrap).collect::<Vec<_>>(), expected);
+
+    let failing = FailOn { bad: 517, how: Failure::Panic };
+    let mut ordered = pool.imap(&failing, &items, Some(64)).unwrap();
+    let good: usize = std::iter::from_fn(|| ordered.next_chunk()).map_while(Result::ok).map(|(_, o)| o.len()).sum();
+    assert_eq!(good, 512, "the chunks before the failed one come out first");
+    assert!(ordered.next_chunk().is_none(), "the iterator ends after its error");
+}
+
+#[test]
 fn built_in_tasks_count_and_normalize_through_the_library() {
     let matrix = Arc::new(Matrix::random(5_000, 7, -3, 40, 5));
     let expected: Vec<u32> =

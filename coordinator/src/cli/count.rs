@@ -237,19 +237,23 @@ fn count_once(
             let items = WithBounds { matrix: &**matrix, min, max };
             (pool.starmap(&CountInRangeStar, &items, Some(chunk_size))?, None)
         }
+        // `imap`'s outputs are taken a chunk at a time, as each becomes ready (one at a
+        // time cost 0.5 ms more per 200,000 rows: see `IMap::next_chunk`).
         Mode::Imap => {
-            // Taken one by one, as a user of `imap` would, into room made once.
+            let mut outputs = pool.imap(&task, &**matrix, Some(chunk_size))?;
             let mut counts = Vec::with_capacity(rows);
-            for count in pool.imap(&task, &**matrix, Some(chunk_size))? {
-                counts.push(count?);
+            while let Some(chunk) = outputs.next_chunk() {
+                counts.extend_from_slice(&chunk?.1);
             }
             (counts, None)
         }
         Mode::ImapUnordered => {
-            gather_arrivals(rows, pool.imap_unordered(&task, &**matrix, Some(chunk_size))?, keep_arrival)?
+            let mut outputs = pool.imap_unordered(&task, &**matrix, Some(chunk_size))?;
+            gather_arrivals(rows, std::iter::from_fn(|| outputs.next_chunk()), keep_arrival)?
         }
         Mode::ApplyAsync => {
-            gather_arrivals(rows, apply_async_all(pool, &task, matrix)?.into_iter().map(Ok), keep_arrival)?
+            let arrivals = apply_async_all(pool, &task, matrix)?.into_iter().map(|(row, count)| Ok((row, [count])));
+            gather_arrivals(rows, arrivals, keep_arrival)?
         }
         Mode::MapAsync => {
             (pool.map_async(task, Arc::clone(matrix), Some(chunk_size), Callbacks::none())?.get(None)?, None)
@@ -286,30 +290,36 @@ fn apply_async_all(pool: &Pool, task: &CountInRange, matrix: &Matrix) -> anyhow:
     Ok(std::mem::take(&mut *arrival.lock().unwrap()))
 }
 
-/// Puts results that arrive in any order back in row order, refusing a lost or repeated
-/// row; keeps the arrival order too if asked.
-fn gather_arrivals(
+/// Puts results that arrive in any order, as runs of consecutive rows (a chunk's, or one
+/// row's), back in row order, refusing a lost or repeated row; keeps the arrival order too
+/// if asked.
+fn gather_arrivals<Counts: AsRef<[u32]>>(
     rows: usize,
-    arrivals: impl Iterator<Item = Result<(usize, u32), PoolError>>,
+    arrivals: impl Iterator<Item = Result<(usize, Counts), PoolError>>,
     keep_arrival: bool,
 ) -> anyhow::Result<Once> {
     let mut counts = vec![0; rows];
     let mut order = keep_arrival.then(|| Vec::with_capacity(rows));
-    // The rows that came back, as runs of consecutive rows (a chunk's rows arrive
-    // together, in order): checked once at the end, rather than row by row. The first
-    // run is empty and ends past every row, so that no row extends it.
+    // The rows that came back, as runs of consecutive rows: checked once at the end,
+    // rather than row by row. The first run is empty and ends past every row, so that no
+    // row extends it.
     let mut runs = Vec::new();
     let mut run = usize::MAX..usize::MAX;
     for arrival in arrivals {
-        let (row, count) = arrival?;
-        *counts.get_mut(row).ok_or_else(|| anyhow!("a result came back for row {row}, past the last row"))? = count;
-        if row == run.end {
-            run.end += 1;
+        let (first, arrived) = arrival?;
+        let arrived = arrived.as_ref();
+        let end = first + arrived.len();
+        let slots = counts
+            .get_mut(first..end)
+            .ok_or_else(|| anyhow!("a result came back for row {}, past the last row", first.max(rows)))?;
+        slots.copy_from_slice(arrived);
+        if first == run.end {
+            run.end = end;
         } else {
-            runs.push(std::mem::replace(&mut run, row..row + 1));
+            runs.push(std::mem::replace(&mut run, first..end));
         }
         if let Some(order) = &mut order {
-            order.push((row, count));
+            order.extend((first..).zip(arrived.iter().copied()));
         }
     }
     runs.push(run);
@@ -345,7 +355,7 @@ mod tests {
     use super::*;
 
     fn gather(rows: usize, arrivals: &[(usize, u32)]) -> anyhow::Result<Once> {
-        gather_arrivals(rows, arrivals.iter().copied().map(Ok), true)
+        gather_arrivals(rows, arrivals.iter().map(|&(row, count)| Ok((row, [count]))), true)
     }
 
     #[test]
@@ -366,5 +376,19 @@ mod tests {
         assert_eq!(error(3, &[(1, 1), (2, 1)]), "no result came back for row 0");
         assert_eq!(error(3, &[(0, 1), (1, 1)]), "no result came back for row 2");
         assert_eq!(error(2, &[(0, 1), (2, 1)]), "a result came back for row 2, past the last row");
+    }
+
+    #[test]
+    fn chunks_are_put_in_place_whole_and_checked_like_rows() {
+        let chunks = [(3, vec![30, 40]), (0, vec![0, 10, 20]), (5, vec![50])];
+        let (counts, order) = gather_arrivals(6, chunks.iter().map(|(first, c)| Ok((*first, c))), true).unwrap();
+        assert_eq!(counts, [0, 10, 20, 30, 40, 50]);
+        assert_eq!(order.unwrap(), [(3, 30), (4, 40), (0, 0), (1, 10), (2, 20), (5, 50)]);
+        let error = |chunks: &[(usize, Vec<u32>)]| {
+            gather_arrivals(5, chunks.iter().map(|(first, c)| Ok((*first, c))), false).unwrap_err().to_string()
+        };
+        assert_eq!(error(&[(0, vec![1, 1, 1]), (2, vec![1, 1, 1])]), "row 2 came back twice");
+        assert_eq!(error(&[(0, vec![1, 1]), (3, vec![1, 1])]), "no result came back for row 2");
+        assert_eq!(error(&[(0, vec![1, 1]), (2, vec![1, 1, 1, 1])]), "a result came back for row 5, past the last row");
     }
 }
