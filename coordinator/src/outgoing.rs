@@ -26,6 +26,11 @@ impl Outgoing {
         &self.head
     }
 
+    /// The bytes sent from where they lie, after the head (none for a frame encoded whole).
+    pub fn tail(&self) -> &[u8] {
+        self.tail.as_ref().map_or(&[], SharedBytes::as_slice)
+    }
+
     /// The frame's length in bytes, head and tail.
     pub fn frame_len(&self) -> usize {
         self.head.len() + self.tail.as_ref().map_or(0, |tail| tail.range.len())

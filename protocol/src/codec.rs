@@ -81,6 +81,19 @@ pub fn encode_frame<M: Serialize + ?Sized>(
     Ok(frame)
 }
 
+/// Builds the head of a frame whose payload, `payload_len` raw bytes, is sent from where it
+/// lies right after the head: the length prefix, which counts the payload, and `message`.
+pub fn encode_frame_head_before<M: Serialize + ?Sized>(message: &M, payload_len: usize) -> Result<Vec<u8>, CodecError> {
+    let mut head = vec![0; 4];
+    encode_into(message, &mut head)?;
+    let len = head.len() - 4 + payload_len;
+    if len > MAX_FRAME_LEN as usize {
+        return Err(CodecError::TooLarge(len));
+    }
+    head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(head)
+}
+
 /// Builds the head of a frame whose end is sent from where it lies: the length prefix,
 /// `message`, then `payload` *without* the bytes of `spliced`, which `payload` must encode
 /// last (as a byte field, so in one piece). The prefix counts `spliced`: written right after
@@ -162,6 +175,22 @@ mod tests {
         assert_eq!(spliced.len(), whole.len() - data.len(), "the data is left out of the head");
         spliced.extend_from_slice(&data);
         assert_eq!(spliced, whole);
+    }
+
+    #[test]
+    fn a_head_before_raw_bytes_makes_the_same_frame_as_one_encoded_whole() {
+        let message = ToWorker::Batch { id: TaskId { job: 1, chunk: 0, first_row: 0 }, tasks: 2 };
+        let calls = b"two calls, encoded";
+        let whole = encode_frame(&message, calls.len(), |out| {
+            out.extend_from_slice(calls);
+            Ok(())
+        })
+        .unwrap();
+        let mut head = encode_frame_head_before(&message, calls.len()).unwrap();
+        head.extend_from_slice(calls);
+        assert_eq!(head, whole);
+        let too_long = MAX_FRAME_LEN as usize;
+        assert!(matches!(encode_frame_head_before(&message, too_long), Err(CodecError::TooLarge(_))));
     }
 
     #[test]

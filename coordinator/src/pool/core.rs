@@ -32,7 +32,7 @@ use corepool_protocol::{
 use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
 use super::{PoolError, WorkerStats};
-use crate::outgoing::Outgoing;
+use crate::outgoing::{AsBytes, Outgoing, SharedBytes};
 
 mod observe;
 mod outbox;
@@ -109,6 +109,9 @@ struct OpenBatch {
     tasks: Vec<u8>,
     completions: Vec<ItemCompletion>,
 }
+
+/// How many buffers of answered batches are kept for new ones.
+const SPARE_BATCH_BUFFERS: usize = 4;
 
 /// A batch goes out when a worker has room for it, or when it is this full.
 const BATCH_TASKS: usize = 4096;
@@ -217,9 +220,10 @@ pub(crate) struct State {
     /// Reader threads whose worker waits for the open batch to fill; while there are
     /// any, a batch goes out only once it holds [`BATCH_GATHER`] calls.
     gathering: usize,
-    /// The last batch's buffer, emptied, for the next: growing a new one call by call
-    /// would cost a dozen reallocations per batch.
-    spare_tasks: Vec<u8>,
+    /// The buffers of batches sent, which their frames share: once a batch is answered and
+    /// its frame gone, its buffer takes the next batch's calls. A new buffer is fresh memory
+    /// on whichever thread seals the batch (a reader, mostly), and grows call by call.
+    batch_buffers: Vec<Arc<Vec<u8>>>,
     /// Why the pool cannot go on, once it cannot.
     broken: Option<String>,
 }
@@ -365,7 +369,7 @@ impl Shared {
                 dispatched: 0,
                 open_batch: None,
                 gathering: 0,
-                spare_tasks: Vec::new(),
+                batch_buffers: Vec::new(),
                 broken: None,
             }),
             changed: Signal::default(),
@@ -1091,7 +1095,7 @@ impl Shared {
         if state.open_batch.is_none() {
             let job = state.next_job;
             state.next_job += 1;
-            let tasks = std::mem::take(&mut state.spare_tasks);
+            let tasks = state.free_batch_buffer();
             let completions = Vec::with_capacity(BATCH_GATHER);
             state.open_batch = Some(OpenBatch { job, tasks, completions });
         }
@@ -1313,16 +1317,21 @@ fn seal_open_batch(state: &mut State) {
     let Some(open) = state.open_batch.take() else { return };
     let tasks = open.completions.len();
     let id = TaskId { job: open.job, chunk: 0, first_row: 0 };
-    let frame = codec::encode_frame(&ToWorker::Batch { id, tasks: tasks as u32 }, open.tasks.len(), |out| {
-        out.extend_from_slice(&open.tasks);
-        Ok(())
-    })
-    .expect("a batch stays far below the frame limit");
+    let head = codec::encode_frame_head_before(&ToWorker::Batch { id, tasks: tasks as u32 }, open.tasks.len())
+        .expect("a batch stays far below the frame limit");
     state.jobs.insert(open.job, Sink::Batch(open.completions));
-    let mut spare = open.tasks;
-    spare.clear();
-    state.spare_tasks = spare;
-    let frame = Arc::new(Outgoing::encoded(frame));
+    // The calls go out from the buffer they were gathered in, which comes back once the
+    // frame is gone (see `State::free_batch_buffer`).
+    let buffer = Arc::new(open.tasks);
+    let calls = SharedBytes::new(Arc::clone(&buffer) as Arc<dyn AsBytes>, 0..buffer.len());
+    // Free buffers beyond a few are let go: a burst of batches leaves no hoard behind.
+    let mut free = 0;
+    state.batch_buffers.retain(|buffer| {
+        free += usize::from(Arc::strong_count(buffer) == 1);
+        Arc::strong_count(buffer) > 1 || free <= SPARE_BATCH_BUFFERS
+    });
+    state.batch_buffers.push(buffer);
+    let frame = Arc::new(Outgoing::with_tail(head, calls));
     state.queue.push_back(Chunk { id, rows: tasks, frame, attempts: 0, suspect: false });
 }
 
@@ -1332,8 +1341,9 @@ fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
     if chunk.rows < 2 || !matches!(state.jobs.get(&chunk.id.job), Some(Sink::Batch(_))) {
         return None;
     }
-    // A batch is encoded whole: its head is all of it.
-    let (_, tasks) = codec::decode_prefix::<ToWorker>(&chunk.frame.head()[4..]).ok()?;
+    // A batch's calls follow its head (one split off is encoded whole).
+    let (_, encoded_with_head) = codec::decode_prefix::<ToWorker>(&chunk.frame.head()[4..]).ok()?;
+    let tasks = if encoded_with_head.is_empty() { chunk.frame.tail() } else { encoded_with_head };
     let entries: Vec<(&str, &[u8])> = batch::tasks(tasks).collect::<Result<_, _>>().ok()?;
     let Some(Sink::Batch(completions)) = state.jobs.remove(&chunk.id.job) else { return None };
     let mut pieces = Vec::with_capacity(entries.len());
@@ -1356,6 +1366,20 @@ fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
 }
 
 impl State {
+    /// An empty buffer for a new batch's calls: a sent batch's, if its frame is gone.
+    fn free_batch_buffer(&mut self) -> Vec<u8> {
+        // Only frames share a buffer, and only a new batch takes one back, under the lock:
+        // a buffer held here alone stays so.
+        let free = self.batch_buffers.iter().position(|buffer| Arc::strong_count(buffer) == 1);
+        match free.map(|index| Arc::try_unwrap(self.batch_buffers.swap_remove(index))) {
+            Some(Ok(mut buffer)) => {
+                buffer.clear();
+                buffer
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Slot `index`, if it waits for the worker it started, and that worker has process id
     /// `pid`.
     fn starting(&self, index: usize, pid: Option<u32>) -> Option<&Slot> {
