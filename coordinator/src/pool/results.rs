@@ -16,31 +16,49 @@ use super::{
 };
 use crate::Items;
 
-type SuccessCallback<R> = Box<dyn FnOnce(&R) + Send>;
-type ErrorCallback = Box<dyn FnOnce(&PoolError) + Send>;
+/// What runs when a call finishes, given its result or its error.
+type Callback<R> = Box<dyn FnOnce(Result<&R, &PoolError>) + Send>;
 
 /// What to run when an asynchronous call finishes: on success, on failure, both or
 /// neither (Python's `callback` and `error_callback`).
 pub struct Callbacks<R> {
-    on_success: Option<SuccessCallback<R>>,
-    on_error: Option<ErrorCallback>,
+    /// Both in one box, so that a call's result slot stays small: `apply_async` makes one
+    /// per call, in fresh memory (a second box made each 16 bytes larger, 3.2 MB for
+    /// 200,000 calls).
+    run: Option<Callback<R>>,
 }
 
-impl<R> Callbacks<R> {
+impl<R: 'static> Callbacks<R> {
     /// No callbacks: wait on the [`AsyncResult`] instead.
     pub fn none() -> Self {
-        Self { on_success: None, on_error: None }
+        Self { run: None }
     }
 
     /// Runs `callback` with the result when the call succeeds.
     pub fn on_success(callback: impl FnOnce(&R) + Send + 'static) -> Self {
-        Self { on_success: Some(Box::new(callback)), on_error: None }
+        Self {
+            run: Some(Box::new(move |result| {
+                if let Ok(value) = result {
+                    callback(value);
+                }
+            })),
+        }
     }
 
-    /// Also runs `callback` with the error when the call fails.
-    pub fn or_on_error(mut self, callback: impl FnOnce(&PoolError) + Send + 'static) -> Self {
-        self.on_error = Some(Box::new(callback));
-        self
+    /// Also runs `callback` with the error when the call fails (in place of one given
+    /// before).
+    pub fn or_on_error(self, callback: impl FnOnce(&PoolError) + Send + 'static) -> Self {
+        let on_success = self.run;
+        Self {
+            run: Some(Box::new(move |result| match result {
+                Ok(value) => {
+                    if let Some(on_success) = on_success {
+                        on_success(Ok(value));
+                    }
+                }
+                Err(error) => callback(error),
+            })),
+        }
     }
 }
 
@@ -52,7 +70,7 @@ struct SlotState<R> {
     /// makes one per call, and every one is fresh memory.
     value: Option<Result<R, Box<PoolError>>>,
     waiters: usize,
-    callbacks: Option<Callbacks<R>>,
+    callback: Option<Callback<R>>,
 }
 
 /// What an [`AsyncResult`] shares with the side that fills it: for a one-item call, the
@@ -82,7 +100,7 @@ pub(crate) struct Completer<R> {
 
 impl<R> Slot<R> {
     fn new(callbacks: Callbacks<R>, item: Option<ItemDecoder<R>>) -> Arc<Self> {
-        let state = SlotState { value: None, waiters: 0, callbacks: Some(callbacks) };
+        let state = SlotState { value: None, waiters: 0, callback: callbacks.run };
         Arc::new(Self { state: Mutex::new(state), ready: Condvar::new(), item })
     }
 
@@ -92,11 +110,9 @@ impl<R> Slot<R> {
 
     /// Runs the matching callback, then makes the result available.
     fn complete(&self, result: Result<R, PoolError>) {
-        let callbacks = self.lock().callbacks.take();
-        match (&result, callbacks) {
-            (Ok(value), Some(Callbacks { on_success: Some(callback), .. })) => callback(value),
-            (Err(error), Some(Callbacks { on_error: Some(callback), .. })) => callback(error),
-            _ => {}
+        let callback = self.lock().callback.take();
+        if let Some(callback) = callback {
+            callback(result.as_ref());
         }
         let mut state = self.lock();
         state.value = Some(result.map_err(Box::new));
@@ -182,7 +198,7 @@ impl<R> Completer<R> {
     /// Whether completing runs a callback: the user's code, which may take its time.
     pub(crate) fn has_callbacks(&self) -> bool {
         let state = self.slot.lock();
-        state.callbacks.as_ref().is_some_and(|callbacks| callbacks.on_success.is_some() || callbacks.on_error.is_some())
+        state.callback.is_some()
     }
 
     /// Runs the matching callback, then makes the result available.
