@@ -2,7 +2,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Condvar, Mutex},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -62,22 +65,24 @@ impl<R: 'static> Callbacks<R> {
     }
 }
 
-/// The result, once there is one, how many threads wait for it (waking waiters costs a
-/// system call, which a result nobody waits on, as most with callbacks, should not pay),
-/// and the callbacks to run before it is made available.
+/// The result, once there is one, and the callbacks to run before it is made available.
 struct SlotState<R> {
     /// The error boxed, so that the slot of a small result stays small: `apply_async`
     /// makes one per call, and every one is fresh memory.
     value: Option<Result<R, Box<PoolError>>>,
-    waiters: usize,
     callback: Option<Callback<R>>,
 }
 
 /// What an [`AsyncResult`] shares with the side that fills it: for a one-item call, the
-/// one allocation the call makes.
+/// one allocation the call makes (80 bytes for a count).
 pub(crate) struct Slot<R> {
     state: Mutex<SlotState<R>>,
     ready: Condvar,
+    /// How many threads wait on `ready`: waking waiters costs a system call, which a result
+    /// nobody waits on, as most with callbacks, should not pay. Changed and read under the
+    /// lock of `state`; an atomic only so that it fits beside `ready` rather than in
+    /// `state`, which keeps the slot a size class smaller.
+    waiters: AtomicU32,
     /// For a one-item call (`apply_async`): how to read its answer.
     item: Option<ItemDecoder<R>>,
 }
@@ -100,8 +105,8 @@ pub(crate) struct Completer<R> {
 
 impl<R> Slot<R> {
     fn new(callbacks: Callbacks<R>, item: Option<ItemDecoder<R>>) -> Arc<Self> {
-        let state = SlotState { value: None, waiters: 0, callback: callbacks.run };
-        Arc::new(Self { state: Mutex::new(state), ready: Condvar::new(), item })
+        let state = SlotState { value: None, callback: callbacks.run };
+        Arc::new(Self { state: Mutex::new(state), ready: Condvar::new(), waiters: AtomicU32::new(0), item })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<R>> {
@@ -116,7 +121,7 @@ impl<R> Slot<R> {
         }
         let mut state = self.lock();
         state.value = Some(result.map_err(Box::new));
-        if state.waiters > 0 {
+        if self.waiters.load(Ordering::Relaxed) > 0 {
             self.ready.notify_all();
         }
     }
@@ -166,7 +171,7 @@ impl<R> AsyncResult<R> {
         if state.value.is_some() {
             return true;
         }
-        state.waiters += 1;
+        self.slot.waiters.fetch_add(1, Ordering::Relaxed);
         while state.value.is_none() {
             state = match deadline {
                 None => ready.wait(state).unwrap_or_else(|e| e.into_inner()),
@@ -179,7 +184,7 @@ impl<R> AsyncResult<R> {
                 }
             };
         }
-        state.waiters -= 1;
+        self.slot.waiters.fetch_sub(1, Ordering::Relaxed);
         state.value.is_some()
     }
 
@@ -457,5 +462,17 @@ impl<T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'_, T, I> {
             return None;
         }
         self.advance().inspect_err(|_| self.failed = true).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counts_slot_with_its_reference_counts_fits_in_80_bytes() {
+        // `apply_async` makes one per call, all alive at once: 200,000 calls took 6 MB less
+        // at 96 bytes than at 112, and 80 is the next size class down.
+        assert!(std::mem::size_of::<Slot<u32>>() + 2 * std::mem::size_of::<usize>() <= 80);
     }
 }
