@@ -243,6 +243,24 @@ fn error_callback_receives_a_failed_apply_async() {
     assert!(handle.wait(Some(Duration::from_secs(60))));
     assert_eq!(handle.successful(), Some(false));
     assert!(seen.lock().unwrap().as_deref().is_some_and(|text| text.contains("item 2 is bad")));
+
+    // One callback for both outcomes, the handles dropped at once: every call still ends
+    // in its callback.
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    for index in 0..items.len() {
+        let outcomes = Arc::clone(&outcomes);
+        let callbacks = Callbacks::on_result(move |result: Result<&i64, &PoolError>| {
+            outcomes.lock().unwrap().push((index, result.map(|&value| value).map_err(|_| ())));
+        });
+        drop(pool.apply_async(&FailOn { bad: 2, how: Failure::Error }, &items, index, callbacks).unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while outcomes.lock().unwrap().len() < items.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, [(0, Ok(0)), (1, Ok(1)), (2, Err(())), (3, Ok(3))]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Counting in range with each of the pool's methods, timed.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
 
@@ -266,28 +266,62 @@ fn count_once(
 }
 
 /// The tutorial's `apply_async` loop: one task per row, every one submitted before any
-/// result is read; a callback collects `(row, count)` as results arrive. It waits on every
-/// handle rather than closing the pool, so that `--repeat` can run it again.
+/// result is read; a callback collects `(row, count)` as results arrive, and the handles
+/// are dropped, as the tutorial's are. Rather than close the pool, so that `--repeat` can
+/// run it again, it waits until every callback has run.
 fn apply_async_all(pool: &Pool, task: &CountInRange, matrix: &Matrix) -> anyhow::Result<Vec<(usize, u32)>> {
-    let arrival = Arc::new(Mutex::new(Vec::with_capacity(matrix.rows())));
-    let mut handles = Vec::with_capacity(matrix.rows());
-    for row in 0..matrix.rows() {
-        let arrival = Arc::clone(&arrival);
-        let callbacks = Callbacks::on_success(move |&count| arrival.lock().unwrap().push((row, count)));
-        handles.push(pool.apply_async(task, matrix, row, callbacks)?);
+    let rows = matrix.rows();
+    let gathered = Arc::new(Gathered {
+        arrivals: Mutex::new(Arrivals { results: Vec::with_capacity(rows), finished: 0, first_error: None }),
+        all_in: Condvar::new(),
+    });
+    for row in 0..rows {
+        let gathered = Arc::clone(&gathered);
+        // One callback for a result or an error, so that a call makes one allocation for it.
+        let callbacks = Callbacks::on_result(move |result: Result<&u32, &PoolError>| gathered.take(row, rows, result));
+        pool.apply_async(task, matrix, row, callbacks)?;
     }
-    // A handle is ready once its callback has run, so after this every row is in; a row
-    // that failed has its error in its handle (the first, in row order, is reported).
-    let mut first_error = None;
-    for handle in handles {
-        if let Err(error) = handle.get(None) {
-            first_error.get_or_insert(error);
+    let mut arrivals = gathered.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+    while arrivals.finished < rows {
+        arrivals = gathered.all_in.wait(arrivals).unwrap_or_else(|e| e.into_inner());
+    }
+    // A row that failed has its error here (the first, in row order, is reported).
+    if let Some((_, error)) = arrivals.first_error.take() {
+        bail!(error);
+    }
+    Ok(std::mem::take(&mut arrivals.results))
+}
+
+/// What [`apply_async_all`]'s callbacks share.
+struct Gathered {
+    arrivals: Mutex<Arrivals>,
+    /// Signalled when the last callback has run.
+    all_in: Condvar,
+}
+
+struct Arrivals {
+    results: Vec<(usize, u32)>,
+    finished: usize,
+    first_error: Option<(usize, String)>,
+}
+
+impl Gathered {
+    /// Takes row `row`'s result, one of `rows`.
+    fn take(&self, row: usize, rows: usize, result: Result<&u32, &PoolError>) {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(&count) => arrivals.results.push((row, count)),
+            Err(error) => {
+                if arrivals.first_error.as_ref().is_none_or(|(first, _)| row < *first) {
+                    arrivals.first_error = Some((row, error.to_string()));
+                }
+            }
+        }
+        arrivals.finished += 1;
+        if arrivals.finished == rows {
+            self.all_in.notify_all();
         }
     }
-    if let Some(error) = first_error {
-        return Err(error.into());
-    }
-    Ok(std::mem::take(&mut *arrival.lock().unwrap()))
 }
 
 /// Puts results that arrive in any order, as runs of consecutive rows (a chunk's, or one

@@ -48,6 +48,12 @@ impl<R: 'static> Callbacks<R> {
         }
     }
 
+    /// Runs `callback` with the result or the error when the call finishes: one callback
+    /// for both, where one closure should see every outcome.
+    pub fn on_result(callback: impl FnOnce(Result<&R, &PoolError>) + Send + 'static) -> Self {
+        Self { run: Some(Box::new(callback)) }
+    }
+
     /// Also runs `callback` with the error when the call fails (in place of one given
     /// before).
     pub fn or_on_error(self, callback: impl FnOnce(&PoolError) + Send + 'static) -> Self {
