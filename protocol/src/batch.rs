@@ -38,14 +38,21 @@ fn take_len(bytes: &mut &[u8], what: &'static str) -> Result<usize, BatchError> 
 
 /// The tasks of a batch's payload, in order: `(task name, payload)`.
 pub fn tasks(mut bytes: &[u8]) -> impl Iterator<Item = Result<(&str, &[u8]), BatchError>> {
+    // The previous task's name: a batch's calls mostly name one task, checked once.
+    let mut last = "";
     std::iter::from_fn(move || {
         if bytes.is_empty() {
             return None;
         }
         let entry = (|| {
             let name_len = take_len(&mut bytes, "task name length")?;
-            let name = std::str::from_utf8(take(&mut bytes, name_len, "task name")?)
-                .map_err(|_| BatchError("task name is not UTF-8"))?;
+            let raw = take(&mut bytes, name_len, "task name")?;
+            let name = if raw == last.as_bytes() {
+                last
+            } else {
+                std::str::from_utf8(raw).map_err(|_| BatchError("task name is not UTF-8"))?
+            };
+            last = name;
             let payload_len = take_len(&mut bytes, "payload length")?;
             Ok((name, take(&mut bytes, payload_len, "payload")?))
         })();
@@ -110,8 +117,19 @@ mod tests {
         let mut batch = Vec::new();
         push_task(&mut batch, "a", b"one");
         push_task(&mut batch, "bb", b"");
+        push_task(&mut batch, "bb", b"two");
+        push_task(&mut batch, "a", b"three");
         let read: Vec<_> = tasks(&batch).map(Result::unwrap).collect();
-        assert_eq!(read, [("a", &b"one"[..]), ("bb", &b""[..])]);
+        assert_eq!(read, [("a", &b"one"[..]), ("bb", &b""[..]), ("bb", &b"two"[..]), ("a", &b"three"[..])]);
+
+        // A name is checked whenever it differs from the one before.
+        let mut bad = Vec::new();
+        push_task(&mut bad, "a", b"");
+        bad.extend_from_slice(&1u32.to_le_bytes());
+        bad.push(0xff);
+        bad.extend_from_slice(&0u32.to_le_bytes());
+        let read: Vec<_> = tasks(&bad).collect();
+        assert!(read[0].is_ok() && read[1].is_err(), "{read:?}");
 
         let failure = TaskFailure { kind: FailureKind::Panic, message: "no".into(), location: None };
         let mut answer = Vec::new();

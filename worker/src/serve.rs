@@ -8,13 +8,13 @@ use std::{
 };
 
 use corepool_protocol::{
-    ToCoordinator, ToWorker, batch, codec,
+    TaskFailure, ToCoordinator, ToWorker, batch, codec,
     frame::{MAX_FRAME_LEN, read_frame},
     handshake::{Credentials, worker_handshake},
     transport::Link,
 };
 
-use crate::{Registry, platform};
+use crate::{Registry, platform, task::Runner};
 
 /// Environment variable holding the path of the coordinator's socket.
 pub const ENDPOINT_ENV: &str = "COREPOOL_WORKER_ENDPOINT";
@@ -231,9 +231,15 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
                 answer.extend_from_slice(&[0; 4]);
                 codec::encode_into(&ToCoordinator::Done { id }, &mut answer)?;
                 let mut ran = 0u32;
+                // The last task looked up, kept for the calls after it that name it too.
+                let mut last: Option<(&str, Result<Runner, TaskFailure>)> = None;
                 for entry in batch::tasks(payload) {
                     let (task, payload) = entry.map_err(|e| WorkerError::Batch(e.to_string()))?;
-                    batch::push_answer(&mut answer, |out| registry.run(task, payload, out))?;
+                    if last.as_ref().is_none_or(|(name, _)| *name != task) {
+                        last = Some((task, registry.runner(task)));
+                    }
+                    let runner = &last.as_ref().expect("looked up above").1;
+                    batch::push_answer(&mut answer, |out| runner.clone().and_then(|run| run(payload, out)))?;
                     ran += 1;
                 }
                 if ran != tasks {

@@ -60,7 +60,7 @@ pub(crate) fn not_one_output(outputs: usize) -> codec::CodecError {
     codec::CodecError::Decode(bincode::error::DecodeError::OtherString(format!("{outputs} outputs for one item")))
 }
 
-type Runner = fn(&[u8], &mut Vec<u8>) -> Result<(), TaskFailure>;
+pub(crate) type Runner = fn(&[u8], &mut Vec<u8>) -> Result<(), TaskFailure>;
 
 /// The tasks a worker can run, by name.
 #[derive(Clone, Default)]
@@ -97,12 +97,17 @@ impl Registry {
     /// Runs the task named `name` on an encoded `(task, chunk)` payload, appending its
     /// encoded outputs to `out` (on failure, `out` may hold part of them).
     pub fn run(&self, name: &str, payload: &[u8], out: &mut Vec<u8>) -> Result<(), TaskFailure> {
-        let runner = self.runners.get(name).ok_or_else(|| TaskFailure {
+        self.runner(name)?(payload, out)
+    }
+
+    /// The runner of the task named `name`: for a batch, whose calls mostly name one task,
+    /// to look it up once rather than once a call.
+    pub(crate) fn runner(&self, name: &str) -> Result<Runner, TaskFailure> {
+        self.runners.get(name).copied().ok_or_else(|| TaskFailure {
             kind: FailureKind::UnknownTask,
             message: format!("this worker has no task named {name:?}"),
             location: None,
-        })?;
-        runner(payload, out)
+        })
     }
 }
 
