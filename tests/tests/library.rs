@@ -250,7 +250,7 @@ fn error_callback_receives_a_failed_apply_async() {
     for index in 0..items.len() {
         let outcomes = Arc::clone(&outcomes);
         let callbacks = Callbacks::on_result(move |result: Result<&i64, &PoolError>| {
-            outcomes.lock().unwrap().push((index, result.map(|&value| value).map_err(|_| ())));
+            outcomes.lock().unwrap().push((index, result.copied().map_err(|_| ())));
         });
         drop(pool.apply_async(&FailOn { bad: 2, how: Failure::Error }, &items, index, callbacks).unwrap());
     }
