@@ -139,6 +139,20 @@ fn imap_hands_out_whole_chunks_and_the_rest_of_one_begun_item_by_item() {
 }
 
 #[test]
+fn a_result_large_enough_to_be_faulted_in_ahead_is_exact_and_a_failure_still_returns() {
+    // 1,100,000 outputs of 8 bytes: past the size from which the pool faults the result's
+    // memory in on a thread of its own while it fills it.
+    let items: Vec<i64> = (0..1_100_000).collect();
+    let pool = pool(2);
+    let outputs = pool.map(&SquarePlus { offset: 1 }, &items, Some(65_536)).unwrap();
+    assert_eq!(outputs, squares(&items, 1));
+    let handle = pool.map_async(SquarePlus { offset: 1 }, items.clone(), Some(65_536), Callbacks::none()).unwrap();
+    assert_eq!(handle.get(Some(Duration::from_secs(60))).unwrap(), squares(&items, 1));
+    let error = pool.map(&FailOn { bad: 700_000, how: Failure::Error }, &items, Some(65_536)).unwrap_err();
+    assert!(matches!(error, PoolError::Task { .. }), "{error}");
+}
+
+#[test]
 fn built_in_tasks_count_and_normalize_through_the_library() {
     let matrix = Arc::new(Matrix::random(5_000, 7, -3, 40, 5));
     let expected: Vec<u32> =
