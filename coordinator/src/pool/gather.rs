@@ -59,19 +59,29 @@ impl<O> InOrder<O> {
     }
 }
 
-/// Faults in a large result's memory on a thread of its own while the result is filled.
+/// Faults in a large buffer's memory on a thread of its own while its owner fills it (the
+/// pool does so for `map`'s result; a caller gathering `imap`'s outputs may too).
+///
 /// On the virtual machine of `scripts/bench` a fresh 2 MiB page can cost a millisecond (the
 /// host may have taken the memory back), and one thread faulting in the 80 MB of a
-/// 20,000,000-row job's counts was its slowest part. `MADV_POPULATE_WRITE` maps the pages
-/// without writing to them, so the result may be written meanwhile.
-struct Prefault(Option<std::thread::JoinHandle<()>>);
+/// 20,000,000-row job's counts was its slowest part. `MADV_POPULATE_WRITE` (Linux 5.14)
+/// maps the pages without writing to them, so the buffer may be written meanwhile;
+/// elsewhere this does nothing. Dropping it waits for the thread: keep the buffer until then.
+///
+/// ```
+/// let mut counts: Vec<u32> = Vec::with_capacity(20_000_000);
+/// let prefault = corepool::pool::Prefault::start(&counts);
+/// counts.extend(std::iter::repeat_n(1, 20_000_000)); // filled while it is faulted in
+/// drop(prefault);
+/// ```
+pub struct Prefault(Option<std::thread::JoinHandle<()>>);
 
 impl Prefault {
-    /// Below this, faulting in is a small part of the job.
-    const MIN_BYTES: usize = 8 << 20;
+    /// Below this, faulting in is a small part of the job, and nothing is started.
+    pub const MIN_BYTES: usize = 8 << 20;
 
-    /// Starts faulting in the memory `buffer` holds, if it is large.
-    fn start<O>(buffer: &Vec<O>) -> Self {
+    /// Starts faulting in the memory `buffer` holds (its capacity), if it is large.
+    pub fn start<O>(buffer: &Vec<O>) -> Self {
         let bytes = buffer.capacity() * std::mem::size_of::<O>();
         if bytes < Self::MIN_BYTES {
             return Self(None);
