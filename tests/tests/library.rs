@@ -143,6 +143,7 @@ fn a_result_large_enough_to_be_faulted_in_ahead_is_exact_and_a_failure_still_ret
     // 1,100,000 outputs of 8 bytes: past the size from which the pool faults the result's
     // memory in on a thread of its own while it fills it.
     let items: Vec<i64> = (0..1_100_000).collect();
+    assert!(items.len() * std::mem::size_of::<i64>() >= corepool::pool::Prefault::MIN_BYTES);
     let pool = pool(2);
     let outputs = pool.map(&SquarePlus { offset: 1 }, &items, Some(65_536)).unwrap();
     assert_eq!(outputs, squares(&items, 1));

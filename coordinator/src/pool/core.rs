@@ -1341,10 +1341,8 @@ fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
     if chunk.rows < 2 || !matches!(state.jobs.get(&chunk.id.job), Some(Sink::Batch(_))) {
         return None;
     }
-    // A batch's calls follow its head (one split off is encoded whole).
-    let (_, encoded_with_head) = codec::decode_prefix::<ToWorker>(&chunk.frame.head()[4..]).ok()?;
-    let tasks = if encoded_with_head.is_empty() { chunk.frame.tail() } else { encoded_with_head };
-    let entries: Vec<(&str, &[u8])> = batch::tasks(tasks).collect::<Result<_, _>>().ok()?;
+    // A batch of two calls or more was sealed with its calls as its frame's tail.
+    let entries: Vec<(&str, &[u8])> = batch::tasks(chunk.frame.tail()).collect::<Result<_, _>>().ok()?;
     let Some(Sink::Batch(completions)) = state.jobs.remove(&chunk.id.job) else { return None };
     let mut pieces = Vec::with_capacity(entries.len());
     for ((task, payload), completion) in entries.into_iter().zip(completions) {

@@ -11,8 +11,8 @@ use corepool_worker::Task;
 
 use super::{
     PoolError,
-    core::{Chunk, Gatherer, Meters, Outcome, Shared},
-    encode_chunk, outputs_into,
+    core::{Gatherer, Meters, Outcome, Shared},
+    encode_nth_chunk, outputs_into,
     results::Completer,
 };
 use crate::Items;
@@ -69,9 +69,9 @@ impl<O> InOrder<O> {
 /// elsewhere this does nothing. Dropping it waits for the thread: keep the buffer until then.
 ///
 /// ```
-/// let mut counts: Vec<u32> = Vec::with_capacity(20_000_000);
+/// let mut counts: Vec<u32> = Vec::with_capacity(3_000_000); // 12 MB: large enough
 /// let prefault = corepool::pool::Prefault::start(&counts);
-/// counts.extend(std::iter::repeat_n(1, 20_000_000)); // filled while it is faulted in
+/// counts.extend(std::iter::repeat_n(1, 3_000_000)); // filled while it is faulted in
 /// drop(prefault);
 /// ```
 pub struct Prefault(Option<std::thread::JoinHandle<()>>);
@@ -141,14 +141,15 @@ impl<T: Task> AsyncGather<T> {
     /// complete already.
     fn finish(&self, result: Result<(), PoolError>) {
         let taken = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(Gathering { in_order, completer }) = taken {
-            self.complete(completer, result.map(|()| in_order.outputs));
-        }
+        self.complete(taken, result);
     }
 
-    /// Forgets the job, then makes its result available. Callbacks are the user's code:
-    /// they run on the pool's callback thread, not on the thread that read the answer.
-    fn complete(&self, completer: Completer<Vec<T::Output>>, result: Result<Vec<T::Output>, PoolError>) {
+    /// Forgets the job, then makes its result available, if `taken` holds it (not yet
+    /// complete). Callbacks are the user's code: they run on the pool's callback thread,
+    /// not on the thread that read the answer.
+    fn complete(&self, taken: Option<Gathering<T>>, result: Result<(), PoolError>) {
+        let Some(Gathering { in_order, completer }) = taken else { return };
+        let result = result.map(|()| in_order.outputs);
         let Some(shared) = self.shared.upgrade() else {
             return completer.complete(result);
         };
@@ -174,9 +175,9 @@ impl<T: Task> Gatherer for AsyncGather<T> {
         if placed.is_ok() && gathering.in_order.chunks_in() < self.chunks {
             return;
         }
-        let Gathering { in_order, completer } = state.take().expect("matched above");
+        let taken = state.take();
         drop(state);
-        self.complete(completer, placed.map(|()| in_order.outputs));
+        self.complete(taken, placed);
     }
 }
 
@@ -195,7 +196,8 @@ pub(crate) fn submit_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
         return gather.finish(Ok(()));
     }
     for chunk in 0..gather.chunks {
-        let waiting = match encode_nth(shared, &gather, chunk, chunk_size, &task, &items)
+        let all = 0..items.len();
+        let waiting = match encode_nth_chunk(shared, (gather.job, chunk), &all, chunk_size, &task, &items)
             .and_then(|encoded| shared.try_enqueue(encoded))
         {
             Ok(None) => continue,
@@ -208,7 +210,7 @@ pub(crate) fn submit_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
             for chunk in chunk..feeder_gather.chunks {
                 let encoded = match waiting.take() {
                     Some(encoded) => Ok(encoded),
-                    None => encode_nth(&shared, &feeder_gather, chunk, chunk_size, &task, &items),
+                    None => encode_nth_chunk(&shared, (feeder_gather.job, chunk), &all, chunk_size, &task, &items),
                 };
                 if let Err(error) = encoded.and_then(|encoded| shared.enqueue(encoded)) {
                     return feeder_gather.fail(error);
@@ -220,18 +222,4 @@ pub(crate) fn submit_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
         }
         return;
     }
-}
-
-/// Chunk `chunk` of a job cut in chunks of `chunk_size` items, encoded.
-fn encode_nth<T: Task, I: Items<T::Chunk>>(
-    shared: &Shared,
-    gather: &AsyncGather<T>,
-    chunk: u64,
-    chunk_size: usize,
-    task: &T,
-    items: &I,
-) -> Result<Chunk, PoolError> {
-    let start = chunk as usize * chunk_size;
-    let range = start..(start + chunk_size).min(items.len());
-    shared.meters.encoding(|| encode_chunk(gather.job, chunk, range, task, items))
 }

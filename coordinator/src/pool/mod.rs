@@ -476,7 +476,7 @@ impl Pool {
         chunk_size: Option<usize>,
         callbacks: Callbacks<Vec<T::Output>>,
     ) -> Result<AsyncResult<Vec<T::Output>>, PoolError> {
-        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items.len(), self.workers())).max(1);
+        let chunk_size = self.chunk_size_for(items.len(), chunk_size);
         let chunks = items.len().div_ceil(chunk_size) as u64;
         let (result, completer) = AsyncResult::new(callbacks);
         // Answers are gathered on the threads that read them, and the chunks submitted on
@@ -511,7 +511,9 @@ impl Pool {
     }
 
     /// Waits for all submitted work to finish, then stops the workers and waits for them
-    /// to exit. Call [`close`](Pool::close) first, as in Python.
+    /// to exit. Call [`close`](Pool::close) first, as in Python. An `imap` job lasts as
+    /// long as its iterator ([`IMap`], [`IMapUnordered`]), even once all its outputs are
+    /// taken: drop the iterator before joining.
     pub fn join(&mut self) {
         self.shared.wait_idle();
         self.shutdown(true);
@@ -533,8 +535,12 @@ impl Pool {
 
     /// A job over `items` items in chunks of `chunk_size` (`None`: [`default_chunk_size`]).
     fn open_run(&self, items: usize, chunk_size: Option<usize>) -> Result<JobRun, PoolError> {
-        let chunk_size = chunk_size.unwrap_or_else(|| default_chunk_size(items, self.workers()));
-        JobRun::open(&self.shared, 0..items, chunk_size)
+        JobRun::open(&self.shared, 0..items, self.chunk_size_for(items, chunk_size))
+    }
+
+    /// The chunk size of a job over `items` items: `chunk_size`, or [`default_chunk_size`].
+    fn chunk_size_for(&self, items: usize, chunk_size: Option<usize>) -> usize {
+        chunk_size.unwrap_or_else(|| default_chunk_size(items, self.workers())).max(1)
     }
 
     fn window(&self) -> usize {
@@ -566,6 +572,21 @@ fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
         .chunk_frame(&message, task, range)
         .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", id.first_row)))?;
     Ok(Chunk { id, rows, frame: Arc::new(frame), attempts: 0, suspect: false })
+}
+
+/// Chunk `chunk` of job `job`, whose items `range` are cut in chunks of `chunk_size`,
+/// encoded (timed as encoding).
+fn encode_nth_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
+    shared: &Shared,
+    (job, chunk): (u64, u64),
+    range: &Range<usize>,
+    chunk_size: usize,
+    task: &T,
+    items: &I,
+) -> Result<Chunk, PoolError> {
+    let start = range.start + chunk as usize * chunk_size;
+    let end = (start + chunk_size).min(range.end);
+    shared.meters.encoding(|| encode_chunk(job, chunk, start..end, task, items))
 }
 
 /// Appends the outputs of `outcome`'s chunk to `outputs`, checking that there is one per
@@ -655,9 +676,8 @@ impl JobRun {
         if self.submitted == self.total_chunks() {
             return Ok(false);
         }
-        let start = self.range.start + self.submitted as usize * self.chunk_size;
-        let end = (start + self.chunk_size).min(self.range.end);
-        let chunk = self.shared.meters.encoding(|| encode_chunk(self.job, self.submitted, start..end, task, items))?;
+        let chunk =
+            encode_nth_chunk(&self.shared, (self.job, self.submitted), &self.range, self.chunk_size, task, items)?;
         if self.reads_own_answers {
             self.shared.enqueue_and_read(chunk)?;
         } else {
