@@ -178,7 +178,8 @@ pub fn check_distinct(
         bail!("--report-file {}: is the input file {} (the same file on disk)", report.display(), input.display());
     }
     if let (Some(report), Some(output)) = (report_file, output)
-        && (clash(&report_id, &output_id) || (output_to.is_some() && output_to == report_to))
+        && (clash(&report_id, &output_id)
+            || (matches!(output_to, Some(Destination::Descriptor(_))) && output_to == report_to))
     {
         bail!("--report-file {}: is the same file as --output {}", report.display(), output.display());
     }
