@@ -32,6 +32,11 @@ struct Files {
 
 static FILES: Mutex<Files> = Mutex::new(Files { named: Vec::new(), stopping: false, committed: false });
 
+/// Held while a pool starts or stops: its socket directory exists before the pool is
+/// known to [`corepool::pool::terminate_all`], and after it has begun to stop, and that
+/// could not remove it then.
+static STARTING: Mutex<()> = Mutex::new(());
+
 /// How long a signal that comes after the output was put in place lets the run print its
 /// last lines and exit with success before it exits with the signal's code.
 const AFTER_COMMIT_GRACE: Duration = Duration::from_secs(2);
@@ -65,10 +70,18 @@ pub fn install() -> std::io::Result<()> {
         for path in files.named.drain(..) {
             let _ = std::fs::remove_file(path);
         }
+        let _started = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         corepool::pool::terminate_all();
         std::process::exit(128 + signal);
     })?;
     Ok(())
+}
+
+/// Starts or stops a pool with `run`; a signal that comes meanwhile waits until the pool
+/// can be stopped whole, or is, its socket directory included.
+pub fn while_starting_or_stopping<T>(run: impl FnOnce() -> T) -> T {
+    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    run()
 }
 
 /// Whether a signal has started stopping the process.

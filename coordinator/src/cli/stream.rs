@@ -135,7 +135,7 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
             .max_retries(settings.pool.max_retries)
             .monitor(settings.monitor)
             .self_serving()
-            .and_then(|builder| builder.build())
+            .and_then(|builder| super::signals::while_starting_or_stopping(|| builder.build()))
             .map_err(|e| failed(anyhow!("starting the pool: {e}")))?;
         (Some(pool), started.elapsed())
     };
@@ -188,8 +188,10 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     let workers: Vec<WorkerStats> = pool.as_ref().map(Pool::worker_stats).unwrap_or_default();
     let started = Instant::now();
     if let Some(mut pool) = pool {
-        pool.close();
-        pool.join();
+        super::signals::while_starting_or_stopping(|| {
+            pool.close();
+            pool.join();
+        });
     }
     let stop = if settings.mode == Mode::Serial { Duration::ZERO } else { started.elapsed() };
     let compute = repetitions.iter().map(|r| r.wall).sum();
