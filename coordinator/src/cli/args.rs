@@ -213,7 +213,7 @@ pub struct GenArgs {
     /// File format [default: from the extension, .csv or .npy].
     #[arg(long, value_enum)]
     pub format: Option<super::generate::Format>,
-    /// The file to write (whole or not at all).
+    /// The file to write (whole or not at all); `-` is standard output.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
 }

@@ -180,8 +180,11 @@ fn deliver(
 /// report, and pure counts with `--output -`, so the text moves to standard error (or
 /// nowhere, with `--quiet`).
 fn human_output(settings: &CountSettings) -> Box<dyn Write> {
-    let stdout_taken = matches!(settings.report, Some(ReportTarget::Stdout))
-        || settings.output.as_deref().is_some_and(output::is_stdout);
+    let stdout_taken = match &settings.report {
+        Some(ReportTarget::Stdout) => true,
+        Some(ReportTarget::File(path)) => output::is_stdout(path),
+        None => false,
+    } || settings.output.as_deref().is_some_and(output::is_stdout);
     match (stdout_taken, settings.quiet) {
         (true, true) => Box::new(std::io::sink()),
         (true, false) => Box::new(std::io::stderr()),
