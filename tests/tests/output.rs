@@ -229,6 +229,17 @@ fn an_output_that_is_the_input_or_the_report_under_another_name_is_refused() {
         let args: Vec<&str> = ["count"].iter().chain(flags).copied().collect();
         assert_refused(&run_corepool(dir.path(), &args, &[]), says);
     }
+    // Standard input redirected from the very file.
+    let child = Command::new(corepool_bin())
+        .args(["count", "--input", "-", "--output", "soft.csv"])
+        .current_dir(dir.path())
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = wait_with_watchdog(child, corepool_tests::WATCHDOG);
+    assert_refused(&run, "--output soft.csv: is the input file given on standard input");
     assert_eq!(std::fs::read(&input).unwrap(), original);
     assert_eq!(names_in(dir.path()), ["hard.csv", "m.csv", "soft.csv", "sub"]);
 }
@@ -374,4 +385,37 @@ fn a_dead_runs_temporary_file_is_swept_and_a_live_ones_kept() {
     assert_eq!(read_counts(&dir.path().join("c.csv")), expected);
     assert!(!dead.exists(), "a dead run's file was left");
     assert!(live.exists(), "a live run's file was removed");
+}
+
+#[test]
+fn a_signal_in_a_short_runs_first_or_last_milliseconds_leaves_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let expected = {
+        let matrix = corepool::Matrix::random(2000, 5, 0, 10, 2019);
+        let rows: Vec<Vec<i64>> = matrix.iter_rows().collect();
+        expected_counts(&rows, 4, 8)
+    };
+    let output = dir.path().join("c.csv");
+    let mut outcomes = [0usize; 3];
+    for attempt in 0..100u64 {
+        let signal = if attempt % 2 == 0 { libc::SIGTERM } else { libc::SIGINT };
+        let child = start(dir.path(), &["count", "--rows", "2000", "--output", "c.csv"], sockets.path());
+        std::thread::sleep(Duration::from_micros(attempt * 150));
+        send(child.id(), signal);
+        let run = wait_with_watchdog(child, Duration::from_secs(20));
+        let at = format!("signal {signal} after {} us: {:?} {}", attempt * 150, run.status, run.stderr);
+        if run.status.success() {
+            assert_eq!(read_counts(&output), expected, "{at}");
+            std::fs::remove_file(&output).unwrap();
+            outcomes[0] += 1;
+        } else {
+            let handled = run.status.code() == Some(128 + signal);
+            assert!(handled || run.status.signal() == Some(signal), "{at}");
+            outcomes[if handled { 1 } else { 2 }] += 1;
+        }
+        assert_eq!(names_in(dir.path()), Vec::<String>::new(), "{at}");
+        assert_eq!(names_in(sockets.path()), Vec::<String>::new(), "socket directory left: {at}");
+    }
+    eprintln!("finished, stopped by the handler, killed before it: {outcomes:?}");
 }

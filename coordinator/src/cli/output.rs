@@ -167,6 +167,7 @@ pub fn check_distinct(
     let output_id = output_to.as_ref().and_then(FileId::of_destination);
     let report_id = report_to.as_ref().and_then(FileId::of_destination);
     let clash = |a: &Option<FileId>, b: &Option<FileId>| matches!((a, b), (Some(a), Some(b)) if a == b && !a.shareable);
+    let input = input.map(|path| if path.as_os_str() == "-" { Path::new("given on standard input") } else { path });
     if let (Some(output), Some(input)) = (output, input)
         && clash(&output_id, &input_id)
     {
