@@ -15,6 +15,11 @@ fn main() -> ExitCode {
     corepool_worker::init(corepool_worker::Registry::with_builtin_tasks);
     // Not a worker, then: the coordinator's allocator (see `allocator`).
     allocator::use_mimalloc();
+    // Before anything else, so that no signal finds a half-done run without its handler.
+    if let Err(error) = cli::signals::install() {
+        eprintln!("corepool: cannot handle signals: {error}");
+        return ExitCode::from(cli::EXIT_FAILED);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version.

@@ -107,7 +107,8 @@ pub struct CountArgs {
     #[arg(long, value_name = "K")]
     pub chunk_size: Option<usize>,
     /// Write the counts to FILE (written whole or not at all): one count a line in row order,
-    /// or `row,count` lines with `--order arrival`.
+    /// or `row,count` lines with `--order arrival`. `-` is standard output (the summary then
+    /// goes to standard error); a device or FIFO is written into, a symlink's target replaced.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Order of the lines in `--output`: by row, or as results arrived (imap-unordered and
@@ -212,7 +213,7 @@ pub struct GenArgs {
     /// File format [default: from the extension, .csv or .npy].
     #[arg(long, value_enum)]
     pub format: Option<super::generate::Format>,
-    /// The file to write (whole or not at all).
+    /// The file to write (whole or not at all); `-` is standard output.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
 }
@@ -412,9 +413,6 @@ impl CountArgs {
         }
         if let Some(path) = &self.report_file {
             super::output::check_output_folder("--report-file", path)?;
-            if self.output.as_ref() == Some(path) {
-                bail!("--report-file and --output are both {}", path.display());
-            }
         }
         let report = match (self.report, self.report_file) {
             (_, Some(path)) => Some(ReportTarget::File(path)),
@@ -424,6 +422,13 @@ impl CountArgs {
         if let Some(output) = &self.output {
             super::output::check_output_folder("--output", output)?;
         }
+        let report_file = match &report {
+            Some(ReportTarget::File(path)) => Some(path.as_path()),
+            _ => None,
+        };
+        let report_to_stdout = matches!(report, Some(ReportTarget::Stdout));
+        let input = self.matrix.input.as_deref();
+        super::output::check_distinct(input, self.output.as_deref(), report_file, report_to_stdout)?;
         if self.max_retries == 0 {
             bail!("--max-retries must be at least 1");
         }

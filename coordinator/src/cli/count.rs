@@ -161,9 +161,8 @@ pub fn start_pool(settings: &PoolOptions, monitor: bool) -> anyhow::Result<Start
         .task_timeout(settings.task_timeout)
         .max_retries(settings.max_retries)
         .monitor(monitor)
-        .self_serving()?
-        .build()
-        .context("starting the pool")?;
+        .self_serving()?;
+    let pool = super::signals::while_starting_or_stopping(|| pool.build()).context("starting the pool")?;
     Ok(StartedPool { pool, start: started.elapsed() })
 }
 
@@ -201,8 +200,10 @@ pub fn count_in_pool(
     let compute = repetitions.iter().map(|r| r.wall).sum();
     let workers = pool.worker_stats();
     let started = Instant::now();
-    pool.close();
-    pool.join();
+    super::signals::while_starting_or_stopping(|| {
+        pool.close();
+        pool.join();
+    });
     let stop = started.elapsed();
     Ok(Counted { counts, arrival, start, compute, stop, chunk_size, workers, repetitions })
 }

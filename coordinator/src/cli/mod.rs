@@ -4,6 +4,7 @@ mod args;
 mod count;
 mod generate;
 mod output;
+mod pending;
 mod progress;
 mod report;
 pub mod signals;
@@ -44,8 +45,8 @@ fn failed(error: anyhow::Error) -> Failure {
 }
 
 /// Runs what the command line asks for.
+/// [`signals::install`] must have run first.
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    signals::install().map_err(|e| failed(anyhow::anyhow!("cannot handle signals: {e}")))?;
     match cli.command {
         Some(Command::Cpus) => {
             print_cpus();
@@ -123,49 +124,71 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
             )));
         }
     }
-    if let Some(path) = &settings.output {
-        let written = match (settings.order, &run.arrival) {
-            (Order::Arrival, Some(arrival)) => {
-                output::write_atomically(path, |out| output::write_arrivals(out, arrival))
-            }
-            _ => output::write_atomically(path, |out| output::write_counts(out, &run.counts)),
-        };
-        written.map_err(failed)?;
-    }
+    let output = match &settings.output {
+        Some(path) => {
+            let mut file = pending::Pending::create("--output", path).map_err(failed)?;
+            let mut out = std::io::BufWriter::new(&mut file);
+            let written = match (settings.order, &run.arrival) {
+                (Order::Arrival, Some(arrival)) => output::write_arrivals(&mut out, arrival),
+                _ => output::write_counts(&mut out, &run.counts),
+            };
+            written
+                .and_then(|()| out.flush())
+                .with_context(|| format!("writing {}", path.display()))
+                .map_err(failed)?;
+            drop(out);
+            Some(file)
+        }
+        None => None,
+    };
     let shape = (matrix.rows(), matrix.cols());
     let result = report::ResultReport::of(&run.counts);
-    if let Some(target) = &settings.report {
-        let report = report::Report::new(settings, shape, made, &run, result.clone());
-        write_report(target, &report).map_err(failed)?;
-    }
+    let report = settings.report.as_ref().map(|_| report::Report::new(settings, shape, made, &run, result.clone()));
+    deliver(settings, output, report.as_ref()).map_err(failed)?;
     let mut human = human_output(settings);
     write_human(&mut *human, settings, shape, made, &run, &result).context("writing the summary").map_err(failed)
 }
 
-/// Writes the JSON report where `--report` or `--report-file` asked.
-fn write_report(target: &ReportTarget, report: &impl serde::Serialize) -> anyhow::Result<()> {
-    match target {
-        ReportTarget::Stdout => {
-            let mut stdout = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut stdout, report)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(stdout))
-                .context("writing the report to standard output")
+/// Puts the run's files in place together, the counts and the report file, once both
+/// are written (a report that cannot be written leaves no counts either); then writes the
+/// report to standard output if that is where it goes.
+fn deliver(
+    settings: &CountSettings,
+    output: Option<pending::Pending>,
+    report: Option<&impl serde::Serialize>,
+) -> anyhow::Result<()> {
+    let write_json = |out: &mut dyn Write, report| -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, report).map_err(std::io::Error::from)?;
+        writeln!(out)
+    };
+    let report_file = match (&settings.report, report) {
+        (Some(ReportTarget::File(path)), Some(report)) => {
+            let mut file = pending::Pending::create("--report-file", path)?;
+            write_json(&mut file, report).with_context(|| format!("writing {}", path.display()))?;
+            Some(file)
         }
-        ReportTarget::File(path) => output::write_atomically_for("--report-file", path, |out| {
-            serde_json::to_writer_pretty(&mut *out, report)?;
-            writeln!(out)
-        }),
+        _ => None,
+    };
+    pending::commit(output.into_iter().chain(report_file))?;
+    if let (Some(ReportTarget::Stdout), Some(report)) = (&settings.report, report) {
+        write_json(&mut std::io::stdout().lock(), report).context("writing the report to standard output")?;
     }
+    Ok(())
 }
 
 /// Where the text for people goes: standard output stays pure JSON when it carries the
-/// report, so the text moves to standard error (or nowhere, with `--quiet`).
+/// report, and pure counts with `--output -`, so the text moves to standard error (or
+/// nowhere, with `--quiet`).
 fn human_output(settings: &CountSettings) -> Box<dyn Write> {
-    match (&settings.report, settings.quiet) {
-        (Some(ReportTarget::Stdout), true) => Box::new(std::io::sink()),
-        (Some(ReportTarget::Stdout), false) => Box::new(std::io::stderr()),
-        _ => Box::new(std::io::stdout()),
+    let stdout_taken = match &settings.report {
+        Some(ReportTarget::Stdout) => true,
+        Some(ReportTarget::File(path)) => output::is_stdout(path),
+        None => false,
+    } || settings.output.as_deref().is_some_and(output::is_stdout);
+    match (stdout_taken, settings.quiet) {
+        (true, true) => Box::new(std::io::sink()),
+        (true, false) => Box::new(std::io::stderr()),
+        (false, _) => Box::new(std::io::stdout()),
     }
 }
 

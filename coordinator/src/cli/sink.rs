@@ -1,7 +1,7 @@
 //! Where streamed counts go: put back in row order through a bounded reorder buffer,
 //! summed up for the summary and the report, checked against a serial count with
-//! `--verify`, and written to `--output` as they come (CSV or `.npy`), through a
-//! temporary file renamed into place only when the run succeeds.
+//! `--verify`, and written to `--output` as they come (CSV or `.npy`), into a file kept
+//! out of sight and put in place only when the whole run has succeeded.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -11,7 +11,8 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use tempfile::NamedTempFile;
+
+use super::pending::Pending;
 
 /// The counts so far, summed up: what the summary and the report say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +65,14 @@ impl Totals {
 /// Expected counts from a serial pass, chunk by chunk in row order (`--verify`).
 pub type Expected = Arc<Mutex<VecDeque<(usize, Vec<u32>)>>>;
 
+/// Where a finished output waits for the end of the run, handed over by the sink.
+pub type FinishedOutput = Arc<Mutex<Option<Pending>>>;
+
 /// The file `--output` names, being written.
 pub struct OutputFile {
     path: PathBuf,
-    writer: BufWriter<NamedTempFile>,
+    writer: BufWriter<Pending>,
+    finished: FinishedOutput,
     npy: bool,
     /// `row,count` pairs in arrival order rather than counts in row order.
     arrival: bool,
@@ -85,18 +90,14 @@ const WRITEBACK_EVERY: usize = 8 << 20;
 const NPY_HEADER_BYTES: usize = 128;
 
 impl OutputFile {
-    /// Starts writing to a temporary file beside `path`; `.npy` by its extension.
+    /// Starts writing, out of sight, what `path` will hold; `.npy` by its extension.
     pub fn create(path: &Path, arrival: bool) -> anyhow::Result<Self> {
-        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let file = tempfile::Builder::new()
-            .prefix(".corepool-output-")
-            .tempfile_in(dir)
-            .with_context(|| format!("--output {}: cannot create a file in {}", path.display(), dir.display()))?;
-        super::signals::set_pending_output(Some(file.path().to_path_buf()));
+        let file = Pending::create("--output", path)?;
         let npy = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("npy"));
         let mut output = Self {
             path: path.to_path_buf(),
             writer: BufWriter::with_capacity(1 << 20, file),
+            finished: FinishedOutput::default(),
             npy,
             arrival,
             entries: 0,
@@ -113,6 +114,12 @@ impl OutputFile {
         format!("writing {}", self.path.display())
     }
 
+    /// Where the file waits once the sink has finished it, to be put in place with the
+    /// report when the whole run has succeeded.
+    pub fn finished(&self) -> FinishedOutput {
+        Arc::clone(&self.finished)
+    }
+
     /// Starts the disk writing of what is written so far, without waiting for it.
     fn start_writeback(&mut self, written: usize) {
         self.unflushed += written;
@@ -123,7 +130,7 @@ impl OutputFile {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let fd = self.writer.get_ref().as_file().as_raw_fd();
+            let fd = self.writer.get_ref().as_raw_fd();
             // SAFETY: an open descriptor; the call only schedules I/O. Failure is harmless:
             // the final sync writes everything anyway.
             unsafe {
@@ -171,8 +178,8 @@ impl OutputFile {
         Ok(())
     }
 
-    /// Finishes the file and puts it in place.
-    fn persist(self) -> anyhow::Result<()> {
+    /// Finishes the file and hands it over to wait for the end of the run.
+    fn finish(self) -> anyhow::Result<()> {
         let context = self.context();
         let mut file = self.writer.into_inner().map_err(|e| e.into_error()).with_context(|| context.clone())?;
         if self.npy {
@@ -182,15 +189,9 @@ impl OutputFile {
                 ("<u4", format!("({},)", self.entries))
             };
             let header = npy_header(descr, &shape);
-            file.as_file_mut()
-                .seek(SeekFrom::Start(0))
-                .and_then(|_| file.as_file_mut().write_all(&header))
-                .with_context(|| context.clone())?;
+            file.seek(SeekFrom::Start(0)).and_then(|_| file.write_all(&header)).with_context(|| context.clone())?;
         }
-        file.as_file().sync_all().with_context(|| context.clone())?;
-        let persisted = file.persist(&self.path);
-        super::signals::set_pending_output(None);
-        persisted.with_context(|| format!("--output {}: cannot put the file in place", self.path.display()))?;
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
         Ok(())
     }
 }
@@ -304,7 +305,7 @@ impl CountSink {
             }
         }
         if let Some(output) = self.output.take() {
-            output.persist()?;
+            output.finish()?;
         }
         let (sender, thread) = self.totals.take().expect("finished once");
         drop(sender);
@@ -383,9 +384,14 @@ mod tests {
     fn npy_output_loads_with_its_real_shape() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.npy");
-        let mut sink = CountSink::new(Some(OutputFile::create(&path, false).unwrap()), None, "map");
+        let output = OutputFile::create(&path, false).unwrap();
+        let finished = output.finished();
+        let mut sink = CountSink::new(Some(output), None, "map");
         sink.add(0, vec![7, 8, 9]).unwrap();
         sink.finish().unwrap();
+        assert!(!path.exists(), "in place before the run's end");
+        let taken = finished.lock().unwrap().take();
+        super::super::pending::commit(taken).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let file = npyz::NpyFile::new(&bytes[..]).unwrap();
         assert_eq!(file.shape(), [3]);

@@ -37,6 +37,7 @@ use super::{
     bad_input,
     count::{Counted, Repetition},
     failed, ms,
+    pending::Pending,
     progress::Progress,
     report,
     sink::{CountSink, Expected, OutputFile, Totals},
@@ -134,7 +135,7 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
             .max_retries(settings.pool.max_retries)
             .monitor(settings.monitor)
             .self_serving()
-            .and_then(|builder| builder.build())
+            .and_then(|builder| super::signals::while_starting_or_stopping(|| builder.build()))
             .map_err(|e| failed(anyhow!("starting the pool: {e}")))?;
         (Some(pool), started.elapsed())
     };
@@ -142,6 +143,8 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     let mut totals: Option<Totals> = None;
     let mut chunk_size = 0;
     let mut opened = Some(opened);
+    // The counts wait here, out of sight, until every repetition has agreed.
+    let mut output_file = None;
     for repetition in 0..settings.repeat {
         let input_now = match opened.take() {
             Some(opened) => opened,
@@ -149,7 +152,11 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
         };
         // Only the first repetition writes the output; the others must agree with it.
         let output = match (&settings.output, repetition) {
-            (Some(path), 0) => Some(OutputFile::create(path, settings.order == Order::Arrival).map_err(failed)?),
+            (Some(path), 0) => {
+                let file = OutputFile::create(path, settings.order == Order::Arrival).map_err(failed)?;
+                output_file = Some(file.finished());
+                Some(file)
+            }
             _ => None,
         };
         let codec = pool.as_ref().map(Pool::codec_time);
@@ -181,13 +188,16 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     let workers: Vec<WorkerStats> = pool.as_ref().map(Pool::worker_stats).unwrap_or_default();
     let started = Instant::now();
     if let Some(mut pool) = pool {
-        pool.close();
-        pool.join();
+        super::signals::while_starting_or_stopping(|| {
+            pool.close();
+            pool.join();
+        });
     }
     let stop = if settings.mode == Mode::Serial { Duration::ZERO } else { started.elapsed() };
     let compute = repetitions.iter().map(|r| r.wall).sum();
     let run = Counted { counts: Vec::new(), arrival: None, start, compute, stop, chunk_size, workers, repetitions };
-    finish(settings, (totals.rows as usize, cols as usize), load, &run, &totals)
+    let output = output_file.and_then(|finished| finished.lock().unwrap_or_else(|e| e.into_inner()).take());
+    finish(settings, (totals.rows as usize, cols as usize), load, &run, &totals, output)
 }
 
 /// Rows per chunk that a run reports: `--chunk-size`, else what the input was cut into.
@@ -537,21 +547,24 @@ fn clone_pool_error(error: &PoolError) -> PoolError {
     }
 }
 
-/// Prints the summary and writes the report of a streamed run.
+/// Puts the counts and the report in place together, and prints the summary, of a
+/// streamed run.
 fn finish(
     settings: &CountSettings,
     shape: (usize, usize),
     load: Duration,
     run: &Counted,
     totals: &Totals,
+    output: Option<Pending>,
 ) -> Result<(), Failure> {
     let peak = corepool::pool::own_peak_rss();
-    if let Some(target) = &settings.report {
+    let report = settings.report.as_ref().map(|_| {
         let result = report::ResultReport::from_totals(totals.rows, totals.in_range, totals.checksum);
         let mut report = report::Report::new(settings, shape, load, run, result);
         report.coordinator_peak_rss_bytes = peak;
-        super::write_report(target, &report).map_err(failed)?;
-    }
+        report
+    });
+    super::deliver(settings, output, report.as_ref()).map_err(failed)?;
     let mut human = super::human_output(settings);
     write_summary(&mut *human, settings, shape, load, run, totals, peak)
         .map_err(|e| failed(anyhow!("writing the summary: {e}")))

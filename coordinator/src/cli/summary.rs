@@ -65,8 +65,10 @@ pub fn write_times(
 
 /// The files the run wrote: the counts, the report.
 pub fn write_files_written(out: &mut dyn Write, settings: &CountSettings) -> std::io::Result<()> {
-    if let Some(path) = &settings.output {
-        writeln!(out, "wrote {}", path.display())?;
+    match &settings.output {
+        Some(path) if path.as_os_str() == "-" => writeln!(out, "wrote the counts to standard output")?,
+        Some(path) => writeln!(out, "wrote {}", path.display())?,
+        None => {}
     }
     if let Some(ReportTarget::File(path)) = &settings.report {
         writeln!(out, "wrote report {}", path.display())?;
