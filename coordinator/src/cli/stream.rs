@@ -342,19 +342,19 @@ fn serial_text_counts(piece: &TextPiece, task: &CountText) -> Vec<u32> {
 fn serial_npy_counts(layout: &NpyLayout, chunk: &FileRows, range: &ValueRange) -> Vec<u32> {
     let skip = (chunk.offset - layout.data_offset) / u64::from(layout.dtype.bytes);
     let take = (chunk.rows * layout.cols) as usize;
-    let int = |value: i64| range.contains_i64(value);
+    // Every integer type compared as an `i128` with the range's exact integer bounds.
+    let bounds = range.integer_bounds();
+    let int = |value: i128| bounds.is_some_and(|(lo, hi)| lo <= value && value <= hi);
     let path = layout.path.as_str();
     let inside = match (layout.dtype.kind, layout.dtype.bytes) {
         (RawKind::Int, 1) => hits::<i8>(path, skip, take, |v| int(v.into())),
         (RawKind::Int, 2) => hits::<i16>(path, skip, take, |v| int(v.into())),
         (RawKind::Int, 4) => hits::<i32>(path, skip, take, |v| int(v.into())),
-        (RawKind::Int, 8) => hits::<i64>(path, skip, take, int),
+        (RawKind::Int, 8) => hits::<i64>(path, skip, take, |v| int(v.into())),
         (RawKind::Uint, 1) => hits::<u8>(path, skip, take, |v| int(v.into())),
         (RawKind::Uint, 2) => hits::<u16>(path, skip, take, |v| int(v.into())),
         (RawKind::Uint, 4) => hits::<u32>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 8) => {
-            hits::<u64>(path, skip, take, |v| i64::try_from(v).map_or(range.contains_f64(v as f64), int))
-        }
+        (RawKind::Uint, 8) => hits::<u64>(path, skip, take, |v| int(v.into())),
         (RawKind::Float, 4) => hits::<f32>(path, skip, take, |v| range.contains_f64(v.into())),
         (RawKind::Float, 8) => hits::<f64>(path, skip, take, |v| range.contains_f64(v)),
         // npyz reads float16 only with a crate feature: the raw halves are read here.
