@@ -79,6 +79,7 @@ impl GeneratorArgs {
         if self.cols == 0 {
             bail!("--cols must be at least 1");
         }
+        super::limits::check_row_width("--cols", self.cols as u64)?;
         if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
             bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
         }
@@ -446,8 +447,13 @@ impl CountArgs {
             task_timeout,
             max_retries: self.max_retries,
         };
+        let source = self.matrix.check()?;
+        if let MatrixSource::Random(generator) = &source {
+            let output = self.output.as_deref().map(|path| (path, self.order == Order::Arrival));
+            super::limits::check_generated_count(generator, self.mode, pool.workers, pool.chunk_size, output)?;
+        }
         Ok(CountSettings {
-            source: self.matrix.check()?,
+            source,
             min,
             max,
             range,
@@ -502,6 +508,10 @@ impl DataArgs {
 impl DemoArgs {
     /// Checks the flags.
     pub fn check(self) -> anyhow::Result<(MatrixSource, usize)> {
-        Ok((self.matrix.check()?, check_workers(self.workers)?))
+        let source = self.matrix.check()?;
+        if let MatrixSource::Random(generator) = &source {
+            super::limits::check_generated_demo(generator)?;
+        }
+        Ok((source, check_workers(self.workers)?))
     }
 }

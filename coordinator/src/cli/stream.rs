@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::anyhow;
 use corepool::{
-    ChunkLen, OneChunk, Pool, PoolError, WorkerStats, default_chunk_size,
+    ChunkLen, OneChunk, Pool, PoolError, WorkerStats,
     input::{
         csv::{CsvLayout, CsvOptions, CsvPieces, open_csv},
         npy::{NpyLayout, open_npy},
@@ -36,7 +36,7 @@ use super::{
     args::{CountSettings, GeneratorArgs, MatrixSource, Mode, Order, StreamInput},
     bad_input,
     count::{Counted, Repetition},
-    failed, ms,
+    failed, limits, ms,
     progress::Progress,
     report,
     sink::{CountSink, Expected, OutputFile, Totals},
@@ -122,6 +122,14 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     let per_row = matches!(settings.mode, Mode::Apply | Mode::ApplyAsync);
     let started = Instant::now();
     let opened = open(input, settings, per_row).map_err(|e| bad_input(e.into()))?;
+    if let (Opened::Csv { layout, .. }, Some(input)) = (&opened, input) {
+        let place = format!("{}:{}", input.origin.name(), layout.first_data_line);
+        limits::check_file_row_width(&place, layout.cols).map_err(bad_input)?;
+    }
+    if let (Opened::Npy { layout }, Some(path)) = (&opened, &settings.output) {
+        let least = layout.rows.saturating_mul(limits::least_output_bytes_per_row(settings.order == Order::Arrival));
+        limits::check_output_space("--output", path, least).map_err(bad_input)?;
+    }
     let load = started.elapsed();
     let cols = opened.cols();
     let (pool, start) = if settings.mode == Mode::Serial {
@@ -244,7 +252,11 @@ fn run_once(
             let task = CountInRange { min: settings.min, max: settings.max };
             let per_chunk = match settings.mode {
                 Mode::Apply | Mode::ApplyAsync => 1,
-                _ => settings.pool.chunk_size.unwrap_or_else(|| default_chunk_size(rows, settings.pool.workers)),
+                // Chunks are made as 8-byte values before they are narrowed.
+                _ => settings
+                    .pool
+                    .chunk_size
+                    .unwrap_or_else(|| corepool::matrix::default_chunk_rows(rows, settings.pool.workers, cols * 8)),
             };
             let mut values = corepool::matrix::random_integers(low, high, seed);
             let (min, max) = (settings.min, settings.max);
