@@ -256,7 +256,7 @@ fn sizes_past_the_machine_are_refused_at_once() {
         (&["count", "--rows", "1000000000000"], "--rows 1000000000000 x --cols 5: holding the matrix and its counts"),
         (
             &["count", "--rows", "1000000000000", "--output", "o.txt"],
-            "--output o.txt: the file takes at least 1.82 TiB",
+            "--output o.txt: the counts of --rows 1000000000000 take at least 1.82 TiB",
         ),
         (&["count", "--cols", "100000000000", "--rows", "1"], "--cols 100000000000: a row's count is a 32-bit number"),
         (
@@ -275,8 +275,14 @@ fn sizes_past_the_machine_are_refused_at_once() {
         (&["demo", "--rows", "1000000000000"], "--rows 1000000000000 x --cols 5: holding the matrix"),
         (&["count", "--input", "empty-rows.npy"], "empty-rows.npy: a 1000000000000 x 0 array"),
         (&["count", "--input", "wide.npy"], "wide.npy: rows of 4294967296 values: a row's count is a 32-bit number"),
-        (&["gen", "--rows", "1000000000000", "--output", "g.npy"], "--output g.npy: the file takes at least 36.38 TiB"),
-        (&["gen", "--rows", "100000000000", "--output", "g.csv"], "--output g.csv: the file takes at least 931.32 GiB"),
+        (
+            &["gen", "--rows", "1000000000000", "--output", "g.npy"],
+            "--output g.npy: the int64 values of --rows 1000000000000 x --cols 5 take at least 36.38 TiB",
+        ),
+        (
+            &["gen", "--rows", "100000000000", "--output", "g.csv"],
+            "--output g.csv: the int64 values of --rows 100000000000 x --cols 5 take at least 931.32 GiB",
+        ),
         (&["gen", "--cols", "4294967296", "--rows", "1", "--output", "g.npy"], "--cols 4294967296: a row's count"),
         (
             &["count", "--task-timeout", "1e300"],
@@ -310,6 +316,6 @@ fn a_npy_whose_counts_cannot_be_written_is_refused_before_it_is_read() {
     assert_refused(
         dir.path(),
         &["count", "--input", "tall.npy", "--output", "o.txt"],
-        "--output o.txt: the file takes",
+        "--output o.txt: the counts of its 10000000000000 rows take at least 18.19 TiB",
     );
 }

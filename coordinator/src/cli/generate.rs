@@ -88,7 +88,8 @@ impl GenArgs {
         };
         super::output::check_output_folder("--output", &self.output)?;
         let least = least_file_bytes(rows as u64 * cols as u64, low, high, self.dtype, format);
-        super::limits::check_output_space("--output", &self.output, least)?;
+        let what = format!("the {} values of --rows {rows} x --cols {cols}", self.dtype.name());
+        super::limits::check_output_space("--output", &self.output, &what, least)?;
         let Self { dtype, output, .. } = self;
         Ok(GenSettings { rows, cols, low, high, seed, dtype, format, output })
     }

@@ -101,15 +101,16 @@ pub fn free_space_for(path: &Path) -> Option<u64> {
     Some(blocks.saturating_mul(block_size))
 }
 
-/// Fails, naming `flag`, if a file of at least `bytes` cannot fit where `path` goes (a
-/// file being replaced gives its own room back, so it counts as free).
-pub fn check_output_space(flag: &str, path: &Path, bytes: u64) -> anyhow::Result<()> {
+/// Fails, naming `flag`, if `what` (the file, the counts of ...), at least `bytes`, cannot
+/// fit where `path` goes (a file being replaced gives its own room back, so it counts as
+/// free).
+pub fn check_output_space(flag: &str, path: &Path, what: &str, bytes: u64) -> anyhow::Result<()> {
     let Some(free) = free_space_for(path) else { return Ok(()) };
     let replaced = std::fs::metadata(path).map_or(0, |meta| meta.len());
     let room = free.saturating_add(replaced);
     if bytes > room {
         bail!(
-            "{flag} {}: the file takes at least {}, and its file system has {} free",
+            "{flag} {}: {what} take at least {}, and its file system has {} free",
             path.display(),
             HumanBytes(bytes),
             HumanBytes(room)
@@ -177,7 +178,7 @@ pub fn check_generated_count(
                 chunk_rows.saturating_mul(cols as u64 * 8).saturating_add(in_flight.saturating_mul(chunk_bytes));
             check_memory(&format!("{shape}: streaming the matrix in chunks"), bytes)?;
             let least = (rows as u64).saturating_mul(least_output_bytes_per_row(arrival));
-            check_output_space("--output", path, least)
+            check_output_space("--output", path, &format!("the counts of --rows {rows}"), least)
         }
     }
 }
@@ -223,9 +224,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
         assert!(free_space_for(&path).is_some_and(|free| free > 0));
-        assert!(check_output_space("--output", &path, 10).is_ok());
-        let error = check_output_space("--output", &path, u64::MAX).unwrap_err().to_string();
-        assert!(error.contains("out.txt: the file takes at least 16.00 EiB"), "{error}");
+        assert!(check_output_space("--output", &path, "its values", 10).is_ok());
+        let error = check_output_space("--output", &path, "its values", u64::MAX).unwrap_err().to_string();
+        assert!(error.contains("out.txt: its values take at least 16.00 EiB"), "{error}");
         assert_eq!(free_space_for(Path::new("/dev/null")), None);
         assert_eq!(free_space_for(Path::new("-")), None);
     }

@@ -128,7 +128,8 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     }
     if let (Opened::Npy { layout }, Some(path)) = (&opened, &settings.output) {
         let least = layout.rows.saturating_mul(limits::least_output_bytes_per_row(settings.order == Order::Arrival));
-        limits::check_output_space("--output", path, least).map_err(bad_input)?;
+        let what = format!("the counts of its {} rows", layout.rows);
+        limits::check_output_space("--output", path, &what, least).map_err(bad_input)?;
     }
     let load = started.elapsed();
     let cols = opened.cols();
