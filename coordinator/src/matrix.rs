@@ -290,6 +290,15 @@ mod tests {
     }
 
     #[test]
+    fn default_chunks_hold_a_bounded_number_of_bytes() {
+        // The tutorial's rows keep Python's rule (capped at 65,536 rows).
+        assert_eq!(default_chunk_rows(20_000_000, 2, 5), crate::default_chunk_size(20_000_000, 2));
+        assert_eq!(default_chunk_rows(1000, 2, 1 << 20), 8);
+        assert_eq!(default_chunk_rows(1000, 2, 1 << 30), 1, "at least one row");
+        assert_eq!(Matrix::random(2, 2, 0, 1000, 1).value_bytes(), 2);
+    }
+
+    #[test]
     fn reals_are_deterministic_and_in_range() {
         let a: Vec<f64> = random_reals(-1.5, 2.5, 3).take(1000).collect();
         assert_eq!(a, random_reals(-1.5, 2.5, 3).take(1000).collect::<Vec<_>>());
