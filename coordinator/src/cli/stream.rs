@@ -359,32 +359,27 @@ fn serial_npy_counts(layout: &NpyLayout, chunk: &FileRows, range: &ValueRange) -
     let bounds = range.integer_bounds();
     let int = |value: i128| bounds.is_some_and(|(lo, hi)| lo <= value && value <= hi);
     let path = layout.path.as_str();
+    let cols = layout.cols;
     let inside = match (layout.dtype.kind, layout.dtype.bytes) {
-        (RawKind::Int, 1) => hits::<i8>(path, skip, take, |v| int(v.into())),
-        (RawKind::Int, 2) => hits::<i16>(path, skip, take, |v| int(v.into())),
-        (RawKind::Int, 4) => hits::<i32>(path, skip, take, |v| int(v.into())),
-        (RawKind::Int, 8) => hits::<i64>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 1) => hits::<u8>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 2) => hits::<u16>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 4) => hits::<u32>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 8) => hits::<u64>(path, skip, take, |v| int(v.into())),
-        (RawKind::Float, 4) => hits::<f32>(path, skip, take, |v| range.contains_f64(v.into())),
-        (RawKind::Float, 8) => hits::<f64>(path, skip, take, |v| range.contains_f64(v)),
+        (RawKind::Int, 1) => row_hits::<i8>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Int, 2) => row_hits::<i16>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Int, 4) => row_hits::<i32>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Int, 8) => row_hits::<i64>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 1) => row_hits::<u8>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 2) => row_hits::<u16>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 4) => row_hits::<u32>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 8) => row_hits::<u64>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Float, 4) => row_hits::<f32>(path, skip, take, cols, |v| range.contains_f64(v.into())),
+        (RawKind::Float, 8) => row_hits::<f64>(path, skip, take, cols, |v| range.contains_f64(v)),
         // npyz reads float16 only with a crate feature: the raw halves are read here.
         (RawKind::Float, 2) => halves(layout, chunk).map(|values| {
-            values
-                .into_iter()
-                .map(|bits| range.contains_f64(corepool_worker::values::half_to_f32(bits).into()))
-                .collect()
+            let cols = layout.cols.max(1) as usize;
+            let inside = |&bits: &u16| range.contains_f64(corepool_worker::values::half_to_f32(bits).into());
+            values.chunks(cols).map(|row| row.iter().filter(|bits| inside(bits)).count() as u32).collect()
         }),
         _ => Err(std::io::Error::other("no independent reader for this type")),
     };
-    match inside {
-        Ok(inside) => {
-            inside.chunks(layout.cols.max(1) as usize).map(|row| row.iter().map(|&b| u32::from(b)).sum()).collect()
-        }
-        Err(_) => vec![u32::MAX; chunk.rows as usize],
-    }
+    inside.unwrap_or_else(|_| vec![u32::MAX; chunk.rows as usize])
 }
 
 /// The raw float16 elements of a chunk, in the file's byte order.
@@ -399,17 +394,31 @@ fn halves(layout: &NpyLayout, chunk: &FileRows) -> std::io::Result<Vec<u16>> {
         .collect())
 }
 
-/// Whether each of `take` elements from element `skip` on lies in the range, by `inside`.
-fn hits<T: npyz::Deserialize>(
+/// For each row of `cols` elements among the `take` from element `skip` on, how many lie
+/// in the range, by `inside`: a row at a time, so that even a very wide row costs no more
+/// than its count.
+fn row_hits<T: npyz::Deserialize>(
     path: &str,
     skip: u64,
     take: usize,
+    cols: u64,
     inside: impl Fn(T) -> bool,
-) -> std::io::Result<Vec<bool>> {
+) -> std::io::Result<Vec<u32>> {
     let npy = npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(path)?))?;
     let mut data = npy.data::<T>().map_err(|e| std::io::Error::other(e.to_string()))?;
     data.seek_to(skip)?;
-    data.take(take).map(|value| value.map(&inside)).collect()
+    let mut values = data.take(take);
+    let rows = take as u64 / cols.max(1);
+    let mut counts = Vec::with_capacity(rows as usize);
+    for _ in 0..rows {
+        let mut hits = 0u32;
+        for _ in 0..cols {
+            let value = values.next().ok_or_else(|| std::io::Error::other("the file ends early"))??;
+            hits += u32::from(inside(value));
+        }
+        counts.push(hits);
+    }
+    Ok(counts)
 }
 
 /// Runs `task` over `source` with the mode's pool method (or serially), handing every
