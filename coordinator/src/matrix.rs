@@ -106,6 +106,16 @@ impl Matrix {
         self.cols
     }
 
+    /// Bytes each value is stored in.
+    pub fn value_bytes(&self) -> usize {
+        match self.values {
+            Values::I8(_) => 1,
+            Values::I16(_) => 2,
+            Values::I32(_) => 4,
+            Values::I64(_) => 8,
+        }
+    }
+
     /// Every value, row after row, in the width the matrix stores them in.
     pub fn values(&self) -> &Values {
         &self.values
@@ -182,6 +192,17 @@ impl Matrix {
             Values::I64(v) => RowBlock::new(rows, self.cols, &v[values]),
         }
     }
+}
+
+/// Most bytes of values in a chunk cut by default: rows of many values go a few at a time,
+/// so that a chunk (and the window of them in flight) stays small whatever the width.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+/// Rows per chunk by default for rows of `row_bytes` bytes each: Python's rule
+/// ([`default_chunk_size`](crate::default_chunk_size)), within [`CHUNK_BYTES`] (one row at
+/// the least).
+pub fn default_chunk_rows(rows: usize, workers: usize, row_bytes: usize) -> usize {
+    crate::default_chunk_size(rows, workers).min((CHUNK_BYTES / row_bytes.max(1)).max(1))
 }
 
 /// The endless stream of integers in `low..high` behind [`Matrix::random`]: row after row,
@@ -266,6 +287,15 @@ mod tests {
         assert!(matches!(wide.values(), Values::I64(_)));
         assert_eq!(wide.row(0), [i64::MIN, i64::MAX]);
         assert_eq!(Matrix::random(3, 2, 1000, 1001, 1).to_i64(), [1000; 6]);
+    }
+
+    #[test]
+    fn default_chunks_hold_a_bounded_number_of_bytes() {
+        // The tutorial's rows keep Python's rule (capped at 65,536 rows).
+        assert_eq!(default_chunk_rows(20_000_000, 2, 5), crate::default_chunk_size(20_000_000, 2));
+        assert_eq!(default_chunk_rows(1000, 2, 1 << 20), 8);
+        assert_eq!(default_chunk_rows(1000, 2, 1 << 30), 1, "at least one row");
+        assert_eq!(Matrix::random(2, 2, 0, 1000, 1).value_bytes(), 2);
     }
 
     #[test]

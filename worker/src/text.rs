@@ -29,7 +29,7 @@ impl Separator {
 /// What the values of a file are read as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ValueKind {
-    /// 64-bit integers: any other cell is an error.
+    /// 64-bit integers, signed or not (`-2^63..=2^64-1`): any other cell is an error.
     Int,
     /// Doubles, integers included (`nan`, `inf` and exponents too).
     Float,
@@ -302,8 +302,12 @@ impl CountText {
 
     /// Whether the value in `cell` (trimmed, not empty) lies in the range.
     fn cell_in_range(&self, cell: &[u8], ints: Option<(i64, i64)>) -> Result<bool, CellError> {
-        match parse_i64(cell) {
-            Ok(value) => Ok(ints.is_some_and(|(lo, hi)| lo <= value && value <= hi)),
+        match parse_wide(cell) {
+            Ok(value) => Ok(match i64::try_from(value) {
+                Ok(value) => ints.is_some_and(|(lo, hi)| lo <= value && value <= hi),
+                // Past `i64` (a `uint64` value): compared with the range exactly.
+                Err(_) => self.range.contains_int(value),
+            }),
             Err(error) if self.kind == ValueKind::Int => Err(error),
             Err(_) => parse_f64(cell).map(|value| self.range.contains_f64(value)),
         }
@@ -358,6 +362,12 @@ pub enum IntegerError {
 /// need UTF-8 validation first, and could not tell too many digits from not a number. Too
 /// many digits is "out of range" only when every character is a digit.
 pub fn parse_integer(cell: &[u8]) -> Result<i64, IntegerError> {
+    parse_wide_integer(cell).and_then(|value| i64::try_from(value).map_err(|_| IntegerError::OutOfRange))
+}
+
+/// A decimal integer that numpy's `int64` or `uint64` holds (`-2^63..=2^64-1`), exactly;
+/// as [`parse_integer`] otherwise.
+pub fn parse_wide_integer(cell: &[u8]) -> Result<i128, IntegerError> {
     let (negative, digits) = match cell {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
@@ -374,16 +384,23 @@ pub fn parse_integer(cell: &[u8]) -> Result<i64, IntegerError> {
         }
         magnitude = magnitude.and_then(|m| m.checked_mul(10)).and_then(|m| m.checked_add(u64::from(digit)));
     }
-    let magnitude = magnitude.ok_or(IntegerError::OutOfRange)?;
-    let value = if negative { 0i64.checked_sub_unsigned(magnitude) } else { i64::try_from(magnitude).ok() };
-    value.ok_or(IntegerError::OutOfRange)
+    let magnitude = i128::from(magnitude.ok_or(IntegerError::OutOfRange)?);
+    match negative {
+        true if magnitude > -i128::from(i64::MIN) => Err(IntegerError::OutOfRange),
+        true => Ok(-magnitude),
+        false => Ok(magnitude),
+    }
 }
 
-fn parse_i64(cell: &[u8]) -> Result<i64, CellError> {
-    parse_integer(cell).map_err(|error| match error {
+fn parse_wide(cell: &[u8]) -> Result<i128, CellError> {
+    parse_wide_integer(cell).map_err(cell_error)
+}
+
+fn cell_error(error: IntegerError) -> CellError {
+    match error {
         IntegerError::NotInteger => CellError::NotInteger,
         IntegerError::OutOfRange => CellError::OutOfRange,
-    })
+    }
 }
 
 /// A float cell: what Rust's parser takes (`4.5`, `-1e3`, `nan`, `inf`, `infinity`).
@@ -393,12 +410,12 @@ fn parse_f64(cell: &[u8]) -> Result<f64, CellError> {
 
 /// Whether a cell holds a number (an integer or a float): what a header's cells are not.
 pub fn is_number(cell: &[u8]) -> bool {
-    parse_i64(cell).is_ok() || parse_f64(cell).is_ok()
+    parse_wide(cell).is_ok() || parse_f64(cell).is_ok()
 }
 
 /// Whether a cell holds an integer (in or beyond 64 bits).
 pub fn is_integer(cell: &[u8]) -> bool {
-    !matches!(parse_i64(cell), Err(CellError::NotInteger))
+    !matches!(parse_wide(cell), Err(CellError::NotInteger))
 }
 
 /// The cells of a line (without its `\n`), trimmed, as [`CountText`] cuts them.
@@ -449,9 +466,9 @@ pub fn reference_count(line: &[u8], separator: Separator, range: &ValueRange) ->
             continue;
         }
         let text = std::str::from_utf8(cell).ok()?;
-        let inside = match text.parse::<i64>() {
-            Ok(value) => range.contains_i64(value),
-            Err(_) => range.contains_f64(text.parse::<f64>().ok()?),
+        let inside = match text.parse::<i128>() {
+            Ok(value) if (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&value) => range.contains_int(value),
+            _ => range.contains_f64(text.parse::<f64>().ok()?),
         };
         hits += u32::from(inside);
     }
@@ -505,6 +522,24 @@ mod tests {
         assert_eq!(run(&comma, "1,2\r3\n", 1).unwrap_err(), "1:3: not an integer: \"2\\r3\"");
         let blanks = task(Separator::Blanks, ValueKind::Int, 2);
         assert_eq!(run(&blanks, "1 2\n3,4 5\n", 1).unwrap_err(), "2:1: not an integer: \"3,4\"");
+    }
+
+    #[test]
+    fn every_int64_and_uint64_value_is_a_value() {
+        assert_eq!(parse_wide_integer(b"18446744073709551615"), Ok(u64::MAX.into()));
+        assert_eq!(parse_wide_integer(b"-9223372036854775808"), Ok(i64::MIN.into()));
+        assert_eq!(parse_wide_integer(b"+9223372036854775808"), Ok(1 << 63));
+        assert_eq!(parse_wide_integer(b"18446744073709551616"), Err(IntegerError::OutOfRange));
+        assert_eq!(parse_wide_integer(b"-9223372036854775809"), Err(IntegerError::OutOfRange));
+        assert_eq!(parse_integer(b"9223372036854775808"), Err(IntegerError::OutOfRange));
+        let range = ValueRange { min: Number::Float(1e19), max: Number::Int(u64::MAX.into()) };
+        for separator in [Separator::Comma, Separator::Blanks] {
+            let task = CountText { range, ..task(separator, ValueKind::Int, 4) };
+            let text = "9223372036854775808 9223372036854775809 18446744073709551615 5\n"
+                .replace(' ', if separator == Separator::Comma { "," } else { " " });
+            assert_eq!(run(&task, &text, 1).unwrap(), [1]);
+            assert_eq!(reference_count(text.trim_end().as_bytes(), separator, &range), Some(1));
+        }
     }
 
     #[test]

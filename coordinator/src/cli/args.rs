@@ -79,6 +79,7 @@ impl GeneratorArgs {
         if self.cols == 0 {
             bail!("--cols must be at least 1");
         }
+        super::limits::check_row_width("--cols", self.cols as u64)?;
         if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
             bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
         }
@@ -86,16 +87,21 @@ impl GeneratorArgs {
     }
 }
 
+/// Longest `--task-timeout`, in seconds: a year (longer is no limit at all, in practice).
+pub const MAX_TASK_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Arguments of `corepool count`.
 #[derive(Debug, Args)]
 pub struct CountArgs {
     #[command(flatten)]
     pub matrix: MatrixArgs,
-    /// Smallest value counted: an integer, or a float such as 4.5.
-    #[arg(long, default_value_t = Number::Int(4), allow_negative_numbers = true)]
+    /// Smallest value counted: an integer (exact, past 64 bits too), or a float such as
+    /// 4.5 or -inf.
+    #[arg(long, default_value_t = Number::Int(4), allow_hyphen_values = true)]
     pub min: Number,
-    /// Largest value counted: an integer, or a float such as 8.5 (NaN is in no range).
-    #[arg(long, default_value_t = Number::Int(8), allow_negative_numbers = true)]
+    /// Largest value counted: an integer (exact, past 64 bits too), or a float such as 8.5
+    /// or inf (NaN is in no range).
+    #[arg(long, default_value_t = Number::Int(8), allow_hyphen_values = true)]
     pub max: Number,
     /// Worker processes [default: the number of logical CPUs].
     #[arg(long)]
@@ -387,9 +393,7 @@ pub fn check_workers(workers: Option<usize>) -> anyhow::Result<usize> {
 impl CountArgs {
     /// Checks every flag against the others; nothing has run yet.
     pub fn check(self) -> anyhow::Result<CountSettings> {
-        if self.min.as_f64() > self.max.as_f64()
-            || matches!((self.min, self.max), (Number::Int(min), Number::Int(max)) if min > max)
-        {
+        if self.min.cmp_exact(self.max) == Some(std::cmp::Ordering::Greater) {
             bail!("--min {} is greater than --max {}", self.min, self.max);
         }
         let range = ValueRange { min: self.min, max: self.max };
@@ -434,10 +438,13 @@ impl CountArgs {
         }
         let task_timeout = match self.task_timeout {
             None => None,
-            Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => {
+            Some(seconds) if seconds > 0.0 && seconds <= MAX_TASK_TIMEOUT_S => {
                 Some(std::time::Duration::from_secs_f64(seconds))
             }
-            Some(seconds) => bail!("--task-timeout {seconds}: must be a number of seconds above 0"),
+            Some(seconds) => bail!(
+                "--task-timeout {}: must be a number of seconds above 0 and at most {MAX_TASK_TIMEOUT_S} (a year)",
+                corepool_worker::values::Readable(seconds)
+            ),
         };
         let pool = PoolOptions {
             workers: check_workers(self.workers)?,
@@ -445,8 +452,13 @@ impl CountArgs {
             task_timeout,
             max_retries: self.max_retries,
         };
+        let source = self.matrix.check()?;
+        if let MatrixSource::Random(generator) = &source {
+            let output = self.output.as_deref().map(|path| (path, self.order == Order::Arrival));
+            super::limits::check_generated_count(generator, self.mode, pool.workers, pool.chunk_size, output)?;
+        }
         Ok(CountSettings {
-            source: self.matrix.check()?,
+            source,
             min,
             max,
             range,
@@ -501,6 +513,10 @@ impl DataArgs {
 impl DemoArgs {
     /// Checks the flags.
     pub fn check(self) -> anyhow::Result<(MatrixSource, usize)> {
-        Ok((self.matrix.check()?, check_workers(self.workers)?))
+        let source = self.matrix.check()?;
+        if let MatrixSource::Random(generator) = &source {
+            super::limits::check_generated_demo(generator)?;
+        }
+        Ok((source, check_workers(self.workers)?))
     }
 }

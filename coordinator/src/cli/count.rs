@@ -7,7 +7,9 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 use corepool::{
-    Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats, default_chunk_size, matrix::Values, pool::Prefault,
+    Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats,
+    matrix::{Values, default_chunk_rows},
+    pool::Prefault,
 };
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
@@ -181,7 +183,9 @@ pub fn count_in_pool(
     let rows = matrix.rows();
     let chunk_size = match mode {
         Mode::Apply | Mode::ApplyAsync => 1,
-        _ => settings.chunk_size.unwrap_or_else(|| default_chunk_size(rows, workers)),
+        _ => settings
+            .chunk_size
+            .unwrap_or_else(|| default_chunk_rows(rows, workers, matrix.cols() * matrix.value_bytes())),
     };
     let progress = options.progress.then(|| Progress::start(pool.observer(), rows as u64, options.repeat));
     let mut repetitions = Vec::new();

@@ -87,6 +87,9 @@ impl GenArgs {
             (None, _) => bail!("--output {}: name it .csv or .npy, or give --format", self.output.display()),
         };
         super::output::check_output_folder("--output", &self.output)?;
+        let least = least_file_bytes(rows as u64 * cols as u64, low, high, self.dtype, format);
+        let what = format!("the {} values of --rows {rows} x --cols {cols}", self.dtype.name());
+        super::limits::check_output_space("--output", &self.output, &what, least)?;
         let Self { dtype, output, .. } = self;
         Ok(GenSettings { rows, cols, low, high, seed, dtype, format, output })
     }
@@ -107,6 +110,33 @@ impl Dtype {
             Dtype::Float64 => "float64",
         }
     }
+}
+
+/// The fewest bytes a file of `values` values drawn from `low..high` can take: each value's
+/// bytes in `.npy` (after a header of at least 64), or in CSV its fewest digits and a
+/// separator.
+fn least_file_bytes(values: u64, low: i64, high: i64, dtype: Dtype, format: Format) -> u64 {
+    let per_value = match (format, dtype) {
+        (Format::Npy, Dtype::Int8 | Dtype::Uint8) => 1,
+        (Format::Npy, Dtype::Int16 | Dtype::Uint16) => 2,
+        (Format::Npy, Dtype::Int32 | Dtype::Uint32 | Dtype::Float32) => 4,
+        (Format::Npy, Dtype::Int64 | Dtype::Float64) => 8,
+        // "0.0" at the shortest.
+        (Format::Csv, Dtype::Float32 | Dtype::Float64) => 4,
+        (Format::Csv, _) => {
+            let top = high - 1;
+            let shortest = if low <= 0 && top >= 0 {
+                0
+            } else if low > 0 {
+                low
+            } else {
+                top
+            };
+            itoa::Buffer::new().format(shortest).len() as u64 + 1
+        }
+    };
+    let header = if format == Format::Npy { 64 } else { 0 };
+    values.saturating_mul(per_value).saturating_add(header)
 }
 
 /// Writes the matrix `settings` describe.

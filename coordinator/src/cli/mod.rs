@@ -3,6 +3,7 @@
 mod args;
 mod count;
 mod generate;
+mod limits;
 mod output;
 mod pending;
 mod progress;

@@ -270,7 +270,7 @@ impl WorkerReport {
 /// read as they always did.
 fn plain_number<S: serde::Serializer>(number: &Number, serializer: S) -> Result<S::Ok, S::Error> {
     match *number {
-        Number::Int(value) => serializer.serialize_i64(value),
+        Number::Int(value) => serializer.serialize_i128(value),
         Number::Float(value) => serializer.serialize_f64(value),
     }
 }

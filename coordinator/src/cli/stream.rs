@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::anyhow;
 use corepool::{
-    ChunkLen, OneChunk, Pool, PoolError, WorkerStats, default_chunk_size,
+    ChunkLen, OneChunk, Pool, PoolError, WorkerStats,
     input::{
         csv::{CsvLayout, CsvOptions, CsvPieces, open_csv},
         npy::{NpyLayout, open_npy},
@@ -36,7 +36,7 @@ use super::{
     args::{CountSettings, GeneratorArgs, MatrixSource, Mode, Order, StreamInput},
     bad_input,
     count::{Counted, Repetition},
-    failed, ms,
+    failed, limits, ms,
     pending::Pending,
     progress::Progress,
     report,
@@ -123,6 +123,15 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     let per_row = matches!(settings.mode, Mode::Apply | Mode::ApplyAsync);
     let started = Instant::now();
     let opened = open(input, settings, per_row).map_err(|e| bad_input(e.into()))?;
+    if let (Opened::Csv { layout, .. }, Some(input)) = (&opened, input) {
+        let place = format!("{}:{}", input.origin.name(), layout.first_data_line);
+        limits::check_file_row_width(&place, layout.cols).map_err(bad_input)?;
+    }
+    if let (Opened::Npy { layout }, Some(path)) = (&opened, &settings.output) {
+        let least = layout.rows.saturating_mul(limits::least_output_bytes_per_row(settings.order == Order::Arrival));
+        let what = format!("the counts of its {} rows", layout.rows);
+        limits::check_output_space("--output", path, &what, least).map_err(bad_input)?;
+    }
     let load = started.elapsed();
     let cols = opened.cols();
     let (pool, start) = if settings.mode == Mode::Serial {
@@ -254,7 +263,11 @@ fn run_once(
             let task = CountInRange { min: settings.min, max: settings.max };
             let per_chunk = match settings.mode {
                 Mode::Apply | Mode::ApplyAsync => 1,
-                _ => settings.pool.chunk_size.unwrap_or_else(|| default_chunk_size(rows, settings.pool.workers)),
+                // Chunks are made as 8-byte values before they are narrowed.
+                _ => settings
+                    .pool
+                    .chunk_size
+                    .unwrap_or_else(|| corepool::matrix::default_chunk_rows(rows, settings.pool.workers, cols * 8)),
             };
             let mut values = corepool::matrix::random_integers(low, high, seed);
             let (min, max) = (settings.min, settings.max);
@@ -352,36 +365,31 @@ fn serial_text_counts(piece: &TextPiece, task: &CountText) -> Vec<u32> {
 fn serial_npy_counts(layout: &NpyLayout, chunk: &FileRows, range: &ValueRange) -> Vec<u32> {
     let skip = (chunk.offset - layout.data_offset) / u64::from(layout.dtype.bytes);
     let take = (chunk.rows * layout.cols) as usize;
-    let int = |value: i64| range.contains_i64(value);
+    // Every integer type compared as an `i128` with the range's exact integer bounds.
+    let bounds = range.integer_bounds();
+    let int = |value: i128| bounds.is_some_and(|(lo, hi)| lo <= value && value <= hi);
     let path = layout.path.as_str();
+    let cols = layout.cols;
     let inside = match (layout.dtype.kind, layout.dtype.bytes) {
-        (RawKind::Int, 1) => hits::<i8>(path, skip, take, |v| int(v.into())),
-        (RawKind::Int, 2) => hits::<i16>(path, skip, take, |v| int(v.into())),
-        (RawKind::Int, 4) => hits::<i32>(path, skip, take, |v| int(v.into())),
-        (RawKind::Int, 8) => hits::<i64>(path, skip, take, int),
-        (RawKind::Uint, 1) => hits::<u8>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 2) => hits::<u16>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 4) => hits::<u32>(path, skip, take, |v| int(v.into())),
-        (RawKind::Uint, 8) => {
-            hits::<u64>(path, skip, take, |v| i64::try_from(v).map_or(range.contains_f64(v as f64), int))
-        }
-        (RawKind::Float, 4) => hits::<f32>(path, skip, take, |v| range.contains_f64(v.into())),
-        (RawKind::Float, 8) => hits::<f64>(path, skip, take, |v| range.contains_f64(v)),
+        (RawKind::Int, 1) => row_hits::<i8>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Int, 2) => row_hits::<i16>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Int, 4) => row_hits::<i32>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Int, 8) => row_hits::<i64>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 1) => row_hits::<u8>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 2) => row_hits::<u16>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 4) => row_hits::<u32>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Uint, 8) => row_hits::<u64>(path, skip, take, cols, |v| int(v.into())),
+        (RawKind::Float, 4) => row_hits::<f32>(path, skip, take, cols, |v| range.contains_f64(v.into())),
+        (RawKind::Float, 8) => row_hits::<f64>(path, skip, take, cols, |v| range.contains_f64(v)),
         // npyz reads float16 only with a crate feature: the raw halves are read here.
         (RawKind::Float, 2) => halves(layout, chunk).map(|values| {
-            values
-                .into_iter()
-                .map(|bits| range.contains_f64(corepool_worker::values::half_to_f32(bits).into()))
-                .collect()
+            let cols = layout.cols.max(1) as usize;
+            let inside = |&bits: &u16| range.contains_f64(corepool_worker::values::half_to_f32(bits).into());
+            values.chunks(cols).map(|row| row.iter().filter(|bits| inside(bits)).count() as u32).collect()
         }),
         _ => Err(std::io::Error::other("no independent reader for this type")),
     };
-    match inside {
-        Ok(inside) => {
-            inside.chunks(layout.cols.max(1) as usize).map(|row| row.iter().map(|&b| u32::from(b)).sum()).collect()
-        }
-        Err(_) => vec![u32::MAX; chunk.rows as usize],
-    }
+    inside.unwrap_or_else(|_| vec![u32::MAX; chunk.rows as usize])
 }
 
 /// The raw float16 elements of a chunk, in the file's byte order.
@@ -396,17 +404,31 @@ fn halves(layout: &NpyLayout, chunk: &FileRows) -> std::io::Result<Vec<u16>> {
         .collect())
 }
 
-/// Whether each of `take` elements from element `skip` on lies in the range, by `inside`.
-fn hits<T: npyz::Deserialize>(
+/// For each row of `cols` elements among the `take` from element `skip` on, how many lie
+/// in the range, by `inside`: a row at a time, so that even a very wide row costs no more
+/// than its count.
+fn row_hits<T: npyz::Deserialize>(
     path: &str,
     skip: u64,
     take: usize,
+    cols: u64,
     inside: impl Fn(T) -> bool,
-) -> std::io::Result<Vec<bool>> {
+) -> std::io::Result<Vec<u32>> {
     let npy = npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(path)?))?;
     let mut data = npy.data::<T>().map_err(|e| std::io::Error::other(e.to_string()))?;
     data.seek_to(skip)?;
-    data.take(take).map(|value| value.map(&inside)).collect()
+    let mut values = data.take(take);
+    let rows = take as u64 / cols.max(1);
+    let mut counts = Vec::with_capacity(rows as usize);
+    for _ in 0..rows {
+        let mut hits = 0u32;
+        for _ in 0..cols {
+            let value = values.next().ok_or_else(|| std::io::Error::other("the file ends early"))??;
+            hits += u32::from(inside(value));
+        }
+        counts.push(hits);
+    }
+    Ok(counts)
 }
 
 /// Runs `task` over `source` with the mode's pool method (or serially), handing every

@@ -3,7 +3,7 @@
 
 use std::{io::Read, path::Path};
 
-use corepool_worker::values::{FileRows, RawDtype, RawKind};
+use corepool_worker::values::{FileRows, MAX_ROW_VALUES, RawDtype, RawKind};
 use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
 
 use super::{InputError, source::DataError};
@@ -89,6 +89,14 @@ pub fn open_npy(path: &Path, name: &str) -> Result<NpyLayout, DataError> {
     if rows == 0 {
         return Err(InputError::Empty { file: name.to_owned() }.into());
     }
+    if cols == 0 {
+        return Err(npy_error(format!("a {rows} x 0 array: its rows hold no values to count (as --cols 0 would)")));
+    }
+    if cols > u64::from(MAX_ROW_VALUES) {
+        return Err(npy_error(format!(
+            "rows of {cols} values: a row's count is a 32-bit number, so a row holds at most {MAX_ROW_VALUES} values"
+        )));
+    }
     let need = rows.checked_mul(cols).and_then(|n| n.checked_mul(u64::from(dtype.bytes)));
     match need {
         Some(need) if data_offset + need <= size => {}
@@ -168,6 +176,8 @@ mod tests {
         assert!(error("<f8", &[2, 2], true, &[0; 32]).contains("Fortran-order"), "Fortran");
         assert!(error("|b1", &[2, 2], false, &[0; 4]).contains("not integers or floats"), "bool");
         assert!(error("<i8", &[2, 2], false, &[0; 31]).contains("cut short"), "short");
+        assert!(error("<i8", &[1_000_000_000_000, 0], false, &[]).contains("a 1000000000000 x 0 array"), "no columns");
+        assert!(error("|u1", &[1, 1 << 32], false, &[]).contains("at most 4294967295 values"), "too wide");
         std::fs::write(&path, b"not numpy at all").unwrap();
         assert!(open_npy(&path, "m.npy").unwrap_err().to_string().starts_with("m.npy: not a .npy file"));
     }
