@@ -159,11 +159,11 @@ fn write_report(target: &ReportTarget, report: &impl serde::Serialize) -> anyhow
     }
 }
 
-/// Where the text for people goes: standard output stays pure JSON when it carries the
-/// report, so the text moves to standard error (or nowhere, with `--quiet`).
+/// Where the text for people goes: nowhere with `--quiet`; standard output stays pure
+/// JSON when it carries the report, so the text moves to standard error.
 fn human_output(settings: &CountSettings) -> Box<dyn Write> {
     match (&settings.report, settings.quiet) {
-        (Some(ReportTarget::Stdout), true) => Box::new(std::io::sink()),
+        (_, true) => Box::new(std::io::sink()),
         (Some(ReportTarget::Stdout), false) => Box::new(std::io::stderr()),
         _ => Box::new(std::io::stdout()),
     }
