@@ -280,6 +280,44 @@ fn monitor_lines_name_every_live_worker() {
     assert_eq!(named, seen, "the monitor names exactly the workers that ran");
 }
 
+/// A monitor line's `key=value` field.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn monitor_gives_rows_per_second_and_a_cpu_share_the_cores_can_give() {
+    let run = run(&["count", "--rows", "300000", "--workers", "2", "--repeat", "12", "--monitor"]);
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    let lines: Vec<&str> = run.stderr.lines().filter(|line| line.starts_with("[corepool monitor ")).collect();
+    let mut rates = Vec::new();
+    for line in &lines {
+        let rate = field(line, "rows_per_s").unwrap_or_else(|| panic!("no rows_per_s in {line}"));
+        if rate != "-" {
+            rates.push(rate.parse::<f64>().unwrap_or_else(|_| panic!("rows_per_s is a number in {line}")));
+        }
+        let cpu = field(line, "cpu").expect(line);
+        if cpu != "-" {
+            let percent: f64 = cpu.strip_suffix('%').and_then(|p| p.parse().ok()).expect(line);
+            // The kernel's process clock may lag a running thread by a scheduler tick.
+            assert!(
+                (0.0..=100.0 * cores * 1.02).contains(&percent),
+                "{line}: CPU beyond {cores} cores:\n{}",
+                run.stderr
+            );
+        }
+    }
+    assert!(rates.iter().any(|&rate| rate > 0.0), "some refresh saw rows done per second:\n{}", run.stderr);
+    let rows: u64 = lines
+        .iter()
+        .rev()
+        .take(3)
+        .filter(|line| field(line, "pid").is_some_and(|pid| pid != "-"))
+        .filter_map(|line| field(line, "rows")?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(rows, 2 * 12 * 300000, "the last refresh: the coordinator's rows are the workers' sum");
+}
+
 #[test]
 fn no_progress_bar_or_escape_codes_when_stderr_is_a_pipe() {
     // Long enough (over a second on a debug build) that a terminal would get a bar.

@@ -89,6 +89,7 @@ fn describe(source: &MatrixSource, rows: usize, cols: usize) -> String {
 }
 
 fn count(settings: &CountSettings) -> Result<(), Failure> {
+    progress::set_enabled(!settings.quiet);
     if stream::streams(settings) {
         return stream::count_stream(settings, settings.stream.as_ref());
     }
@@ -105,8 +106,8 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     let options = RunOptions {
         repeat: settings.repeat,
         monitor: settings.monitor,
-        // The monitor already shows rows done, and two things redrawing one screen fight.
-        progress: !settings.quiet && !settings.monitor,
+        // With the monitor too: both are drawn in the one live view.
+        progress: !settings.quiet,
         keep_arrival: settings.order == Order::Arrival,
     };
     let run = match pool {

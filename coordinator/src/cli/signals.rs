@@ -31,6 +31,8 @@ pub fn install() -> std::io::Result<()> {
             libc::signal(SIGINT, libc::SIG_DFL);
         }
         let name = if signal == SIGINT { "interrupted" } else { "terminated" };
+        // The progress bar and the monitor are wiped first, so that the message stands alone.
+        super::progress::clear_live_view();
         eprintln!("corepool: {name}: stopping the workers (Ctrl-C again to kill at once)");
         corepool::pool::terminate_all();
         if let Some(path) = PENDING_OUTPUT.lock().unwrap_or_else(|e| e.into_inner()).take() {
