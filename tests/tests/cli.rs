@@ -1,5 +1,6 @@
 //! The command line's manners, end to end with the real `corepool` binary: help grouped
-//! under headings, short flags, Python's spellings, and what `-q` silences.
+//! under headings, short flags, Python's spellings, what `-q` silences, and the demo's
+//! word that `apply` is running.
 
 use std::path::Path;
 
@@ -157,4 +158,15 @@ fn quiet_prints_nothing_but_what_was_asked_for() {
     let failed = run_corepool(tmp.path(), &["count", "--input", "missing.csv", "-q"], &[]);
     assert!(!failed.status.success());
     assert!(failed.stderr.contains("missing.csv") && failed.stdout.is_empty(), "{}", failed.stderr);
+}
+
+#[test]
+fn the_demo_says_apply_is_running_when_no_bar_can_show() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_ok(tmp.path(), &["demo", "--rows", "400", "-j", "2"]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let note = lines.iter().position(|line| line.starts_with("(apply: 400 blocking round trips, one per row"));
+    let apply = lines.iter().position(|line| line.starts_with("apply "));
+    assert!(note.is_some() && note.map(|n| n + 1) == apply, "a line before apply's row says it runs:\n{}", run.stdout);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
 }

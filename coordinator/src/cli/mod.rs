@@ -11,7 +11,11 @@ mod sink;
 mod stream;
 mod summary;
 
-use std::{io::Write, sync::Arc, time::Instant};
+use std::{
+    io::{IsTerminal, Write},
+    sync::Arc,
+    time::Instant,
+};
 
 use anyhow::Context;
 pub use args::Cli;
@@ -20,6 +24,7 @@ use count::{
     Counted, RunOptions, count_in_pool, count_serially, count_serially_repeated, count_with, first_difference,
     load_matrix, start_pool,
 };
+use indicatif::HumanCount;
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
 /// result disagreed with `--verify`, an output could not be written).
@@ -232,7 +237,14 @@ fn demo(source: &MatrixSource, workers: usize) -> Result<(), Failure> {
     let mut serial: Option<Counted> = None;
     let mut disagreements = Vec::new();
     for mode in Mode::ALL {
-        let run = count_with(&matrix, mode, (min, max), &PoolOptions::with_workers(workers)).map_err(failed)?;
+        // apply takes seconds (a blocking round trip per row): show that it is running.
+        let progress = mode == Mode::Apply;
+        if progress && !std::io::stderr().is_terminal() {
+            println!("(apply: {} blocking round trips, one per row; running...)", HumanCount(matrix.rows() as u64));
+        }
+        let options = RunOptions { progress, ..RunOptions::default() };
+        let run =
+            count_with(&matrix, mode, (min, max), &PoolOptions::with_workers(workers), options).map_err(failed)?;
         let (relative, agrees) = match &serial {
             None => ("-".to_owned(), "(reference)".to_owned()),
             Some(reference) => {
