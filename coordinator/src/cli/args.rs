@@ -108,8 +108,8 @@ pub struct CountArgs {
     /// Largest value counted: an integer, or a float such as 8.5 (NaN is in no range).
     #[arg(long, default_value_t = Number::Int(8), allow_negative_numbers = true, help_heading = HEADING_COUNT)]
     pub max: Number,
-    /// Worker processes, like Python's `Pool(processes=N)` [default: the number of logical
-    /// CPUs].
+    /// Worker processes (Python's `Pool(processes=N)`; `--processes` works too) [default:
+    /// the number of logical CPUs].
     #[arg(long, short = 'j', alias = "processes", help_heading = HEADING_POOL)]
     pub workers: Option<usize>,
     /// How to run: serially, or with one of the pool's methods (Python's spellings, such as
@@ -243,8 +243,8 @@ pub struct GenArgs {
 pub struct DemoArgs {
     #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub matrix: MatrixArgs,
-    /// Worker processes, like Python's `Pool(processes=N)` [default: the number of logical
-    /// CPUs].
+    /// Worker processes (Python's `Pool(processes=N)`; `--processes` works too) [default:
+    /// the number of logical CPUs].
     #[arg(long, short = 'j', alias = "processes", help_heading = HEADING_POOL)]
     pub workers: Option<usize>,
 }
