@@ -15,17 +15,18 @@ use std::{
     io::{IsTerminal, Write},
     sync::{
         OnceLock,
-        atomic::{AtomicBool, Ordering},
         mpsc::{self, RecvTimeoutError, Sender},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use indicatif::{HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::{HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::{PoolObserver, platform};
+
+mod terminal;
 
 /// How often the monitor refreshes unless told otherwise: about twice a second.
 pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_millis(500);
@@ -70,7 +71,7 @@ impl Monitor {
         static VIEW: OnceLock<MultiProgress> = OnceLock::new();
         VIEW.get_or_init(|| {
             let target = if std::io::stderr().is_terminal() {
-                ProgressDrawTarget::term_like_with_hz(Box::<LineBreakingStderr>::default(), 20)
+                ProgressDrawTarget::term_like_with_hz(Box::<terminal::LineBreakingStderr>::default(), 20)
             } else {
                 ProgressDrawTarget::hidden()
             };
@@ -303,84 +304,6 @@ fn cpu_time(pid: u32, _system: &System) -> Option<(f64, Instant)> {
     {
         let process = _system.process(Pid::from_u32(pid))?;
         Some((process.accumulated_cpu_time() as f64 / 1e3, Instant::now()))
-    }
-}
-
-/// Standard error as the live view draws on it. `indicatif` ends each line by padding it
-/// with spaces to the terminal's width, so that the terminal wraps to the next one: the
-/// cursor then rests in the last column, where the `^C` that the terminal echoes for a
-/// Ctrl-C wraps onto a line of its own, and the view, cleared from there, would leave its
-/// top line behind. Here the padding becomes an erase to the end of the line and a line
-/// break before the next line, so that the cursor rests after the last line's text.
-#[derive(Debug, Default)]
-struct LineBreakingStderr {
-    /// The next text written is a line's padding (they alternate: text, padding).
-    padding_next: AtomicBool,
-    /// A line ended: the next line's text starts on a new line.
-    break_pending: AtomicBool,
-}
-
-impl LineBreakingStderr {
-    fn write(&self, text: &str) -> std::io::Result<()> {
-        std::io::stderr().lock().write_all(text.as_bytes())
-    }
-
-    /// A cursor move or a flush: whatever follows is not the next line of a frame.
-    fn out_of_line(&self, text: &str) -> std::io::Result<()> {
-        self.padding_next.store(false, Ordering::Relaxed);
-        self.break_pending.store(false, Ordering::Relaxed);
-        if text.is_empty() { Ok(()) } else { self.write(text) }
-    }
-}
-
-impl TermLike for LineBreakingStderr {
-    fn width(&self) -> u16 {
-        platform::terminal_size(2).map_or(80, |(cols, _)| cols)
-    }
-
-    fn height(&self) -> u16 {
-        platform::terminal_size(2).map_or(24, |(_, rows)| rows)
-    }
-
-    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        self.out_of_line(&if n == 0 { String::new() } else { format!("\x1b[{n}A") })
-    }
-
-    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        self.out_of_line(&if n == 0 { String::new() } else { format!("\x1b[{n}B") })
-    }
-
-    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        self.out_of_line(&if n == 0 { String::new() } else { format!("\x1b[{n}C") })
-    }
-
-    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        self.out_of_line(&if n == 0 { String::new() } else { format!("\x1b[{n}D") })
-    }
-
-    fn write_line(&self, line: &str) -> std::io::Result<()> {
-        self.out_of_line(&format!("{line}\n"))
-    }
-
-    fn write_str(&self, text: &str) -> std::io::Result<()> {
-        if self.padding_next.fetch_xor(true, Ordering::Relaxed) {
-            self.break_pending.store(true, Ordering::Relaxed);
-            // No padding: the line filled the terminal, and an erase would take its last character.
-            return if text.is_empty() { Ok(()) } else { self.write("\x1b[K") };
-        }
-        if self.break_pending.swap(false, Ordering::Relaxed) {
-            self.write("\r\n")?;
-        }
-        self.write(text)
-    }
-
-    fn clear_line(&self) -> std::io::Result<()> {
-        self.out_of_line("\r\x1b[2K")
-    }
-
-    fn flush(&self) -> std::io::Result<()> {
-        self.out_of_line("")?;
-        std::io::stderr().flush()
     }
 }
 
