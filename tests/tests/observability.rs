@@ -209,7 +209,7 @@ fn report_file_with_repeat_gives_each_repetition() {
         path.to_str().unwrap(),
     ]);
     assert!(run.stderr.is_empty(), "--quiet leaves stderr empty: {}", run.stderr);
-    assert!(run.stdout.contains("3 repetitions"), "the human text stays on stdout: {}", run.stdout);
+    assert!(run.stdout.is_empty(), "--quiet leaves stdout empty too, the report being in its file: {}", run.stdout);
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(report["parameters"]["repeat"], 3);
     let repetitions = report["repetitions"].as_array().unwrap();
@@ -278,6 +278,44 @@ fn monitor_lines_name_every_live_worker() {
     }
     assert!(lines >= 2 * 4, "at least a first and a last refresh of 4 lines each:\n{}", run.stderr);
     assert_eq!(named, seen, "the monitor names exactly the workers that ran");
+}
+
+/// A monitor line's `key=value` field.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn monitor_gives_rows_per_second_and_a_cpu_share_the_cores_can_give() {
+    let run = run(&["count", "--rows", "300000", "--workers", "2", "--repeat", "12", "--monitor"]);
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    let lines: Vec<&str> = run.stderr.lines().filter(|line| line.starts_with("[corepool monitor ")).collect();
+    let mut rates = Vec::new();
+    for line in &lines {
+        let rate = field(line, "rows_per_s").unwrap_or_else(|| panic!("no rows_per_s in {line}"));
+        if rate != "-" {
+            rates.push(rate.parse::<f64>().unwrap_or_else(|_| panic!("rows_per_s is a number in {line}")));
+        }
+        let cpu = field(line, "cpu").expect(line);
+        if cpu != "-" {
+            let percent: f64 = cpu.strip_suffix('%').and_then(|p| p.parse().ok()).expect(line);
+            // The kernel's process clock may lag a running thread by a scheduler tick.
+            assert!(
+                (0.0..=100.0 * cores * 1.02).contains(&percent),
+                "{line}: CPU beyond {cores} cores:\n{}",
+                run.stderr
+            );
+        }
+    }
+    assert!(rates.iter().any(|&rate| rate > 0.0), "some refresh saw rows done per second:\n{}", run.stderr);
+    let rows: u64 = lines
+        .iter()
+        .rev()
+        .take(3)
+        .filter(|line| field(line, "pid").is_some_and(|pid| pid != "-"))
+        .filter_map(|line| field(line, "rows")?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(rows, 2 * 12 * 300000, "the last refresh: the coordinator's rows are the workers' sum");
 }
 
 #[test]

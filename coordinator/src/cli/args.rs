@@ -9,6 +9,17 @@ use corepool_worker::values::{Number, ValueRange};
 /// Seed of the generator when `--seed` is not given (the year of the tutorial).
 pub const DEFAULT_SEED: u64 = 2019;
 
+/// Help heading of the flags that say where the matrix comes from and how it is read.
+const HEADING_INPUT: &str = "Input";
+/// Help heading of the flags that say what is counted and how it is checked.
+const HEADING_COUNT: &str = "The count";
+/// Help heading of the flags that shape the pool and how work goes to it.
+const HEADING_POOL: &str = "The pool";
+/// Help heading of the flags that say where results and reports go.
+const HEADING_OUTPUT: &str = "Output";
+/// Help heading of the flags for watching a run.
+const HEADING_WATCHING: &str = "Watching";
+
 /// corepool: Python's multiprocessing.Pool, with real OS processes, in Rust.
 ///
 /// Without a command, runs the tutorial's problem (count the values of each row of a
@@ -93,67 +104,77 @@ pub const MAX_TASK_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
 /// Arguments of `corepool count`.
 #[derive(Debug, Args)]
 pub struct CountArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub matrix: MatrixArgs,
     /// Smallest value counted: an integer (exact, past 64 bits too), or a float such as
     /// 4.5 or -inf.
-    #[arg(long, default_value_t = Number::Int(4), allow_hyphen_values = true)]
+    #[arg(long, default_value_t = Number::Int(4), allow_hyphen_values = true, help_heading = HEADING_COUNT)]
     pub min: Number,
     /// Largest value counted: an integer (exact, past 64 bits too), or a float such as 8.5
     /// or inf (NaN is in no range).
-    #[arg(long, default_value_t = Number::Int(8), allow_hyphen_values = true)]
+    #[arg(long, default_value_t = Number::Int(8), allow_hyphen_values = true, help_heading = HEADING_COUNT)]
     pub max: Number,
-    /// Worker processes [default: the number of logical CPUs].
-    #[arg(long)]
+    /// Worker processes (Python's `Pool(processes=N)`; `--processes` works too) [default:
+    /// the number of logical CPUs].
+    #[arg(long, short = 'j', alias = "processes", help_heading = HEADING_POOL)]
     pub workers: Option<usize>,
-    /// How to run: serially, or with one of the pool's methods.
-    #[arg(long, value_enum, default_value_t = Mode::Map)]
+    /// How to run: serially, or with one of the pool's methods (Python's spellings, such as
+    /// `imap_unordered`, work too).
+    #[arg(long, value_enum, default_value_t = Mode::Map, help_heading = HEADING_POOL)]
     pub mode: Mode,
-    /// Rows per chunk [default: as Python's Pool.map picks it, about 4 chunks per worker].
-    #[arg(long, value_name = "K")]
+    /// Rows per chunk (Python's `chunksize`; `--chunksize` works too) [default: Python's
+    /// rule for Pool.map, ceil(rows / (4 x workers)), but at most 65,536 rows; with --input,
+    /// a CSV file goes in pieces of 64-256 KiB of text (about 4 per worker) and a .npy file
+    /// in the smaller of ceil(rows / (4 x workers)) rows and 8 MiB of rows]. A K you give is
+    /// used as given, with no cap, as long as a chunk encodes to at most 1 GiB; apply and
+    /// apply-async always send one row at a time.
+    #[arg(long, value_name = "K", alias = "chunksize", help_heading = HEADING_POOL)]
     pub chunk_size: Option<usize>,
     /// Write the counts to FILE (written whole or not at all): one count a line in row order,
     /// or `row,count` lines with `--order arrival`. `-` is standard output (the summary then
     /// goes to standard error); a device or FIFO is written into, a symlink's target replaced.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, short = 'o', value_name = "FILE", help_heading = HEADING_OUTPUT)]
     pub output: Option<PathBuf>,
     /// Order of the lines in `--output`: by row, or as results arrived (imap-unordered and
     /// apply-async only).
-    #[arg(long, value_enum, default_value_t = Order::Row, requires = "output")]
+    #[arg(long, value_enum, default_value_t = Order::Row, requires = "output", help_heading = HEADING_OUTPUT)]
     pub order: Order,
     /// Run the same job N times in the same pool (the workers stay up), so that the load
     /// lasts long enough to watch in `top`; every repetition must give the same counts.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, help_heading = HEADING_WATCHING)]
     pub repeat: u32,
     /// Show a live view of the coordinator and every worker on standard error: PID, state,
-    /// CPU %, resident memory, chunks and rows done (redrawn in place on a terminal,
-    /// plain lines otherwise).
-    #[arg(long, conflicts_with = "quiet")]
+    /// CPU % (100% is one core), resident memory, chunks, rows done and rows per second.
+    /// On a terminal it is redrawn in place under the progress bar; otherwise it prints
+    /// plain `key=value` lines twice a second.
+    #[arg(long, conflicts_with = "quiet", help_heading = HEADING_WATCHING)]
     pub monitor: bool,
-    /// Nothing on standard error but errors: no progress bar, no monitor, and no human
-    /// summary when the JSON report takes standard output.
-    #[arg(long, short)]
+    /// Print nothing but errors: no progress bar and no monitor on standard error, and no
+    /// summary on standard output or standard error. What you ask for by name still comes:
+    /// the counts (--output), and the JSON report (--report json on standard output, or
+    /// --report-file). The exit code tells how the run went.
+    #[arg(long, short, help_heading = HEADING_OUTPUT)]
     pub quiet: bool,
     /// Write a report for scripts: one JSON document (schema in docs/report-schema.md) to
     /// standard output, which then holds nothing else (the human text moves to standard
     /// error), or to --report-file.
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = HEADING_OUTPUT)]
     pub report: Option<ReportFormat>,
     /// Write the report to FILE instead of standard output (written whole or not at all);
     /// implies --report json.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = HEADING_OUTPUT)]
     pub report_file: Option<PathBuf>,
     /// Also count serially and fail unless every row agrees.
-    #[arg(long)]
+    #[arg(long, help_heading = HEADING_COUNT)]
     pub verify: bool,
     /// Kill a worker that holds a chunk this long without answering, and send its chunks
     /// again [default: no limit].
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, help_heading = HEADING_POOL)]
     pub task_timeout: Option<f64>,
     /// How many workers a chunk may take down before the run fails.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = HEADING_POOL)]
     pub max_retries: u32,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub data: DataArgs,
 }
 
@@ -211,26 +232,27 @@ pub struct StreamInput {
 #[derive(Debug, Args)]
 pub struct GenArgs {
     /// The matrix to write.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "The matrix")]
     pub generator: GeneratorArgs,
     /// Element type, with numpy's names.
-    #[arg(long, value_enum, default_value_t = super::generate::Dtype::Int64)]
+    #[arg(long, value_enum, default_value_t = super::generate::Dtype::Int64, help_heading = HEADING_OUTPUT)]
     pub dtype: super::generate::Dtype,
     /// File format [default: from the extension, .csv or .npy].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = HEADING_OUTPUT)]
     pub format: Option<super::generate::Format>,
     /// The file to write (whole or not at all); `-` is standard output.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, short = 'o', value_name = "FILE", help_heading = HEADING_OUTPUT)]
     pub output: PathBuf,
 }
 
 /// Arguments of `corepool demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub matrix: MatrixArgs,
-    /// Worker processes [default: the number of logical CPUs].
-    #[arg(long)]
+    /// Worker processes (Python's `Pool(processes=N)`; `--processes` works too) [default:
+    /// the number of logical CPUs].
+    #[arg(long, short = 'j', alias = "processes", help_heading = HEADING_POOL)]
     pub workers: Option<usize>,
 }
 
@@ -248,12 +270,16 @@ pub enum Mode {
     /// Chunks, results streamed in row order (Pool.imap).
     Imap,
     /// Chunks, results streamed as they arrive (Pool.imap_unordered).
+    #[value(alias = "imap_unordered")]
     ImapUnordered,
     /// One task per row, results through a callback as they arrive (Pool.apply_async).
+    #[value(alias = "apply_async")]
     ApplyAsync,
     /// Chunks in the background, results in row order (Pool.map_async).
+    #[value(alias = "map_async")]
     MapAsync,
     /// Chunks of (row, min, max) in the background, results in row order (Pool.starmap_async).
+    #[value(alias = "starmap_async")]
     StarmapAsync,
 }
 

@@ -110,14 +110,14 @@ pub fn count_serially(matrix: &Matrix, min: i64, max: i64) -> Vec<u32> {
     }
 }
 
-/// Counts with `mode` once, starting and stopping a pool of `workers` for it.
+/// Counts with `mode` as `options` say, starting and stopping a pool of `workers` for it.
 pub fn count_with(
     matrix: &Arc<Matrix>,
     mode: Mode,
     bounds: (i64, i64),
     settings: &PoolOptions,
+    options: RunOptions,
 ) -> anyhow::Result<Counted> {
-    let options = RunOptions::default();
     match mode {
         Mode::Serial => count_serially_repeated(matrix, bounds, options.repeat),
         _ => count_in_pool(start_pool(settings, options.monitor)?, matrix, mode, bounds, settings, options),

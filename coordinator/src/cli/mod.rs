@@ -13,7 +13,11 @@ mod sink;
 mod stream;
 mod summary;
 
-use std::{io::Write, sync::Arc, time::Instant};
+use std::{
+    io::{IsTerminal, Write},
+    sync::Arc,
+    time::Instant,
+};
 
 use anyhow::Context;
 pub use args::Cli;
@@ -22,6 +26,7 @@ use count::{
     Counted, RunOptions, count_in_pool, count_serially, count_serially_repeated, count_with, first_difference,
     load_matrix, start_pool,
 };
+use indicatif::HumanCount;
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
 /// result disagreed with `--verify`, an output could not be written).
@@ -91,6 +96,7 @@ fn describe(source: &MatrixSource, rows: usize, cols: usize) -> String {
 }
 
 fn count(settings: &CountSettings) -> Result<(), Failure> {
+    progress::set_enabled(!settings.quiet);
     if stream::streams(settings) {
         return stream::count_stream(settings, settings.stream.as_ref());
     }
@@ -107,8 +113,8 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     let options = RunOptions {
         repeat: settings.repeat,
         monitor: settings.monitor,
-        // The monitor already shows rows done, and two things redrawing one screen fight.
-        progress: !settings.quiet && !settings.monitor,
+        // With the monitor too: both are drawn in the one live view.
+        progress: !settings.quiet,
         keep_arrival: settings.order == Order::Arrival,
     };
     let run = match pool {
@@ -177,9 +183,9 @@ fn deliver(
     Ok(())
 }
 
-/// Where the text for people goes: standard output stays pure JSON when it carries the
-/// report, and pure counts with `--output -`, so the text moves to standard error (or
-/// nowhere, with `--quiet`).
+/// Where the text for people goes: nowhere with `--quiet`; standard output stays pure JSON
+/// when it carries the report, and pure counts with `--output -`, so the text moves to
+/// standard error.
 fn human_output(settings: &CountSettings) -> Box<dyn Write> {
     let stdout_taken = match &settings.report {
         Some(ReportTarget::Stdout) => true,
@@ -187,9 +193,9 @@ fn human_output(settings: &CountSettings) -> Box<dyn Write> {
         None => false,
     } || settings.output.as_deref().is_some_and(output::is_stdout);
     match (stdout_taken, settings.quiet) {
-        (true, true) => Box::new(std::io::sink()),
+        (_, true) => Box::new(std::io::sink()),
         (true, false) => Box::new(std::io::stderr()),
-        (false, _) => Box::new(std::io::stdout()),
+        (false, false) => Box::new(std::io::stdout()),
     }
 }
 
@@ -255,7 +261,14 @@ fn demo(source: &MatrixSource, workers: usize) -> Result<(), Failure> {
     let mut serial: Option<Counted> = None;
     let mut disagreements = Vec::new();
     for mode in Mode::ALL {
-        let run = count_with(&matrix, mode, (min, max), &PoolOptions::with_workers(workers)).map_err(failed)?;
+        // apply takes seconds (a blocking round trip per row): show that it is running.
+        let progress = mode == Mode::Apply;
+        if progress && !std::io::stderr().is_terminal() {
+            println!("(apply: {} blocking round trips, one per row; running...)", HumanCount(matrix.rows() as u64));
+        }
+        let options = RunOptions { progress, ..RunOptions::default() };
+        let run =
+            count_with(&matrix, mode, (min, max), &PoolOptions::with_workers(workers), options).map_err(failed)?;
         let (relative, agrees) = match &serial {
             None => ("-".to_owned(), "(reference)".to_owned()),
             Some(reference) => {

@@ -2,22 +2,43 @@
 //!
 //! It appears only when standard error is a terminal and the run has lasted over a
 //! second (a quick run would only flash it), and it clears itself at the end, so that
-//! what stays on screen is the result. Output to a file or a pipe never gets one.
+//! what stays on screen is the result. Output to a file or a pipe never gets one. It is
+//! drawn in the process's live view ([`corepool::Monitor::live_view`]), above the
+//! monitor's lines when `--monitor` shows them, so that both stay on screen together.
 
 use std::{
     io::IsTerminal,
-    sync::mpsc::{self, RecvTimeoutError, Sender},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, RecvTimeoutError, Sender},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use corepool::PoolObserver;
+use corepool::{Monitor, PoolObserver};
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How long a run goes before the bar shows.
 const SHOW_AFTER: Duration = Duration::from_secs(1);
 /// How often the bar reads the pool's counter.
 const POLL: Duration = Duration::from_millis(100);
+
+/// Whether progress bars may show at all (`--quiet` turns them off for the whole run).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Lets progress bars show, or not, for the rest of the process.
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::SeqCst);
+}
+
+/// Clears the live view (progress bar and monitor lines) for good, so that a message
+/// printed next starts on a clean line and nothing is drawn over or after it.
+pub fn clear_live_view() {
+    let view = Monitor::live_view();
+    let _ = view.clear();
+    view.set_draw_target(ProgressDrawTarget::hidden());
+}
 
 /// A running progress bar; dropping it removes the bar.
 pub struct Progress {
@@ -27,9 +48,9 @@ pub struct Progress {
 
 impl Progress {
     /// Follows `observer`'s rows done, out of `rows` for each of `repeat` repetitions.
-    /// Does nothing unless standard error is a terminal.
+    /// Does nothing unless standard error is a terminal (or with `--quiet`).
     pub fn start(observer: PoolObserver, rows: u64, repeat: u32) -> Progress {
-        if !std::io::stderr().is_terminal() {
+        if !ENABLED.load(Ordering::SeqCst) || !std::io::stderr().is_terminal() {
             return Progress { stop: None, thread: None };
         }
         let (stop, stopped) = mpsc::channel::<()>();
@@ -67,7 +88,8 @@ fn follow(observer: &PoolObserver, rows: u64, repeat: u32, stopped: &mpsc::Recei
             bar.set_message(format!("repetition {current}/{repeat}"));
         }
         if !shown && started.elapsed() >= SHOW_AFTER {
-            bar.set_draw_target(ProgressDrawTarget::stderr());
+            // First in the view: above the monitor's lines, if it shows them.
+            Monitor::live_view().insert(0, bar.clone());
             shown = true;
         }
         match stopped.recv_timeout(POLL) {
@@ -76,6 +98,9 @@ fn follow(observer: &PoolObserver, rows: u64, repeat: u32, stopped: &mpsc::Recei
         }
     }
     bar.finish_and_clear();
+    if shown {
+        Monitor::live_view().remove(&bar);
+    }
 }
 
 fn style(with_message: bool) -> ProgressStyle {

@@ -66,6 +66,8 @@ pub fn install() -> std::io::Result<()> {
         files.stopping = true;
         INTERRUPTED.store(true, Ordering::SeqCst);
         let name = if signal == SIGINT { "interrupted" } else { "terminated" };
+        // The progress bar and the monitor are wiped first, so that the message stands alone.
+        super::progress::clear_live_view();
         eprintln!("corepool: {name}: stopping the workers (Ctrl-C again to kill at once)");
         for path in files.named.drain(..) {
             let _ = std::fs::remove_file(path);

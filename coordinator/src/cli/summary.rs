@@ -3,7 +3,7 @@
 use std::{io::Write, time::Duration};
 
 use corepool::{Balance, WorkerStats};
-use indicatif::HumanCount;
+use indicatif::{HumanBytes, HumanCount};
 
 use super::{
     args::{CountSettings, Mode, ReportTarget},
@@ -98,7 +98,7 @@ pub fn write_workers(out: &mut dyn Write, workers: &[WorkerStats]) -> std::io::R
             secs(worker.busy),
             secs(worker.cpu_user),
             secs(worker.cpu_system),
-            if worker.peak_rss == 0 { "-".to_owned() } else { mib(worker.peak_rss) },
+            if worker.peak_rss == 0 { "-".to_owned() } else { HumanBytes(worker.peak_rss).to_string() },
             worker.restarts
         )?;
     }
@@ -133,8 +133,4 @@ pub fn write_repetitions(out: &mut dyn Write, repetitions: &[Repetition]) -> std
 
 fn secs(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

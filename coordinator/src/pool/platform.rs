@@ -89,12 +89,12 @@ fn poll_and_reap(mut children: Vec<Child>, grace: Duration) -> Vec<Option<Proces
     vec![None; children.len()]
 }
 
-/// Columns of the terminal on file descriptor `fd`, if it is one.
-pub(crate) fn terminal_width(fd: i32) -> Option<u16> {
+/// Columns and rows of the terminal on file descriptor `fd`, if it is one.
+pub(crate) fn terminal_size(fd: i32) -> Option<(u16, u16)> {
     let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer, which is valid for it.
     let done = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
-    (done == 0 && size.ws_col > 0).then_some(size.ws_col)
+    (done == 0 && size.ws_col > 0 && size.ws_row > 0).then_some((size.ws_col, size.ws_row))
 }
 
 /// Whether this process may run on more than one CPU. On Linux it asks the process's CPU
