@@ -31,7 +31,11 @@ use corepool_protocol::{
 };
 use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
-use super::{PoolError, WorkerStats};
+use super::{
+    PoolError, WorkerStats,
+    error::with_causes,
+    socket_dir::{SOCKET_NAME, SocketDir},
+};
 use crate::outgoing::{AsBytes, Outgoing, SharedBytes};
 
 mod observe;
@@ -274,7 +278,7 @@ pub(crate) struct Shared {
     watch: Signal,
     secret: Secret,
     endpoint: PathBuf,
-    socket_dir: Mutex<Option<tempfile::TempDir>>,
+    socket_dir: Mutex<Option<SocketDir>>,
     /// The listening socket once the first workers are in, until the watchdog hands it to
     /// the acceptor thread it starts for it.
     listener_for_acceptor: Mutex<Option<Listener>>,
@@ -330,8 +334,8 @@ impl std::ops::Deref for Payload {
 
 impl Shared {
     /// Sets up the socket, starts every worker at once, and waits until all have joined.
-    pub fn start(settings: Settings, socket_dir: tempfile::TempDir) -> Result<(Arc<Self>, Listener), PoolError> {
-        let endpoint = socket_dir.path().join("pool.sock");
+    pub fn start(settings: Settings, socket_dir: SocketDir) -> Result<(Arc<Self>, Listener), PoolError> {
+        let endpoint = socket_dir.path().join(SOCKET_NAME);
         let listener = Listener::bind(&endpoint).map_err(PoolError::Socket)?;
         let secret = Secret::generate().map_err(PoolError::Socket)?;
         let slots = (0..settings.workers)
@@ -560,7 +564,7 @@ impl Shared {
                 swept = true;
                 // Others' leftovers lie beside this pool's own directory.
                 if let Some(base) = self.endpoint.parent().and_then(std::path::Path::parent) {
-                    super::remove_stale_socket_dirs(base);
+                    super::socket_dir::sweep_dead_runs(base);
                 }
             }
             state = self.lock();
@@ -587,7 +591,7 @@ impl Shared {
         for &index in indices {
             if let Err(error) = self.spawn_worker(index) {
                 if !matches!(error, PoolError::Terminated) {
-                    self.break_pool(format!("cannot start worker {index}: {error}"));
+                    self.break_pool(with_causes(&error));
                 }
                 return false;
             }
