@@ -128,9 +128,10 @@ impl WorkerConfig {
         std::io::stdin()
             .read_line(&mut line)
             .map_err(|e| WorkerError::Config(format!("cannot read the secret from standard input: {e}")))?;
-        // The coordinator writes the line as soon as it has started this worker: an empty
-        // pipe means it died first.
-        if line.is_empty() && parent.is_some_and(platform::parent_is_gone) {
+        // The coordinator writes the line as soon as it has started this worker, and
+        // closes the pipe unwritten only when it kills it: an empty pipe means that it
+        // died or stopped first (its pipe closes before this process has a new parent).
+        if line.is_empty() && parent.is_some() {
             return Err(WorkerError::CoordinatorGone);
         }
         let credentials = Credentials::from_line(&line).ok_or_else(|| {
