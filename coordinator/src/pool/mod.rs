@@ -191,9 +191,11 @@ impl PoolBuilder {
         };
         let socket_dir = socket_dir::SocketDir::create()?;
         let (shared, listener) = Shared::start(settings, socket_dir)?;
+        // From here on, a failed start drops `pool`, which stops whatever did start.
+        let pool = Pool { shared };
         if platform::on_main_thread() {
             // A failure breaks the pool, which the wait below reports.
-            shared.start_first_workers_here();
+            pool.shared.start_first_workers_here();
         }
         // The supervisor starts the workers (elsewhere than on the main thread) and
         // replaces them; the rest is set up while they load. Neither it nor the acceptor
@@ -204,17 +206,16 @@ impl PoolBuilder {
             // spawning thread's name until it execs.
             .name("corepool-supervisor".into())
             .spawn({
-                let shared = Arc::clone(&shared);
+                let shared = Arc::clone(&pool.shared);
                 move || shared.watch_loop()
             })
             .map_err(PoolError::Thread)?;
         if let Some(interval) = self.monitor {
             // Started before the workers join, so that it shows them starting.
-            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&shared) }, interval);
-            *shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.expect("cannot start a thread"));
+            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&pool.shared) }, interval)
+                .map_err(PoolError::Thread)?;
+            *pool.shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor);
         }
-        // From here on, a failed start drops `pool`, which stops whatever did start.
-        let pool = Pool { shared };
         pool.shared.admit_until_ready(&listener)?;
         // The acceptor, which admits the workers that replace those that die, is started
         // by the supervisor.
