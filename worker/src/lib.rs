@@ -59,6 +59,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
     platform::keep_freed_memory_for_reuse();
     let config = match WorkerConfig::from_env_and_stdin() {
         Ok(config) => config,
+        // The coordinator died before it could say how to run: nothing to report.
+        Err(error) if error.is_disconnect() => return ExitCode::from(EXIT_NOT_A_WORKER),
         Err(error) => {
             eprintln!("corepool-worker: {error}");
             return ExitCode::from(EXIT_NOT_A_WORKER);

@@ -9,10 +9,13 @@ pub fn die_with_parent(expected_parent: Option<u32>) -> bool {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
     }
-    match expected_parent {
-        Some(parent) => std::os::unix::process::parent_id() == parent,
-        None => true,
-    }
+    !expected_parent.is_some_and(parent_is_gone)
+}
+
+/// Whether the process that started this one, `expected_parent`, has exited (this
+/// process then has another parent).
+pub fn parent_is_gone(expected_parent: u32) -> bool {
+    std::os::unix::process::parent_id() != expected_parent
 }
 
 /// Sets the name that `top`, `htop` and `ps -o comm` show (at most 15 bytes on Linux).

@@ -88,6 +88,10 @@ pub enum WorkerError {
     /// A batch from the coordinator was malformed.
     #[error("malformed batch from the coordinator: {0}")]
     Batch(String),
+    /// The coordinator exited, or stopped its pool, before this worker could join it:
+    /// nothing a user needs to hear of.
+    #[error("the coordinator is gone")]
+    CoordinatorGone,
 }
 
 impl WorkerError {
@@ -95,6 +99,7 @@ impl WorkerError {
     pub fn is_disconnect(&self) -> bool {
         use corepool_protocol::{frame::FrameError, handshake::HandshakeError};
         let io = match self {
+            WorkerError::CoordinatorGone => return true,
             WorkerError::Handshake(HandshakeError::Closed) => return true,
             WorkerError::Handshake(HandshakeError::Frame(FrameError::Truncated { .. })) => return true,
             WorkerError::Frame(FrameError::Truncated { .. }) => return true,
@@ -123,6 +128,12 @@ impl WorkerConfig {
         std::io::stdin()
             .read_line(&mut line)
             .map_err(|e| WorkerError::Config(format!("cannot read the secret from standard input: {e}")))?;
+        // The coordinator writes the line as soon as it has started this worker, and
+        // closes the pipe unwritten only when it kills it: an empty pipe means that it
+        // died or stopped first (its pipe closes before this process has a new parent).
+        if line.is_empty() && parent.is_some() {
+            return Err(WorkerError::CoordinatorGone);
+        }
         let credentials = Credentials::from_line(&line).ok_or_else(|| {
             WorkerError::Config("standard input does not start with the run's secret and challenge".into())
         })?;
@@ -161,15 +172,24 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
     platform::set_process_name(&format!("corepool-w{}", config.index));
     platform::ignore_terminal_interrupts();
     if !platform::die_with_parent(config.parent) {
-        return Err(WorkerError::Config("the coordinator exited before this worker started".into()));
+        return Err(WorkerError::CoordinatorGone);
     }
     crate::panics::record_panic_locations();
     if !config.start_delay.is_zero() {
         std::thread::sleep(config.start_delay);
     }
 
-    let link = Link::connect(&config.endpoint)
-        .map_err(|source| WorkerError::Connect { path: config.endpoint.clone(), source })?;
+    let link = Link::connect(&config.endpoint).map_err(|source| {
+        // The coordinator removes its socket when its pool stops, and before it exits: a
+        // worker started by one that finds no socket, or no listener, started too late.
+        use std::io::ErrorKind::{ConnectionRefused, NotFound};
+        let pool_stopped = config.parent.is_some() && matches!(source.kind(), NotFound | ConnectionRefused);
+        if pool_stopped || config.parent.is_some_and(platform::parent_is_gone) {
+            WorkerError::CoordinatorGone
+        } else {
+            WorkerError::Connect { path: config.endpoint.clone(), source }
+        }
+    })?;
     let (reader, writer) = link.split();
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut writer = BufWriter::with_capacity(1 << 16, writer);

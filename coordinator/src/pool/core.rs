@@ -31,7 +31,11 @@ use corepool_protocol::{
 };
 use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
-use super::{PoolError, WorkerStats};
+use super::{
+    PoolError, WorkerStats,
+    error::with_causes,
+    socket_dir::{SOCKET_NAME, SocketDir},
+};
 use crate::outgoing::{AsBytes, Outgoing, SharedBytes};
 
 mod observe;
@@ -274,7 +278,7 @@ pub(crate) struct Shared {
     watch: Signal,
     secret: Secret,
     endpoint: PathBuf,
-    socket_dir: Mutex<Option<tempfile::TempDir>>,
+    socket_dir: Mutex<Option<SocketDir>>,
     /// The listening socket once the first workers are in, until the watchdog hands it to
     /// the acceptor thread it starts for it.
     listener_for_acceptor: Mutex<Option<Listener>>,
@@ -330,8 +334,8 @@ impl std::ops::Deref for Payload {
 
 impl Shared {
     /// Sets up the socket, starts every worker at once, and waits until all have joined.
-    pub fn start(settings: Settings, socket_dir: tempfile::TempDir) -> Result<(Arc<Self>, Listener), PoolError> {
-        let endpoint = socket_dir.path().join("pool.sock");
+    pub fn start(settings: Settings, socket_dir: SocketDir) -> Result<(Arc<Self>, Listener), PoolError> {
+        let endpoint = socket_dir.path().join(SOCKET_NAME);
         let listener = Listener::bind(&endpoint).map_err(PoolError::Socket)?;
         let secret = Secret::generate().map_err(PoolError::Socket)?;
         let slots = (0..settings.workers)
@@ -413,10 +417,10 @@ impl Shared {
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::null());
-        let mut child = command.spawn().map_err(|source| PoolError::Spawn {
+        let mut child = command.spawn().map_err(|error| PoolError::Spawn {
             index,
             program: self.settings.program.clone(),
-            source,
+            error,
         })?;
         let stdin = child.stdin.take();
         let mut state = self.lock();
@@ -560,7 +564,7 @@ impl Shared {
                 swept = true;
                 // Others' leftovers lie beside this pool's own directory.
                 if let Some(base) = self.endpoint.parent().and_then(std::path::Path::parent) {
-                    super::remove_stale_socket_dirs(base);
+                    super::socket_dir::sweep_dead_runs(base);
                 }
             }
             state = self.lock();
@@ -587,7 +591,7 @@ impl Shared {
         for &index in indices {
             if let Err(error) = self.spawn_worker(index) {
                 if !matches!(error, PoolError::Terminated) {
-                    self.break_pool(format!("cannot start worker {index}: {error}"));
+                    self.break_pool(with_causes(&error));
                 }
                 return false;
             }
@@ -635,11 +639,11 @@ impl Shared {
     /// then its worker is gone (and its connection closed).
     fn start_connection_thread(self: &Arc<Self>, serve: impl FnOnce(&Self) + Send + 'static) {
         let shared = Arc::clone(self);
-        let handle = std::thread::Builder::new()
-            .name("corepool-recv".into())
-            .spawn(move || serve(&shared))
-            .expect("cannot start a thread");
-        self.lock().threads.push(handle);
+        match std::thread::Builder::new().name("corepool-recv".into()).spawn(move || serve(&shared)) {
+            Ok(handle) => self.lock().threads.push(handle),
+            // Without its reader a worker's answers would never be heard.
+            Err(error) => self.break_pool(with_causes(&PoolError::Thread(error))),
+        }
     }
 
     /// Serves an admitted worker's connection on this thread: starts the thread that
@@ -648,11 +652,12 @@ impl Shared {
     /// admit while the pool's start waits on it; frames dispatched meanwhile wait in the
     /// outbox.
     fn serve_connection(&self, (index, generation, reader, outbox): Admitted) {
-        let writer = std::thread::Builder::new()
-            .name(format!("corepool-send-{index}"))
-            .spawn(move || outbox.run_writer())
-            .expect("cannot start a thread");
-        self.lock().threads.push(writer);
+        let writer =
+            std::thread::Builder::new().name(format!("corepool-send-{index}")).spawn(move || outbox.run_writer());
+        match writer {
+            Ok(writer) => self.lock().threads.push(writer),
+            Err(error) => return self.break_pool(with_causes(&PoolError::Thread(error))),
+        }
         self.read_loop(index, generation, reader);
     }
 
@@ -661,13 +666,18 @@ impl Shared {
         let peer_pid = link.peer_pid();
         // Only a process this pool started and waits for is heard at all; anyone else is
         // turned away before a byte is read, so that no stranger can hold up a start.
-        let expected = {
+        let (expected, stopping) = {
             let state = self.lock();
-            (0..state.slots.len()).any(|index| state.starting(index, peer_pid).is_some())
+            ((0..state.slots.len()).any(|index| state.starting(index, peer_pid).is_some()), state.stopping)
         };
         let mut generation = None;
         let hello = {
             let (mut reader, mut writer) = link.halves();
+            // A stopping pool hangs up on its workers rather than refuse them, which they
+            // would report: a worker that finds its coordinator gone exits without a word.
+            if stopping {
+                return None;
+            }
             if !expected {
                 refuse(&mut writer, "not a worker this pool started");
                 self.lock().rejected_peers += 1;
@@ -677,8 +687,14 @@ impl Shared {
             let _ = link.set_read_timeout(Some(Duration::from_secs(5)));
             coordinator_handshake(&mut reader, &mut writer, &self.secret, |hello| {
                 let state = self.lock();
-                let slot =
-                    state.starting(hello.worker_index as usize, peer_pid).filter(|slot| slot.pid == hello.pid)?;
+                let index = hello.worker_index as usize;
+                // Its slot is no longer starting if the pool began to stop meanwhile: the
+                // worker still proves itself, then is hung up on (below), not refused.
+                let slot = match state.stopping {
+                    true => state.slots.get(index).filter(|slot| Some(slot.pid) == peer_pid),
+                    false => state.starting(index, peer_pid),
+                };
+                let slot = slot.filter(|slot| slot.pid == hello.pid)?;
                 generation = Some(slot.generation);
                 slot.challenge
             })
@@ -968,11 +984,18 @@ impl Shared {
         }
     }
 
-    /// Runs `job` on the pool's callback thread, or here if the pool has stopped.
+    /// Runs `job` on the pool's callback thread, or here if the pool has stopped (or
+    /// cannot start that thread, which breaks it: its waiters hear why, rather than wait
+    /// for ever).
     pub fn run_callback(&self, job: Job) {
         let refused = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).run(job);
-        if let Some(job) = refused {
-            job();
+        match refused {
+            Ok(None) => {}
+            Ok(Some(job)) => job(),
+            Err((job, error)) => {
+                self.break_pool(with_causes(&PoolError::Thread(error)));
+                job();
+            }
         }
     }
 
@@ -1254,21 +1277,24 @@ pub(crate) struct CallbackRunner {
 }
 
 impl CallbackRunner {
-    /// Queues `job` for the callback thread; gives it back if the pool has stopped.
-    fn run(&mut self, job: Job) -> Option<Job> {
+    /// Queues `job` for the callback thread; gives it back if the pool has stopped, or
+    /// with the error if the thread cannot be started.
+    fn run(&mut self, job: Job) -> Result<Option<Job>, (Job, std::io::Error)> {
         if self.stopped {
-            return Some(job);
+            return Ok(Some(job));
         }
         if self.sender.is_none() {
             let (sender, receiver) = mpsc::channel::<Job>();
-            let thread = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("corepool-callbacks".into())
-                .spawn(move || receiver.into_iter().for_each(|callback| callback()))
-                .expect("cannot start a thread");
-            (self.sender, self.thread) = (Some(sender), Some(thread));
+                .spawn(move || receiver.into_iter().for_each(|callback| callback()));
+            match started {
+                Ok(thread) => (self.sender, self.thread) = (Some(sender), Some(thread)),
+                Err(error) => return Err((job, error)),
+            }
         }
         let sender = self.sender.as_ref().expect("started above");
-        sender.send(job).err().map(|refused| refused.0)
+        Ok(sender.send(job).err().map(|refused| refused.0))
     }
 
     /// Takes no more callbacks; returns the thread, which ends once it has run those queued.

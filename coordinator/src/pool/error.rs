@@ -7,22 +7,27 @@ use corepool_protocol::TaskFailure;
 /// An error from a [`crate::Pool`].
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
+    // The I/O errors below are part of their variant's text, and not also its `source()`:
+    // a caller that prints the chain of causes would name them twice.
     /// The pool could not set up its private socket directory or listener.
     #[error("cannot set up the pool's socket: {0}")]
-    Socket(#[source] std::io::Error),
+    Socket(std::io::Error),
+    /// A thread the pool needs could not be started (the system's limit on threads or
+    /// processes, or memory).
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
     /// No worker program was found or given.
     #[error("cannot find the worker program: {0}")]
     NoWorkerProgram(String),
     /// A worker process could not be started.
-    #[error("cannot start worker {index} ({}): {source}", program.display())]
+    #[error("cannot start worker {index} ({}): {error}", program.display())]
     Spawn {
         /// The worker's index.
         index: usize,
         /// The program that failed to start.
         program: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A worker did not join the pool in time, or died before joining.
     #[error("worker {index} did not start: {reason}")]
@@ -94,7 +99,46 @@ impl PoolError {
             PoolError::Closed => PoolError::Closed,
             PoolError::Terminated => PoolError::Terminated,
             PoolError::Timeout => PoolError::Timeout,
-            other => PoolError::Protocol(other.to_string()),
+            other => PoolError::Broken(with_causes(other)),
         }
+    }
+}
+
+/// `error` and each of its causes after a colon, in one line: how the chain prints.
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every cause once, whether printed alone (`{}`) or with its chain (`{:#}` of anyhow).
+    #[test]
+    fn io_causes_are_named_once() {
+        let again = || std::io::Error::from_raw_os_error(libc::EAGAIN);
+        let errors = [
+            PoolError::Thread(again()),
+            PoolError::Socket(again()),
+            PoolError::Spawn { index: 1, program: "/bin/w".into(), error: again() },
+        ];
+        for error in errors {
+            let line = format!("{:#}", anyhow::Error::new(error.share()));
+            assert_eq!(line.matches("os error 11").count(), 1, "{line}");
+            assert_eq!(error.to_string().matches("os error 11").count(), 1, "{error}");
+            let line = format!("{:#}", anyhow::Error::new(error).context("starting the pool"));
+            assert_eq!(line.matches("os error 11").count(), 1, "{line}");
+        }
+        let thread = PoolError::Thread(again());
+        assert_eq!(with_causes(&thread), format!("cannot start a thread: {}", again()));
+        let spawn = PoolError::Spawn { index: 1, program: "/bin/w".into(), error: again() };
+        assert_eq!(with_causes(&spawn), format!("cannot start worker 1 (/bin/w): {}", again()));
     }
 }

@@ -218,7 +218,7 @@ pub(crate) fn submit_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
             }
         };
         if let Err(error) = std::thread::Builder::new().name("corepool-map-async".into()).spawn(feeder) {
-            gather.fail(PoolError::Socket(error));
+            gather.fail(PoolError::Thread(error));
         }
         return;
     }

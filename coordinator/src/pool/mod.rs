@@ -7,6 +7,7 @@ mod monitor;
 mod observer;
 mod platform;
 mod results;
+mod socket_dir;
 mod stream;
 
 use std::{
@@ -188,11 +189,13 @@ impl PoolBuilder {
             // Polling needs a core of its own to be worth it.
             answer_poll: if platform::may_run_on_several_cpus() { ANSWER_POLL } else { Duration::ZERO },
         };
-        let socket_dir = make_socket_dir()?;
+        let socket_dir = socket_dir::SocketDir::create()?;
         let (shared, listener) = Shared::start(settings, socket_dir)?;
+        // From here on, a failed start drops `pool`, which stops whatever did start.
+        let pool = Pool { shared };
         if platform::on_main_thread() {
             // A failure breaks the pool, which the wait below reports.
-            shared.start_first_workers_here();
+            pool.shared.start_first_workers_here();
         }
         // The supervisor starts the workers (elsewhere than on the main thread) and
         // replaces them; the rest is set up while they load. Neither it nor the acceptor
@@ -203,17 +206,16 @@ impl PoolBuilder {
             // spawning thread's name until it execs.
             .name("corepool-supervisor".into())
             .spawn({
-                let shared = Arc::clone(&shared);
+                let shared = Arc::clone(&pool.shared);
                 move || shared.watch_loop()
             })
-            .map_err(PoolError::Socket)?;
+            .map_err(PoolError::Thread)?;
         if let Some(interval) = self.monitor {
             // Started before the workers join, so that it shows them starting.
-            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&shared) }, interval);
-            *shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.expect("cannot start a thread"));
+            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&pool.shared) }, interval)
+                .map_err(PoolError::Thread)?;
+            *pool.shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor);
         }
-        // From here on, a failed start drops `pool`, which stops whatever did start.
-        let pool = Pool { shared };
         pool.shared.admit_until_ready(&listener)?;
         // The acceptor, which admits the workers that replace those that die, is started
         // by the supervisor.
@@ -227,65 +229,6 @@ impl PoolBuilder {
 /// caller adds a wake-up to every call: up to half a round trip again. Polling takes one
 /// core for at most this long, while the worker that has the call uses another.
 const ANSWER_POLL: Duration = Duration::from_micros(100);
-
-/// Socket directories are named `corepool-PID-XXXXXX`, PID being the coordinator's.
-const SOCKET_DIR_PREFIX: &str = "corepool-";
-
-/// Where a pool's private socket directory may go, in order of preference: `TMPDIR` if
-/// set (the user's choice); else the user's runtime directory (`XDG_RUNTIME_DIR`) or
-/// `/dev/shm`, both in memory, where making and removing the directory and its socket
-/// takes tens of microseconds, against hundreds on a disk's file system (ext4 on the
-/// development machine: mkdir 130 us, rmdir 400 us, on every pool start and stop); else
-/// the system's temporary directory.
-fn socket_dir_bases() -> Vec<PathBuf> {
-    if let Some(tmpdir) = std::env::var_os("TMPDIR").filter(|dir| !dir.is_empty()) {
-        return vec![tmpdir.into()];
-    }
-    let in_memory = [std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from), Some(PathBuf::from("/dev/shm"))];
-    in_memory.into_iter().flatten().filter(|dir| dir.is_absolute()).chain([std::env::temp_dir()]).collect()
-}
-
-/// Makes the pool's private (`0700`) socket directory, in the first place that allows it.
-fn make_socket_dir() -> Result<tempfile::TempDir, PoolError> {
-    let mut last_error = None;
-    for base in socket_dir_bases() {
-        match tempfile::Builder::new()
-            .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
-            .permissions(private_dir())
-            .tempdir_in(&base)
-        {
-            Ok(dir) => return Ok(dir),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(PoolError::Socket(last_error.expect("there is always one place to try")))
-}
-
-/// Removes socket directories in `base` left by coordinators that died without cleaning
-/// up (killed with SIGKILL, say); a new run never needs them gone, but they are litter,
-/// so the supervisor sweeps them once its workers are on their way.
-pub(crate) fn remove_stale_socket_dirs(base: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|name| name.strip_prefix(SOCKET_DIR_PREFIX)) else { continue };
-        let Some(pid) = rest.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok()) else { continue };
-        let owner_alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        let ours = entry.metadata().is_ok_and(|meta| {
-            use std::os::unix::fs::MetadataExt;
-            // SAFETY: getuid has no preconditions and cannot fail.
-            meta.is_dir() && meta.uid() == unsafe { libc::getuid() }
-        });
-        if !owner_alive && ours && entry.path().join("pool.sock").exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-fn private_dir() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(0o700)
-}
 
 /// Logical CPUs available to this process.
 pub fn logical_cpus() -> usize {

@@ -127,7 +127,7 @@ where
                     }
                 }
             })
-            .map_err(PoolError::Socket)?;
+            .map_err(PoolError::Thread)?;
         let window = pool.window().max(1) as u64;
         let source = source.fuse();
         Ok(Self {
