@@ -207,27 +207,54 @@ fn npy_header(descr: &str, shape: &str) -> Vec<u8> {
     header
 }
 
-/// Starts the thread that sums counts up, fed in row order.
-fn start_totals() -> (mpsc::SyncSender<Vec<u32>>, std::thread::JoinHandle<Totals>) {
-    let (sender, receiver) = mpsc::sync_channel::<Vec<u32>>(2);
-    let thread = std::thread::Builder::new()
-        .name("corepool-totals".into())
-        .spawn(move || {
+/// Where the counts are summed up: on a thread of their own (the checksum is a serial chain
+/// of multiplies, so it runs beside the rest of the coordinator's work rather than in its
+/// way), or in line when no thread can start.
+enum Summing {
+    Thread(mpsc::SyncSender<Vec<u32>>, std::thread::JoinHandle<Totals>),
+    InLine(Totals),
+}
+
+impl Summing {
+    /// Starts the thread that sums counts up, fed in row order.
+    fn start() -> Self {
+        let (sender, receiver) = mpsc::sync_channel::<Vec<u32>>(2);
+        let spawned = std::thread::Builder::new().name("corepool-totals".into()).spawn(move || {
             let mut totals = Totals::default();
             for counts in receiver {
                 totals.add(&counts);
             }
             totals
-        })
-        .expect("cannot start a thread");
-    (sender, thread)
+        });
+        match spawned {
+            Ok(thread) => Summing::Thread(sender, thread),
+            Err(_) => Summing::InLine(Totals::default()),
+        }
+    }
+
+    fn add(&mut self, counts: Vec<u32>) {
+        match self {
+            // The thread ends only when the sender goes: a failed send cannot happen.
+            Summing::Thread(sender, _) => drop(sender.send(counts)),
+            Summing::InLine(totals) => totals.add(&counts),
+        }
+    }
+
+    fn finish(self) -> anyhow::Result<Totals> {
+        match self {
+            Summing::Thread(sender, thread) => {
+                drop(sender);
+                thread.join().map_err(|_| anyhow::anyhow!("the thread summing the counts up panicked"))
+            }
+            Summing::InLine(totals) => Ok(totals),
+        }
+    }
 }
 
 /// Takes each chunk's counts as it arrives, and hands them on in row order.
 pub struct CountSink {
-    /// The thread summing the counts up: the checksum is a serial chain of multiplies, so
-    /// it runs beside the rest of the coordinator's work rather than in its way.
-    totals: Option<(mpsc::SyncSender<Vec<u32>>, std::thread::JoinHandle<Totals>)>,
+    /// Where the counts are summed up; taken by `finish`.
+    totals: Option<Summing>,
     /// Chunks that arrived ahead of their turn, by first row: at most the pool's window.
     pending: BTreeMap<usize, Vec<u32>>,
     next_row: usize,
@@ -243,7 +270,7 @@ impl CountSink {
     /// A sink writing to `output` (if any), checking against `expected` (if any).
     pub fn new(output: Option<OutputFile>, expected: Option<Expected>, mode: &'static str) -> Self {
         Self {
-            totals: Some(start_totals()),
+            totals: Some(Summing::start()),
             pending: BTreeMap::new(),
             next_row: 0,
             output,
@@ -281,9 +308,8 @@ impl CountSink {
             output.counts(&counts)?;
         }
         self.next_row += counts.len();
-        if let Some((sender, _)) = &self.totals {
-            // The thread ends only when the sender goes: a failed send cannot happen.
-            let _ = sender.send(counts);
+        if let Some(totals) = &mut self.totals {
+            totals.add(counts);
         }
         Ok(())
     }
@@ -307,17 +333,14 @@ impl CountSink {
         if let Some(output) = self.output.take() {
             output.finish()?;
         }
-        let (sender, thread) = self.totals.take().expect("finished once");
-        drop(sender);
-        thread.join().map_err(|_| anyhow::anyhow!("the thread summing the counts up panicked"))
+        self.totals.take().expect("finished once").finish()
     }
 }
 
 impl Drop for CountSink {
     fn drop(&mut self) {
-        if let Some((sender, thread)) = self.totals.take() {
-            drop(sender);
-            let _ = thread.join();
+        if let Some(totals) = self.totals.take() {
+            let _ = totals.finish();
         }
     }
 }

@@ -537,7 +537,7 @@ where
             let shared = Arc::clone(&shared);
             move |error: &PoolError| {
                 let mut state = shared.0.lock().unwrap_or_else(|e| e.into_inner());
-                state.error.get_or_insert_with(|| anyhow::Error::new(clone_pool_error(error)));
+                state.error.get_or_insert_with(|| anyhow::Error::new(error.share()));
                 state.done += 1;
                 shared.1.notify_all();
             }
@@ -558,15 +558,6 @@ where
     let sink = std::mem::replace(&mut state.sink, CountSink::new(None, None, ""));
     drop(state);
     sink.finish()
-}
-
-/// A copy of a callback's error, which it only borrows: a task failure keeps its kind and
-/// message (so a bad cell is still reported as bad input); others keep their text.
-fn clone_pool_error(error: &PoolError) -> PoolError {
-    match error {
-        PoolError::Task { rows, failure } => PoolError::Task { rows: rows.clone(), failure: failure.clone() },
-        other => PoolError::Protocol(other.to_string()),
-    }
 }
 
 /// Puts the counts and the report in place together, and prints the summary, of a

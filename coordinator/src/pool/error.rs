@@ -82,9 +82,10 @@ pub enum PoolError {
 }
 
 impl PoolError {
-    /// The same error for another of the items it befell (a batch's items share their
-    /// chunk's fate); errors that carry an I/O error become their message.
-    pub(crate) fn share(&self) -> PoolError {
+    /// The same error, for another receiver of it (the items of a batch share their
+    /// chunk's fate); an error that carries an I/O error becomes [`PoolError::Broken`] with
+    /// its message.
+    pub fn share(&self) -> PoolError {
         match self {
             PoolError::Task { rows, failure } => PoolError::Task { rows: rows.clone(), failure: failure.clone() },
             PoolError::WorkerDied { rows, attempts, death } => {
