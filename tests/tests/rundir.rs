@@ -283,12 +283,6 @@ fn a_thread_that_cannot_start_is_named_once_without_noise_from_workers() {
             assert_eq!(read_counts(&work.path().join("c.txt")), expected, "limit {limit}");
             continue;
         }
-        // The command line's own threads (outside the pool) still panic when they cannot
-        // start; what is checked here is the pool's side.
-        if let Some(at) = run.stderr.lines().find(|line| line.contains("panicked at coordinator/src/cli/")) {
-            eprintln!("note: {limit}: a thread of the command line's own could not start: {at}");
-            continue;
-        }
         assert_eq!(run.status.code(), Some(1), "limit {limit}: {run:?}");
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "limit {limit}: one line, and none from workers: {:?}", run.stderr);
