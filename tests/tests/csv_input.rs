@@ -124,6 +124,11 @@ fn quoted_cells_and_delimiters() {
     );
     refused(
         path,
+        &["count", "--input", "m.npy", "--skip-cols", "1"],
+        "--skip-cols applies to CSV input, and m.npy is read as .npy",
+    );
+    refused(
+        path,
         &["count", "--input", "spans.csv", "--delimiter", "ab"],
         "--delimiter \"ab\": one character that is not part of a number or a quote, such as ',' ';' '|' ':', or tab",
     );

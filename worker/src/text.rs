@@ -503,7 +503,7 @@ pub fn is_integer(cell: &[u8]) -> bool {
 }
 
 /// Bytes that separate values in files from elsewhere, named when a line reads as one cell.
-const SEPARATOR_LOOKING: [u8; 5] = [b';', b'|', b':', b'\t', b','];
+pub const SEPARATOR_LOOKING: [u8; 5] = [b';', b'|', b':', b'\t', b','];
 
 /// A bad cell's message; a line that reads as one cell holding a separator-looking byte
 /// suggests `--delimiter`.

@@ -507,6 +507,16 @@ impl DataArgs {
             ValuesArg::Int => ValueKind::Int,
             ValuesArg::Float => ValueKind::Float,
         });
+        if format == Format::Npy {
+            let csv_only = [
+                ("--delimiter", self.delimiter.is_some()),
+                ("--skip-cols", self.skip_cols > 0),
+                ("--max-line-bytes", self.max_line_bytes.is_some()),
+            ];
+            if let Some((flag, _)) = csv_only.iter().find(|(_, given)| *given) {
+                bail!("{flag} applies to CSV input, and {} is read as .npy", path.display());
+            }
+        }
         let separator = self.delimiter.as_deref().map(parse_delimiter).transpose()?;
         let max_line_bytes = match self.max_line_bytes.as_deref() {
             Some(text) => parse_line_limit(text)?,

@@ -10,7 +10,10 @@
 use std::io::Read;
 
 use corepool_worker::{
-    text::{CountText, Separator, TextFormat, TextPiece, ValueKind, cells_of, is_blank_line, is_integer, is_number},
+    text::{
+        CountText, SEPARATOR_LOOKING, Separator, TextFormat, TextPiece, ValueKind, cells_of, is_blank_line, is_integer,
+        is_number,
+    },
     values::ValueRange,
 };
 
@@ -234,7 +237,8 @@ fn looks_like_header(cells: &[Vec<u8>], skip: usize) -> bool {
 /// with no data under it, rather than a bad row.
 fn all_names(cells: &[Vec<u8>], skip: usize) -> bool {
     let counted = cells.get(skip..).unwrap_or_default();
-    let one_cut_cell = counted.len() == 1 && cells.len() == 1 && counted[0].iter().any(|byte| b";|:\t,".contains(byte));
+    let one_cut_cell =
+        counted.len() == 1 && cells.len() == 1 && counted[0].iter().any(|byte| SEPARATOR_LOOKING.contains(byte));
     let name =
         |cell: &Vec<u8>| !is_number(cell) && !cell.first().is_some_and(|b| b.is_ascii_digit() || b"+-.".contains(b));
     !one_cut_cell && counted.iter().all(name)
@@ -271,7 +275,7 @@ impl<R: Read> CsvPieces<R> {
                 }
             };
             let text = &self.buffer[line_start..end];
-            if text.len() > limit {
+            if text.strip_suffix(b"\r").unwrap_or(text).len() > limit {
                 return Err(DataError::LineTooLong { file: self.name.clone(), line, limit });
             }
             if !is_blank_line(text) {
