@@ -74,8 +74,6 @@ pub struct TextFormat {
     pub skip_cols: u64,
     /// Line number of the first data row, named when another row's width differs.
     pub first_data_line: u64,
-    /// Longest line, in bytes without its `\n`; a longer one is an error.
-    pub max_line_bytes: u64,
 }
 
 /// The tutorial's count over rows of CSV text: how many values of each row lie in `range`.
@@ -136,11 +134,6 @@ impl std::error::Error for TextFault {}
 /// The message for a quote left open at the end of its line.
 pub const SPANS_LINES: &str = "a quoted cell spans lines, which corepool does not read";
 
-/// The message for a line over the limit.
-pub fn line_too_long(limit: u64) -> String {
-    format!("line longer than {limit} bytes (--max-line-bytes raises the limit)")
-}
-
 /// Longest cell text quoted in an error: the whole of a runaway cell would flood the terminal.
 const MAX_QUOTED_CHARS: usize = 40;
 
@@ -171,9 +164,6 @@ impl TextFormat {
         quoted: &mut Option<QuotedRows>,
         mut visit: impl FnMut(&[u8]) -> Result<(), CellError>,
     ) -> Result<(), TextFault> {
-        if row.len() as u64 > self.max_line_bytes {
-            return Err(TextFault { line, column: None, message: line_too_long(self.max_line_bytes) });
-        }
         let (skip, kind, separator) = (self.skip_cols, self.kind, self.separator);
         let mut seen = 0u64;
         let mut on_cell = |start: usize, cell: &[u8]| -> Result<(), (usize, String)> {
@@ -302,28 +292,34 @@ impl CountText {
         let ints = self.range.int_bounds();
         // An empty integer range is written as lo > hi, which the fast path's test refutes.
         let (lo, hi) = ints.unwrap_or((1, 0));
-        self.format.walk(
-            text,
-            first_line,
-            counts,
-            |start| self.fast_row(text, start, lo, hi),
-            |row, line, quoted| {
-                let mut hits = 0u32;
-                self.format.visit_row(row, line, quoted, |cell| {
-                    hits += u32::from(self.cell_in_range(cell, ints)?);
-                    Ok(())
-                })?;
-                Ok(hits)
-            },
-        )
+        let careful = |row: &[u8], line, quoted: &mut Option<QuotedRows>| self.careful_row(row, line, quoted, ints);
+        self.format.walk(text, first_line, counts, |start| self.fast_row(text, start, lo, hi), careful)
+    }
+
+    /// The count of a row the fast path left, read cell by cell; out of line, so that the
+    /// loop around the fast path stays small.
+    #[inline(never)]
+    fn careful_row(
+        &self,
+        row: &[u8],
+        line: u64,
+        quoted: &mut Option<QuotedRows>,
+        ints: Option<(i64, i64)>,
+    ) -> Result<u32, TextFault> {
+        let mut hits = 0u32;
+        self.format.visit_row(row, line, quoted, |cell| {
+            hits += u32::from(self.cell_in_range(cell, ints)?);
+            Ok(())
+        })?;
+        Ok(hits)
     }
 
     /// The common row, in one pass and no allocation: `cols` plain integers with one
     /// separator between them (after `skip_cols` cells holding no quote), ended by `\n` (or
     /// `\r\n`, or the end of the text). Gives the row's count and where the next line
     /// starts; anything else (blanks in a delimited cell, quotes, floats, a bad cell, a
-    /// blank line, the wrong width, a line over the limit) is left to the careful path,
-    /// which also finds the fault's column.
+    /// blank line, the wrong width) is left to the careful path, which also finds the
+    /// fault's column.
     #[inline]
     fn fast_row(&self, text: &[u8], start: usize, lo: i64, hi: i64) -> Option<(u32, usize)> {
         let (blanks, separator) = match self.format.separator {
@@ -332,24 +328,12 @@ impl CountText {
         };
         let mut at = start;
         if self.format.skip_cols > 0 {
-            if blanks {
-                return None;
-            }
-            for _ in 0..self.format.skip_cols {
-                loop {
-                    match text.get(at) {
-                        Some(&byte) if byte == separator => break,
-                        None | Some(b'\n' | b'"') => return None,
-                        Some(_) => at += 1,
-                    }
-                }
-                at += 1;
-            }
+            at = self.skip_plain_cells(text, at)?;
         }
         let mut hits = 0u32;
         let mut cells = 0u64;
         let cols = self.format.cols;
-        let end = loop {
+        loop {
             if blanks {
                 while at < text.len() && is_blank(text[at]) {
                     at += 1;
@@ -365,9 +349,9 @@ impl CountText {
                 }
             }
             match text.get(at) {
-                None => break (cells == cols).then_some((at, at))?,
-                Some(b'\n') => break (cells == cols).then_some((at, at + 1))?,
-                Some(b'\r') if text.get(at + 1) == Some(&b'\n') => break (cells == cols).then_some((at, at + 2))?,
+                None => return (cells == cols).then_some((hits, at)),
+                Some(b'\n') => return (cells == cols).then_some((hits, at + 1)),
+                Some(b'\r') if text.get(at + 1) == Some(&b'\n') => return (cells == cols).then_some((hits, at + 2)),
                 Some(&byte) if byte == separator && !blanks => at += 1,
                 Some(_) if blanks && at > after => {}
                 Some(_) => return None,
@@ -375,9 +359,26 @@ impl CountText {
             if cells == cols {
                 return None;
             }
-        };
-        let (line_end, next) = end;
-        ((line_end - start) as u64 <= self.format.max_line_bytes).then_some((hits, next))
+        }
+    }
+
+    /// Where the row at `at` goes on after its `skip_cols` leading cells, if they hold no
+    /// quote and the row is delimited.
+    // Out of line: rows with no cell to skip keep the fast loop as tight as it was.
+    #[inline(never)]
+    fn skip_plain_cells(&self, text: &[u8], mut at: usize) -> Option<usize> {
+        let Separator::Char(delimiter) = self.format.separator else { return None };
+        for _ in 0..self.format.skip_cols {
+            loop {
+                match text.get(at) {
+                    Some(&byte) if byte == delimiter => break,
+                    None | Some(b'\n' | b'"') => return None,
+                    Some(_) => at += 1,
+                }
+            }
+            at += 1;
+        }
+        Some(at)
     }
 
     /// Whether the value in `cell` (trimmed, not empty) lies in the range.

@@ -88,8 +88,6 @@ pub struct CsvLayout {
     pub header_line: Option<u64>,
     /// The first data row's line number.
     pub first_data_line: u64,
-    /// Longest line accepted.
-    pub max_line_bytes: u64,
 }
 
 impl CsvLayout {
@@ -101,7 +99,6 @@ impl CsvLayout {
             cols: self.cols,
             skip_cols: self.skip_cols,
             first_data_line: self.first_data_line,
-            max_line_bytes: self.max_line_bytes,
         }
     }
 
@@ -145,11 +142,10 @@ const BLOCK: usize = 64 << 10;
 /// Reads the first lines of `reader` and returns what they say, and the pieces of the
 /// whole stream (the header left out). `name` is the input's name for errors.
 pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(CsvLayout, CsvPieces<R>), DataError> {
-    let options = CsvOptions {
-        piece_bytes: options.piece_bytes.clamp(1, MAX_LINE_BYTES_LIMIT),
-        max_line_bytes: options.max_line_bytes.clamp(1, MAX_LINE_BYTES_LIMIT),
-        ..options
-    };
+    let max_line_bytes = options.max_line_bytes.clamp(1, MAX_LINE_BYTES_LIMIT);
+    // A piece no larger than the longest line: then only a piece grown past its size to
+    // end its one line can hold a line over the limit, and that line is measured.
+    let options = CsvOptions { piece_bytes: options.piece_bytes.clamp(1, max_line_bytes), max_line_bytes, ..options };
     let mut pieces = CsvPieces {
         reader,
         name: name.to_owned(),
@@ -219,7 +215,6 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
         skip_cols: options.skip_cols,
         header_line: header.then_some(first_line),
         first_data_line: data_line,
-        max_line_bytes: options.max_line_bytes as u64,
     };
     Ok((layout, pieces))
 }
@@ -275,7 +270,7 @@ impl<R: Read> CsvPieces<R> {
                 }
             };
             let text = &self.buffer[line_start..end];
-            if text.strip_suffix(b"\r").unwrap_or(text).len() > limit {
+            if text.len() > limit {
                 return Err(DataError::LineTooLong { file: self.name.clone(), line, limit });
             }
             if !is_blank_line(text) {
@@ -307,7 +302,7 @@ impl<R: Read> CsvPieces<R> {
         let piece_bytes = self.options.piece_bytes;
         loop {
             if let Some(rows) = self.options.piece_rows {
-                if let Some(end) = self.end_of_rows(rows.max(1)) {
+                if let Some(end) = self.end_of_rows(rows.max(1))? {
                     return Ok(Some(end));
                 }
             } else if self.buffer.len() >= piece_bytes {
@@ -319,21 +314,22 @@ impl<R: Read> CsvPieces<R> {
                 }
                 // A line longer than a piece: the piece grows to its end.
                 if let Some(at) = memchr::memchr(b'\n', &self.buffer[self.searched..]) {
-                    return Ok(Some(self.searched + at + 1));
+                    let end = self.searched + at;
+                    self.check_line(0, end, self.next_line)?;
+                    return Ok(Some(end + 1));
                 }
                 self.searched = self.buffer.len();
-            }
-            if self.eof {
-                return Ok((!self.buffer.is_empty()).then_some(self.buffer.len()));
             }
             // The line not yet ended: where it starts is known once a piece's worth is searched.
             let (start, line) = match self.options.piece_rows {
                 Some(_) => (Some(self.line_start), self.next_line + self.found_lines),
                 None => ((self.searched > 0).then_some(0), self.next_line),
             };
-            let limit = self.options.max_line_bytes;
-            if start.is_some_and(|start| self.buffer.len() - start > limit) {
-                return Err(DataError::LineTooLong { file: self.name.clone(), line, limit });
+            if let Some(start) = start {
+                self.check_line(start, self.buffer.len(), line)?;
+            }
+            if self.eof {
+                return Ok((!self.buffer.is_empty()).then_some(self.buffer.len()));
             }
             let want = piece_bytes.saturating_sub(self.buffer.len()).max(BLOCK);
             self.read_more(want)?;
@@ -342,18 +338,29 @@ impl<R: Read> CsvPieces<R> {
 
     /// Where the `rows`-th non-blank line of the buffer ends (after its newline), if the
     /// buffer holds that many whole lines; the search goes on from where it last stopped.
-    fn end_of_rows(&mut self, rows: usize) -> Option<usize> {
+    fn end_of_rows(&mut self, rows: usize) -> Result<Option<usize>, DataError> {
         while let Some(at) = memchr::memchr(b'\n', &self.buffer[self.searched..]) {
             let end = self.searched + at;
+            self.check_line(self.line_start, end, self.next_line + self.found_lines)?;
             self.found_rows += usize::from(!is_blank_line(&self.buffer[self.line_start..end]));
             self.found_lines += 1;
             (self.searched, self.line_start) = (end + 1, end + 1);
             if self.found_rows == rows {
-                return Some(end + 1);
+                return Ok(Some(end + 1));
             }
         }
         self.searched = self.buffer.len();
-        None
+        Ok(None)
+    }
+
+    /// Fails if the line at `start..end` of the buffer (its newline not included), line
+    /// number `line`, is over the limit.
+    fn check_line(&self, start: usize, end: usize, line: u64) -> Result<(), DataError> {
+        let limit = self.options.max_line_bytes;
+        if end - start > limit {
+            return Err(DataError::LineTooLong { file: self.name.clone(), line, limit });
+        }
+        Ok(())
     }
 
     fn next_piece(&mut self) -> Result<Option<TextPiece>, DataError> {

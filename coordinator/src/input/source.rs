@@ -62,7 +62,7 @@ pub enum DataError {
         line: u64,
     },
     /// A line longer than `--max-line-bytes`.
-    #[error("{file}:{line}: {}", corepool_worker::text::line_too_long(*limit as u64))]
+    #[error("{file}:{line}: line longer than {limit} bytes (--max-line-bytes raises the limit)")]
     LineTooLong {
         /// The input's name.
         file: String,

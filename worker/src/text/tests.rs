@@ -8,7 +8,7 @@ use crate::values::Number;
 use proptest::prelude::*;
 
 fn format(separator: Separator, kind: ValueKind, cols: u64) -> TextFormat {
-    TextFormat { separator, kind, cols, skip_cols: 0, first_data_line: 1, max_line_bytes: 1 << 20 }
+    TextFormat { separator, kind, cols, skip_cols: 0, first_data_line: 1 }
 }
 
 fn task(separator: Separator, kind: ValueKind, cols: u64) -> CountText {
@@ -97,14 +97,6 @@ fn one_cell_lines_suggest_a_delimiter() {
     let comma = task(Separator::COMMA, ValueKind::Int, 1);
     assert!(run(&comma, "1\t5\n", 1).unwrap_err().ends_with("use --delimiter tab)"));
     assert_eq!(run(&comma, "1|x,2\n", 1).unwrap_err(), "1:1: not a number: \"1|x\"");
-}
-
-#[test]
-fn lines_over_the_limit() {
-    let mut comma = task(Separator::COMMA, ValueKind::Int, 3);
-    comma.format.max_line_bytes = 5;
-    assert_eq!(run(&comma, "1,2,3\r\n4,5,6\n", 1).unwrap(), [0, 3]);
-    assert_eq!(run(&comma, "1,2,3\n4,5,66\n", 1).unwrap_err(), format!("2: {}", line_too_long(5)));
 }
 
 #[test]

@@ -113,6 +113,16 @@ fn binary_data_and_long_lines() {
         pieces.take_error().unwrap().to_string(),
         "in.csv:4: line longer than 1000 bytes (--max-line-bytes raises the limit)"
     );
+    // A whole line over the limit among short ones, read in one block, in either mode.
+    let short = CsvOptions { max_line_bytes: 10, ..CsvOptions::default() };
+    for options in [short, CsvOptions { piece_rows: Some(2), ..short }] {
+        let (_, mut pieces) = open_csv(&b"1\n2\n\n12345678901\n3\n"[..], "in.csv", options).unwrap();
+        pieces.by_ref().for_each(drop);
+        let error = pieces.take_error().unwrap().to_string();
+        assert_eq!(error, "in.csv:4: line longer than 10 bytes (--max-line-bytes raises the limit)");
+        let (_, pieces) = open_csv(&b"1\n2\n\n123456789\r\n3"[..], "in.csv", options).unwrap();
+        assert_eq!(pieces.map(|piece| piece.rows).sum::<u64>(), 4, "the newline is not counted, a CR is");
+    }
     let first = std::io::repeat(b'7').take(1 << 30);
     assert_eq!(
         open_csv(first, "in.csv", limit).err().unwrap().to_string(),
