@@ -17,8 +17,8 @@ use crate::{Task, values::ValueRange};
 
 mod quoted;
 
-pub use quoted::cells_of;
 use quoted::{QuotedRows, trim, unquote_blank_cell};
+pub use quoted::{cells_of, visit_cells};
 
 /// How cells are separated on a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,20 +395,26 @@ impl CountText {
     /// the numbers; for checking [`CountText`] against an independent count. `None` for a
     /// row it cannot read.
     pub fn reference_count(&self, line: &[u8]) -> Option<u32> {
-        let mut hits = 0;
-        for cell in cells_of(line, self.format.separator)?.iter().skip(self.format.skip_cols as usize) {
-            if cell.is_empty() {
-                // A missing value (the fast count accepts it in float files only): in no range.
-                continue;
+        let (mut hits, mut seen, mut readable) = (0, 0, true);
+        visit_cells(line, self.format.separator, |cell| {
+            seen += 1;
+            // A missing value (the fast count accepts it in float files only): in no range.
+            if seen <= self.format.skip_cols || cell.is_empty() {
+                return;
             }
-            let text = std::str::from_utf8(cell).ok()?;
-            let inside = match text.parse::<i64>() {
-                Ok(value) => self.range.contains_i64(value),
-                Err(_) => self.range.contains_f64(text.parse::<f64>().ok()?),
+            let inside = match std::str::from_utf8(cell).ok() {
+                Some(text) => match text.parse::<i64>() {
+                    Ok(value) => Some(self.range.contains_i64(value)),
+                    Err(_) => text.parse::<f64>().ok().map(|value| self.range.contains_f64(value)),
+                },
+                None => None,
             };
-            hits += u32::from(inside);
-        }
-        Some(hits)
+            match inside {
+                Some(inside) => hits += u32::from(inside),
+                None => readable = false,
+            }
+        })?;
+        readable.then_some(hits)
     }
 }
 

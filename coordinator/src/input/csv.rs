@@ -11,8 +11,8 @@ use std::io::Read;
 
 use corepool_worker::{
     text::{
-        CountText, SEPARATOR_LOOKING, Separator, TextFormat, TextPiece, ValueKind, cells_of, is_blank_line, is_integer,
-        is_number,
+        CountText, SEPARATOR_LOOKING, Separator, TextFormat, TextPiece, ValueKind, is_blank_line, is_integer,
+        is_number, visit_cells,
     },
     values::ValueRange,
 };
@@ -175,32 +175,26 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
         return Err(InputError::Empty { file: pieces.name }.into());
     };
     let separator = options.separator.unwrap_or_else(|| Separator::of_line(&pieces.buffer[first.clone()]));
-    let unclosed = |line| DataError::UnclosedQuote { file: name.to_owned(), line };
-    let first_cells = cells_of(&pieces.buffer[first.clone()], separator).ok_or_else(|| unclosed(first_line))?;
     let skip = options.skip_cols as usize;
+    let unclosed = |line| DataError::UnclosedQuote { file: name.to_owned(), line };
+    let first_cells =
+        LineSummary::of(&pieces.buffer[first.clone()], separator, skip).ok_or_else(|| unclosed(first_line))?;
     let header = match options.header {
         HeaderRule::Yes => true,
         HeaderRule::No => false,
         // A lone line is a header only if it is all names: otherwise it is data whose bad
         // cell the worker names (`0x10,4,5`, or `1;5;9` read as one cell).
-        HeaderRule::Detect => {
-            looks_like_header(&first_cells, skip) && (found.len() > 1 || all_names(&first_cells, skip))
-        }
+        HeaderRule::Detect => first_cells.looks_like_header() && (found.len() > 1 || first_cells.all_names()),
     };
     let data = if header { found.get(1).cloned() } else { Some((first_line, first.clone())) };
     let Some((data_line, data)) = data else {
         return Err(DataError::HeaderOnly { file: pieces.name, line: first_line });
     };
-    let cells = cells_of(&pieces.buffer[data], separator).ok_or_else(|| unclosed(data_line))?;
-    if cells.len() <= skip {
-        return Err(DataError::NoValuesLeft { file: pieces.name, line: data_line, cells: cells.len(), skip });
+    let cells = LineSummary::of(&pieces.buffer[data], separator, skip).ok_or_else(|| unclosed(data_line))?;
+    if cells.cells <= skip {
+        return Err(DataError::NoValuesLeft { file: pieces.name, line: data_line, cells: cells.cells, skip });
     }
-    let counted = &cells[skip..];
-    // Floats if any cell is a number that is not an integer, or empty (a missing value, as
-    // pandas writes NaN); a cell that is no number at all decides nothing (the worker
-    // reports it).
-    let floats = counted.iter().any(|cell| cell.is_empty() || (is_number(cell) && !is_integer(cell)));
-    let kind = options.kind.unwrap_or(if floats { ValueKind::Float } else { ValueKind::Int });
+    let kind = options.kind.unwrap_or(if cells.floats { ValueKind::Float } else { ValueKind::Int });
     if header {
         // The header and the blank lines before it are not handed out.
         let after_header =
@@ -211,7 +205,7 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
     let layout = CsvLayout {
         separator,
         kind,
-        cols: counted.len() as u64,
+        cols: (cells.cells - skip) as u64,
         skip_cols: options.skip_cols,
         header_line: header.then_some(first_line),
         first_data_line: data_line,
@@ -219,24 +213,58 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
     Ok((layout, pieces))
 }
 
-/// Whether a first line is a header: a counted cell is neither a number nor empty (an
-/// empty cell is a missing value, not a name), or a skipped cell is empty (pandas leaves
-/// its index's name blank). A line of numbers is data, always.
-fn looks_like_header(cells: &[Vec<u8>], skip: usize) -> bool {
-    let named = cells.iter().skip(skip).any(|cell| !cell.is_empty() && !is_number(cell));
-    named || cells.iter().take(skip).any(|cell| cell.is_empty())
+/// What the first lines' cells say, read in one pass without holding them (a first line
+/// may hold millions of cells).
+#[derive(Debug, Default)]
+struct LineSummary {
+    /// Cells on the line.
+    cells: usize,
+    /// A counted cell is neither a number nor empty.
+    named: bool,
+    /// A skipped cell is empty (pandas leaves its index's name blank).
+    skipped_empty: bool,
+    /// A counted cell is a number, or starts as one does (`0x10`).
+    numeric_looking: bool,
+    /// A counted cell is a number that is not an integer, or empty (a missing value, as
+    /// pandas writes NaN); a cell that is no number at all decides nothing.
+    floats: bool,
+    /// The only cell holds a byte another separator would cut at.
+    cut_by_another_separator: bool,
 }
 
-/// Whether a line's counted cells are all names (none is a number, or starts as one does,
-/// like `0x10`), and the line is not one cell that another separator would cut: a header
-/// with no data under it, rather than a bad row.
-fn all_names(cells: &[Vec<u8>], skip: usize) -> bool {
-    let counted = cells.get(skip..).unwrap_or_default();
-    let one_cut_cell =
-        counted.len() == 1 && cells.len() == 1 && counted[0].iter().any(|byte| SEPARATOR_LOOKING.contains(byte));
-    let name =
-        |cell: &Vec<u8>| !is_number(cell) && !cell.first().is_some_and(|b| b.is_ascii_digit() || b"+-.".contains(b));
-    !one_cut_cell && counted.iter().all(name)
+impl LineSummary {
+    /// The summary of `line`, `None` if a quote is left open on it.
+    fn of(line: &[u8], separator: Separator, skip: usize) -> Option<Self> {
+        let mut summary = LineSummary::default();
+        let cells = visit_cells(line, separator, |cell| {
+            summary.cells += 1;
+            if summary.cells <= skip {
+                summary.skipped_empty |= cell.is_empty();
+                return;
+            }
+            let number = is_number(cell);
+            summary.named |= !cell.is_empty() && !number;
+            summary.numeric_looking |= number || cell.first().is_some_and(|b| b.is_ascii_digit() || b"+-.".contains(b));
+            summary.floats |= cell.is_empty() || (number && !is_integer(cell));
+            summary.cut_by_another_separator = summary.cells == 1 && cell.iter().any(|b| SEPARATOR_LOOKING.contains(b));
+        })?;
+        summary.cut_by_another_separator &= cells == 1;
+        Some(summary)
+    }
+
+    /// Whether the line is a header: a counted cell is neither a number nor empty (an empty
+    /// cell is a missing value, not a name), or a skipped cell is empty. A line of numbers
+    /// is data, always.
+    fn looks_like_header(&self) -> bool {
+        self.named || self.skipped_empty
+    }
+
+    /// Whether the counted cells are all names (none is a number, or starts as one does),
+    /// and the line is not one cell that another separator would cut: a header with no data
+    /// under it, rather than a bad row.
+    fn all_names(&self) -> bool {
+        !self.cut_by_another_separator && !self.numeric_looking
+    }
 }
 
 impl<R: Read> CsvPieces<R> {
