@@ -1,8 +1,11 @@
 //! Reading the reference problem's matrix from a text file (CSV or whitespace-separated).
 //!
-//! Input files may hold tens of millions of lines, so parsing works on the raw bytes,
-//! without a `String` per line or per cell; and the file need not be valid UTF-8 as a whole,
-//! since only a bad cell should be blamed, at its own line and column.
+//! A file held whole (`demo --input`) is read by the same code as a streamed one: the
+//! first lines by [`csv::open_csv`] (byte-order mark, header, separator, width), the rows
+//! by the workers' parser ([`corepool_worker::text::TextFormat::read_integers`]), so both
+//! follow one set of rules and name a bad cell alike. Parsing works on the raw bytes, and
+//! the file need not be valid UTF-8 as a whole, since only a bad cell should be blamed, at
+//! its own line and column.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +15,9 @@ pub mod csv;
 pub mod npy;
 pub mod source;
 
-/// Why an input file could not be read as a matrix; Display is ONE line naming the place.
+use source::DataError;
+
+/// Why an input file could not be read; Display is ONE line naming the place.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The file itself could not be read; the cause is kept for callers that inspect it.
@@ -30,199 +35,42 @@ pub enum InputError {
         /// The input's name, as given to `parse_matrix`.
         file: String,
     },
-    /// A cell that is not a (decimal, optionally signed) integer.
-    #[error("{file}:{line}:{column}: not an integer: {cell:?}")]
-    NotInteger {
-        /// The input's name, as given to `parse_matrix`.
-        file: String,
-        /// 1-based line number, blank lines included.
-        line: usize,
-        /// 1-based byte column where the cell starts.
-        column: usize,
-        /// The cell's text, lossily decoded and shortened to about 40 characters.
-        cell: String,
-    },
-    /// Nothing between two commas (or after the last one) in a CSV file.
-    #[error("{file}:{line}:{column}: empty cell")]
-    EmptyCell {
-        /// The input's name, as given to `parse_matrix`.
-        file: String,
-        /// 1-based line number, blank lines included.
-        line: usize,
-        /// 1-based byte column where the cell starts.
-        column: usize,
-    },
-    /// An integer that does not fit in an `i64`.
-    #[error("{file}:{line}:{column}: value out of range for a 64-bit integer: {cell:?}")]
-    OutOfRange {
-        /// The input's name, as given to `parse_matrix`.
-        file: String,
-        /// 1-based line number, blank lines included.
-        line: usize,
-        /// 1-based byte column where the cell starts.
-        column: usize,
-        /// The cell's text, shortened to about 40 characters.
-        cell: String,
-    },
-    /// A row whose length differs from the first row's, so the data is not a matrix.
-    #[error("{file}:{line}: row has {values} value{}, but line {first_line} has {expected}", if *values == 1 { "" } else { "s" })]
-    Ragged {
-        /// The input's name, as given to `parse_matrix`.
-        file: String,
-        /// 1-based line number of the offending row.
-        line: usize,
-        /// How many values the offending row has.
-        values: usize,
-        /// 1-based line number of the first row, which sets the width.
-        first_line: usize,
-        /// How many values the first row has.
-        expected: usize,
-    },
 }
 
-/// Reads a matrix from the file at `path` (see `parse_matrix` for the format).
-pub fn read_matrix(path: &Path) -> Result<Matrix, InputError> {
+/// Reads a matrix of integers from the file at `path` (see `parse_matrix` for the format).
+pub fn read_matrix(path: &Path) -> Result<Matrix, DataError> {
     let text = std::fs::read(path).map_err(|source| InputError::Read { path: path.to_path_buf(), source })?;
     parse_matrix(&text, &path.display().to_string())
 }
 
-/// Parses `text`, naming `source` (e.g. the file path as the user gave it) in errors.
+/// Parses `text` as a matrix of 64-bit integers, naming `source` (e.g. the file path as the
+/// user gave it) in errors.
 ///
-/// One row per line, `\n` or `\r\n`; cells are integers with an optional `+` or `-`.
-/// The first non-blank line decides the separator for the whole file: with a comma it is
-/// CSV (spaces and tabs around cells are ignored), otherwise runs of spaces and tabs.
-/// Blank lines are skipped but still counted, so error line numbers match an editor's.
-pub fn parse_matrix(text: &[u8], source: &str) -> Result<Matrix, InputError> {
-    let mut values: Vec<i64> = Vec::new();
-    let mut separator = None;
-    // Line number and width of the first row, which every other row must match.
-    let mut first: Option<(usize, usize)> = None;
-    let mut rows = 0usize;
-
-    for (index, line) in text.split(|&byte| byte == b'\n').enumerate() {
-        let line_number = index + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(|&byte| is_blank(byte)) {
-            continue;
+/// The rules are the streamed reader's with its default options: one row per line, `\n`
+/// or `\r\n`; a byte-order mark is dropped; the first non-blank line decides the
+/// separator (with a comma it is CSV: cells trimmed of spaces and tabs, and maybe quoted;
+/// otherwise runs of spaces and tabs) and is a header if a cell is not a number. Blank
+/// lines are skipped but still counted, so error line numbers match an editor's.
+pub fn parse_matrix(text: &[u8], source: &str) -> Result<Matrix, DataError> {
+    use corepool_worker::text::ValueKind;
+    let options = csv::CsvOptions { kind: Some(ValueKind::Int), ..csv::CsvOptions::default() };
+    let (layout, mut pieces) = csv::open_csv(text, source, options)?;
+    let format = layout.format();
+    let mut values = Vec::new();
+    let mut rows = 0;
+    for piece in &mut pieces {
+        if rows == 0 {
+            // One guess from the first piece saves most of the re-allocations of a large file.
+            values.reserve(text.len() / piece.text.len().max(1) * piece.rows as usize * layout.cols as usize);
         }
-        let separator =
-            *separator.get_or_insert_with(|| if line.contains(&b',') { Separator::Comma } else { Separator::Blanks });
-
-        let before = values.len();
-        let parsed = match separator {
-            Separator::Comma => parse_csv_row(line, &mut values),
-            Separator::Blanks => parse_blank_separated_row(line, &mut values),
-        };
-        parsed.map_err(|fault| fault.into_error(source, line_number))?;
-        let count = values.len() - before;
-
-        match first {
-            None => {
-                first = Some((line_number, count));
-                // One guess from the first line's length saves most of the re-allocations of a
-                // large file; capped because a line holding a value needs at least two bytes.
-                let estimated_rows = text.len() / (line.len() + 1);
-                values.reserve(estimated_rows.saturating_mul(count).min(text.len() / 2 + 1).saturating_sub(count));
-            }
-            Some((first_line, expected)) if count != expected => {
-                return Err(InputError::Ragged {
-                    file: source.to_owned(),
-                    line: line_number,
-                    values: count,
-                    first_line,
-                    expected,
-                });
-            }
-            Some(_) => {}
-        }
-        rows += 1;
+        rows += format
+            .read_integers(&piece.text, piece.first_line, &mut values)
+            .map_err(|fault| DataError::Cell { file: source.to_owned(), fault: fault.to_string() })?;
     }
-
-    match first {
-        Some((_, cols)) => Ok(Matrix::from_parts(rows, cols, values)),
-        None => Err(InputError::Empty { file: source.to_owned() }),
+    if let Some(error) = pieces.take_error() {
+        return Err(error);
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Separator {
-    Comma,
-    Blanks,
-}
-
-/// A bad cell, before the line number and input name are known.
-struct CellFault<'a> {
-    kind: FaultKind,
-    /// 0-based byte offset in the line.
-    offset: usize,
-    cell: &'a [u8],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FaultKind {
-    NotInteger,
-    OutOfRange,
-    Empty,
-}
-
-impl CellFault<'_> {
-    fn into_error(self, file: &str, line: usize) -> InputError {
-        let file = file.to_owned();
-        let column = self.offset + 1;
-        match self.kind {
-            FaultKind::NotInteger => InputError::NotInteger { file, line, column, cell: quotable(self.cell) },
-            FaultKind::OutOfRange => InputError::OutOfRange { file, line, column, cell: quotable(self.cell) },
-            FaultKind::Empty => InputError::EmptyCell { file, line, column },
-        }
-    }
-}
-
-fn is_blank(byte: u8) -> bool {
-    byte == b' ' || byte == b'\t'
-}
-
-fn parse_csv_row<'a>(line: &'a [u8], values: &mut Vec<i64>) -> Result<(), CellFault<'a>> {
-    let mut start = 0;
-    for raw in line.split(|&byte| byte == b',') {
-        let leading = raw.iter().take_while(|&&byte| is_blank(byte)).count();
-        let trailing = raw[leading..].iter().rev().take_while(|&&byte| is_blank(byte)).count();
-        let cell = &raw[leading..raw.len() - trailing];
-        if cell.is_empty() {
-            return Err(CellFault { kind: FaultKind::Empty, offset: start, cell });
-        }
-        let offset = start + leading;
-        values.push(parse_i64(cell).map_err(|kind| CellFault { kind, offset, cell })?);
-        start += raw.len() + 1;
-    }
-    Ok(())
-}
-
-fn parse_blank_separated_row<'a>(line: &'a [u8], values: &mut Vec<i64>) -> Result<(), CellFault<'a>> {
-    let mut position = 0;
-    while position < line.len() {
-        if is_blank(line[position]) {
-            position += 1;
-            continue;
-        }
-        let offset = position;
-        let length = line[offset..].iter().take_while(|&&byte| !is_blank(byte)).count();
-        let cell = &line[offset..offset + length];
-        values.push(parse_i64(cell).map_err(|kind| CellFault { kind, offset, cell })?);
-        position = offset + length;
-    }
-    Ok(())
-}
-
-use corepool_worker::text::quotable;
-
-/// The worker's integer parser, so that a file read whole and a file read in pieces by the
-/// workers agree on what an integer is.
-fn parse_i64(cell: &[u8]) -> Result<i64, FaultKind> {
-    use corepool_worker::text::{IntegerError, parse_integer};
-    parse_integer(cell).map_err(|error| match error {
-        IntegerError::NotInteger => FaultKind::NotInteger,
-        IntegerError::OutOfRange => FaultKind::OutOfRange,
-    })
+    Ok(Matrix::from_parts(rows as usize, layout.cols as usize, values))
 }
 
 #[cfg(test)]
@@ -230,7 +78,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse(text: &str) -> Result<Matrix, InputError> {
+    fn parse(text: &str) -> Result<Matrix, DataError> {
         parse_matrix(text.as_bytes(), "in.csv")
     }
 
@@ -277,7 +125,7 @@ mod tests {
     #[test]
     fn blank_lines_are_skipped_but_counted() {
         let text = "\n  \n1,2\n\t\n\r\n3,4\n\n5,x\n";
-        assert_eq!(error(text), r#"in.csv:8:3: not an integer: "x""#);
+        assert_eq!(error(text), r#"in.csv:8:3: not a number: "x""#);
         assert_eq!(parse("\n\n1 2\n \n3 4\n\n").unwrap(), matrix(2, 2, &[1, 2, 3, 4]));
     }
 
@@ -315,7 +163,7 @@ mod tests {
 
     #[test]
     fn overlong_garbage_is_not_an_integer_rather_than_out_of_range() {
-        assert_eq!(error("99999999999999999999999x\n"), r#"in.csv:1:1: not an integer: "99999999999999999999999x""#);
+        assert_eq!(error("99999999999999999999999x\n"), r#"in.csv:1:1: not a number: "99999999999999999999999x""#);
     }
 
     #[test]
@@ -327,39 +175,50 @@ mod tests {
     #[test]
     fn not_an_integer() {
         assert_eq!(error("1,2\n3, 4.5\n"), r#"in.csv:2:4: not an integer: "4.5""#);
-        assert_eq!(error("1 abc\n"), r#"in.csv:1:3: not an integer: "abc""#);
-        assert_eq!(error("1,-\n"), r#"in.csv:1:3: not an integer: "-""#);
-        assert_eq!(error("1,+-1\n"), r#"in.csv:1:3: not an integer: "+-1""#);
-        assert_eq!(error("1,1 2\n"), r#"in.csv:1:3: not an integer: "1 2""#);
+        assert_eq!(error("1 2\n1 abc\n"), r#"in.csv:2:3: not a number: "abc""#);
+        assert_eq!(error("1,-\n"), r#"in.csv:1:3: not a number: "-""#);
+        assert_eq!(error("1,+-1\n"), r#"in.csv:1:3: not a number: "+-1""#);
+        assert_eq!(error("1,1 2\n"), r#"in.csv:1:3: not a number: "1 2""#);
         // Commas in a whitespace-separated file are just bad characters.
-        assert_eq!(error("1 2\n3,4 5\n"), r#"in.csv:2:1: not an integer: "3,4""#);
+        assert_eq!(error("1 2\n3,4 5\n"), r#"in.csv:2:1: not a number: "3,4""#);
+    }
+
+    #[test]
+    fn the_streamed_readers_rules() {
+        // A header is skipped, a numeric first line is data, a byte-order mark is dropped.
+        assert_eq!(parse("a,b\n1,2\n").unwrap(), matrix(1, 2, &[1, 2]));
+        assert_eq!(parse("0,1\n1,2\n").unwrap(), matrix(2, 2, &[0, 1, 1, 2]));
+        assert_eq!(parse("\u{feff}0,1\n1,2\n").unwrap(), matrix(2, 2, &[0, 1, 1, 2]));
+        assert_eq!(parse("\"8\",\" 9\"\n").unwrap(), matrix(1, 2, &[8, 9]));
+        assert_eq!(error("0x10,4,5\n"), r#"in.csv:1:1: not a number: "0x10""#);
+        assert_eq!(error("a,b\n"), "in.csv: no rows: only a header (line 1)");
     }
 
     #[test]
     fn not_an_integer_quotes_are_escaped_and_stay_on_one_line() {
-        assert_eq!(error("1,\"2\"\n"), r#"in.csv:1:3: not an integer: "\"2\"""#);
+        assert_eq!(error("1,2\n1,\"2\"\"\"\n"), r#"in.csv:2:3: not a number: "2\"""#);
         let message = error("1,2\r3\n");
-        assert_eq!(message, r#"in.csv:1:3: not an integer: "2\r3""#);
+        assert_eq!(message, r#"in.csv:1:3: not a number: "2\r3""#);
         assert!(!message.contains(['\n', '\r']));
     }
 
     #[test]
     fn invalid_utf8_is_not_an_integer() {
         let err = parse_matrix(b"1,2\n3,\xff4\n", "in.csv").unwrap_err();
-        assert_eq!(err.to_string(), "in.csv:2:3: not an integer: \"\u{fffd}4\"");
+        assert_eq!(err.to_string(), "in.csv:2:3: not a number: \"\u{fffd}4\"");
     }
 
     #[test]
     fn long_cells_are_shortened() {
         let cell = "a".repeat(1000);
-        let expected = format!("in.csv:1:3: not an integer: \"{}…\"", "a".repeat(40));
+        let expected = format!("in.csv:1:3: not a number: \"{}…\"", "a".repeat(40));
         assert_eq!(error(&format!("1,{cell}\n")), expected);
         let digits = "9".repeat(41);
         let expected = format!("in.csv:1:1: value out of range for a 64-bit integer: \"{}…\"", "9".repeat(40));
         assert_eq!(error(&digits), expected);
         // Exactly 40 characters, multi-byte ones included, are not shortened.
         let wide = "é".repeat(40);
-        assert_eq!(error(&format!("{wide}\n")), format!("in.csv:1:1: not an integer: \"{wide}\""));
+        assert_eq!(error(&format!("1\n{wide}\n")), format!("in.csv:2:1: not a number: \"{wide}\""));
     }
 
     #[test]
@@ -388,7 +247,7 @@ mod tests {
 
         std::fs::write(&path, "1,2\n3,x\n").unwrap();
         let message = read_matrix(&path).unwrap_err().to_string();
-        assert_eq!(message, format!("{}:2:3: not an integer: \"x\"", path.display()));
+        assert_eq!(message, format!("{}:2:3: not a number: \"x\"", path.display()));
     }
 
     #[test]

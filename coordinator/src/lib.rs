@@ -65,13 +65,7 @@
 //!
 //! let file = std::fs::File::open("matrix.csv")?;
 //! let (layout, mut pieces) = open_csv(file, "matrix.csv", CsvOptions::default())?;
-//! let task = CountText {
-//!     range: ValueRange { min: Number::Int(4), max: Number::Float(8.5) },
-//!     separator: layout.separator,
-//!     kind: layout.kind,
-//!     cols: layout.cols,
-//!     first_data_line: layout.first_data_line,
-//! };
+//! let task: CountText = layout.count_task(ValueRange { min: Number::Int(4), max: Number::Float(8.5) });
 //! let pool = Pool::new(0)?;
 //! let mut results = pool.imap_iter(&task, &mut pieces)?;
 //! while let Some(chunk) = results.next_chunk() {

@@ -25,7 +25,7 @@ fn every_bad_input_gives_one_line_exit_code_2_and_no_output() {
         (&["--input", "missing.csv"], "missing.csv: cannot read: No such file or directory"),
         (&["--input", "a-folder"], "a-folder: cannot read: Is a directory"),
         (&["--input", "empty.csv"], "empty.csv: no rows: the file is empty"),
-        (&["--input", "bad.csv"], "bad.csv:2:3: not an integer: \"x\""),
+        (&["--input", "bad.csv"], "bad.csv:2:3: not a number: \"x\""),
         (&["--input", "deep.csv"], "deep.csv:4000:3: not an integer: \"2.5\""),
         (&["--input", "ragged.csv"], "ragged.csv:2: row has 2 values, but line 1 has 3"),
         (&["--input", "big.txt"], "big.txt:2:3: value out of range for a 64-bit integer"),

@@ -135,7 +135,7 @@ fn headers_detected_forced_and_refused() {
     std::fs::write(dir.path().join("typo.csv"), "1,x\n4,5\n").unwrap();
     let refused = run(&["count", "--input", "typo.csv", "--no-header"]);
     assert_eq!(refused.status.code(), Some(2));
-    assert_eq!(refused.stderr.trim(), "corepool: typo.csv:1:3: not an integer: \"x\"");
+    assert_eq!(refused.stderr.trim(), "corepool: typo.csv:1:3: not a number: \"x\"");
     std::fs::write(dir.path().join("only.csv"), "a,b\n\n").unwrap();
     // pandas writes NaN as an empty cell: a missing value, in no range.
     std::fs::write(dir.path().join("pandas.csv"), "a,b\n1.5,4\n,5\n8.0,\n").unwrap();
@@ -168,9 +168,9 @@ fn bad_cells_deep_inside_a_workers_piece_name_their_line_and_column() {
     let late_ragged: String = text.replacen("1,2,x,4,5\n", "1,2,3,4,5,6\n", 1);
     std::fs::write(dir.path().join("late.csv"), &late_ragged).unwrap();
     for (input, mode, message) in [
-        ("deep.csv", "map", "deep.csv:300000:5: not an integer: \"x\""),
-        ("deep.csv", "imap-unordered", "deep.csv:300000:5: not an integer: \"x\""),
-        ("deep.csv", "serial", "deep.csv:300000:5: not an integer: \"x\""),
+        ("deep.csv", "map", "deep.csv:300000:5: not a number: \"x\""),
+        ("deep.csv", "imap-unordered", "deep.csv:300000:5: not a number: \"x\""),
+        ("deep.csv", "serial", "deep.csv:300000:5: not a number: \"x\""),
         ("ragged.csv", "imap", "ragged.csv:2: row has 4 values, but line 1 has 5"),
         ("late.csv", "map", "late.csv:300000: row has 6 values, but line 1 has 5"),
     ] {

@@ -2,27 +2,41 @@
 //! whole lines, and each worker parses its own pieces, so parsing runs on every core.
 //!
 //! The rules are those of `corepool::input`: one row per line (`\n` or `\r\n`); with a
-//! comma separator, cells are trimmed of spaces and tabs and may not be empty; otherwise
-//! cells are separated by runs of spaces and tabs. Blank lines are skipped but counted,
-//! so that line numbers match an editor's. Errors name the line and the byte column.
+//! delimiter (a comma, or `--delimiter`), cells are trimmed of spaces and tabs, may be
+//! quoted as RFC 4180 says (`"8"`, `"a,b"`, `"say ""hi"""`), and may not be empty in an
+//! integer file; otherwise cells are separated by runs of spaces and tabs. Leading cells
+//! may be skipped unread (`--skip-cols`). Blank lines are skipped but counted, so that line
+//! numbers match an editor's. Errors name the line and the byte column.
+//!
+//! Rows of plain cells take a one-pass path; a row holding a quote is read by `csv-core`,
+//! one line at a time, so a quoted cell may not span lines.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Task, values::ValueRange};
 
+mod quoted;
+
+use quoted::{QuotedRows, trim, unquote_blank_cell};
+pub use quoted::{cells_of, visit_cells};
+
 /// How cells are separated on a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Separator {
-    /// Commas; spaces and tabs around cells are ignored.
-    Comma,
+    /// One byte (a comma, a semicolon, a tab, ...); spaces and tabs around cells are
+    /// ignored, and cells may be quoted.
+    Char(u8),
     /// Runs of spaces and tabs.
     Blanks,
 }
 
 impl Separator {
+    /// Commas: what a file with a comma on its first line is read with.
+    pub const COMMA: Separator = Separator::Char(b',');
+
     /// The separator a file's first non-blank line implies.
     pub fn of_line(line: &[u8]) -> Self {
-        if line.contains(&b',') { Separator::Comma } else { Separator::Blanks }
+        if line.contains(&b',') { Separator::COMMA } else { Separator::Blanks }
     }
 }
 
@@ -47,19 +61,28 @@ pub struct TextPiece {
     pub text: Vec<u8>,
 }
 
+/// How the rows of a CSV text are read: what the coordinator learned from its first lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextFormat {
+    /// How cells are separated.
+    pub separator: Separator,
+    /// How values are read.
+    pub kind: ValueKind,
+    /// Values every row must have (the first data row's), skipped cells not included.
+    pub cols: u64,
+    /// Leading cells of every row that are skipped unread (an index column, say).
+    pub skip_cols: u64,
+    /// Line number of the first data row, named when another row's width differs.
+    pub first_data_line: u64,
+}
+
 /// The tutorial's count over rows of CSV text: how many values of each row lie in `range`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CountText {
     /// The range counted.
     pub range: ValueRange,
-    /// How cells are separated.
-    pub separator: Separator,
-    /// How values are read.
-    pub kind: ValueKind,
-    /// Values every row must have (the first data row's).
-    pub cols: u64,
-    /// Line number of the first data row, named when another row's width differs.
-    pub first_data_line: u64,
+    /// How the rows are read.
+    pub format: TextFormat,
 }
 
 impl Task for CountText {
@@ -106,6 +129,11 @@ impl std::fmt::Display for TextFault {
     }
 }
 
+impl std::error::Error for TextFault {}
+
+/// The message for a quote left open at the end of its line.
+pub const SPANS_LINES: &str = "a quoted cell spans lines, which corepool does not read";
+
 /// Longest cell text quoted in an error: the whole of a runaway cell would flood the terminal.
 const MAX_QUOTED_CHARS: usize = 40;
 
@@ -126,50 +154,110 @@ enum CellError {
     OutOfRange,
 }
 
-impl CountText {
-    /// Counts every row of `text`, whose first line is `first_line`, appending to `counts`.
-    pub fn count(&self, text: &[u8], first_line: u64, counts: &mut Vec<u32>) -> Result<(), TextFault> {
-        let ints = self.range.int_bounds();
-        // An empty integer range is written as lo > hi, which the fast path's test refutes.
-        let (lo, hi) = ints.unwrap_or((1, 0));
+impl TextFormat {
+    /// Reads one non-blank `row` (line `line`, without its `\n` and `\r`): `visit` is given
+    /// each counted cell that is not empty. Checks the row's width.
+    fn visit_row(
+        &self,
+        row: &[u8],
+        line: u64,
+        quoted: &mut Option<QuotedRows>,
+        mut visit: impl FnMut(&[u8]) -> Result<(), CellError>,
+    ) -> Result<(), TextFault> {
+        let (skip, kind, separator) = (self.skip_cols, self.kind, self.separator);
+        let mut seen = 0u64;
+        let mut on_cell = |start: usize, cell: &[u8]| -> Result<(), (usize, String)> {
+            seen += 1;
+            if seen <= skip {
+                return Ok(());
+            }
+            if cell.is_empty() {
+                // A missing value, as pandas writes NaN: out of every range in a float file,
+                // an error in an integer one.
+                return if kind == ValueKind::Int { Err((start, "empty cell".to_owned())) } else { Ok(()) };
+            }
+            visit(cell).map_err(|error| (start, describe(error, kind, cell, separator, row)))
+        };
+        let walked = match separator {
+            Separator::Char(delimiter) if memchr::memchr(b'"', row).is_some() => quoted
+                .get_or_insert_with(|| QuotedRows::new(delimiter))
+                .cells(row, &mut on_cell, |start| (start, SPANS_LINES.to_owned())),
+            Separator::Char(delimiter) => {
+                let mut start = 0;
+                loop {
+                    let end = memchr::memchr(delimiter, &row[start..]).map_or(row.len(), |at| start + at);
+                    let raw = &row[start..end];
+                    let cell = trim(raw);
+                    let leading = if cell.is_empty() { 0 } else { raw.iter().take_while(|&&b| is_blank(b)).count() };
+                    if let Err(fault) = on_cell(start + leading, cell) {
+                        break Err(fault);
+                    }
+                    if end == row.len() {
+                        break Ok(());
+                    }
+                    start = end + 1;
+                }
+            }
+            Separator::Blanks => {
+                let mut at = 0;
+                loop {
+                    while at < row.len() && is_blank(row[at]) {
+                        at += 1;
+                    }
+                    if at == row.len() {
+                        break Ok(());
+                    }
+                    let length = row[at..].iter().take_while(|&&byte| !is_blank(byte)).count();
+                    if let Err(fault) = on_cell(at, unquote_blank_cell(&row[at..at + length])) {
+                        break Err(fault);
+                    }
+                    at += length;
+                }
+            }
+        };
+        walked.map_err(|(column, message)| TextFault { line, column: Some(column as u64 + 1), message })?;
+        let cells = seen.saturating_sub(skip);
+        if cells != self.cols {
+            return Err(TextFault {
+                line,
+                column: None,
+                message: format!(
+                    "row has {cells} value{}, but line {} has {}",
+                    if cells == 1 { "" } else { "s" },
+                    self.first_data_line,
+                    self.cols
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Walks the rows of `text`, whose first line is `first_line`, putting each row's
+    /// result in `out`: `fast` may take a row whole at a byte offset (giving where the next
+    /// line starts), and `row` reads the rest.
+    fn walk<T>(
+        &self,
+        text: &[u8],
+        first_line: u64,
+        out: &mut Vec<T>,
+        fast: impl Fn(usize) -> Option<(T, usize)>,
+        mut row: impl FnMut(&[u8], u64, &mut Option<QuotedRows>) -> Result<T, TextFault>,
+    ) -> Result<(), TextFault> {
+        let mut quoted = None;
         let mut line = first_line;
         let mut start = 0;
         while start < text.len() {
-            if let Some((hits, next)) = self.fast_row(text, start, lo, hi) {
-                counts.push(hits);
+            if let Some((result, next)) = fast(start) {
+                out.push(result);
                 line += 1;
                 start = next;
                 continue;
             }
-            let end = match text[start..].iter().position(|&b| b == b'\n') {
-                Some(at) => start + at,
-                None => text.len(),
-            };
-            let row = &text[start..end];
-            let row = row.strip_suffix(b"\r").unwrap_or(row);
-            if !is_blank_line(row) {
-                let (cells, hits) = match self.separator {
-                    Separator::Comma => self.comma_row(row, ints),
-                    Separator::Blanks => self.blank_row(row, ints),
-                }
-                .map_err(|(column, message)| TextFault {
-                    line,
-                    column: Some(column as u64 + 1),
-                    message,
-                })?;
-                if cells != self.cols {
-                    return Err(TextFault {
-                        line,
-                        column: None,
-                        message: format!(
-                            "row has {cells} value{}, but line {} has {}",
-                            if cells == 1 { "" } else { "s" },
-                            self.first_data_line,
-                            self.cols
-                        ),
-                    });
-                }
-                counts.push(hits);
+            let end = memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |at| start + at);
+            let raw = &text[start..end];
+            let stripped = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if !is_blank_line(stripped) {
+                out.push(row(stripped, line, &mut quoted)?);
             }
             line += 1;
             start = end + 1;
@@ -177,18 +265,74 @@ impl CountText {
         Ok(())
     }
 
+    /// Reads every row of `text` (whose first line is `first_line`) as 64-bit integers,
+    /// appended to `values`; gives the number of rows. The reader of a file held whole.
+    pub fn read_integers(&self, text: &[u8], first_line: u64, values: &mut Vec<i64>) -> Result<u64, TextFault> {
+        let format = TextFormat { kind: ValueKind::Int, ..*self };
+        let mut rows: Vec<()> = Vec::new();
+        format.walk(
+            text,
+            first_line,
+            &mut rows,
+            |_| None,
+            |row, line, quoted| {
+                format.visit_row(row, line, quoted, |cell| {
+                    values.push(parse_integer(cell).map_err(cell_error)?);
+                    Ok(())
+                })
+            },
+        )?;
+        Ok(rows.len() as u64)
+    }
+}
+
+impl CountText {
+    /// Counts every row of `text`, whose first line is `first_line`, appending to `counts`.
+    pub fn count(&self, text: &[u8], first_line: u64, counts: &mut Vec<u32>) -> Result<(), TextFault> {
+        let ints = self.range.int_bounds();
+        // An empty integer range is written as lo > hi, which the fast path's test refutes.
+        let (lo, hi) = ints.unwrap_or((1, 0));
+        let careful = |row: &[u8], line, quoted: &mut Option<QuotedRows>| self.careful_row(row, line, quoted, ints);
+        self.format.walk(text, first_line, counts, |start| self.fast_row(text, start, lo, hi), careful)
+    }
+
+    /// The count of a row the fast path left, read cell by cell; out of line, so that the
+    /// loop around the fast path stays small.
+    #[inline(never)]
+    fn careful_row(
+        &self,
+        row: &[u8],
+        line: u64,
+        quoted: &mut Option<QuotedRows>,
+        ints: Option<(i64, i64)>,
+    ) -> Result<u32, TextFault> {
+        let mut hits = 0u32;
+        self.format.visit_row(row, line, quoted, |cell| {
+            hits += u32::from(self.cell_in_range(cell, ints)?);
+            Ok(())
+        })?;
+        Ok(hits)
+    }
+
     /// The common row, in one pass and no allocation: `cols` plain integers with one
-    /// separator between them, ended by `\n` (or `\r\n`, or the end of the text). Gives
-    /// the row's count and where the next line starts; anything else (blanks in a CSV
-    /// cell, floats, a bad cell, a blank line, the wrong width) is left to the careful
-    /// path, which also finds the fault's column.
+    /// separator between them (after `skip_cols` cells holding no quote), ended by `\n` (or
+    /// `\r\n`, or the end of the text). Gives the row's count and where the next line
+    /// starts; anything else (blanks in a delimited cell, quotes, floats, a bad cell, a
+    /// blank line, the wrong width) is left to the careful path, which also finds the
+    /// fault's column.
     #[inline]
     fn fast_row(&self, text: &[u8], start: usize, lo: i64, hi: i64) -> Option<(u32, usize)> {
-        let blanks = self.separator == Separator::Blanks;
-        let separator = if blanks { b' ' } else { b',' };
+        let (blanks, separator) = match self.format.separator {
+            Separator::Char(delimiter) => (false, delimiter),
+            Separator::Blanks => (true, b' '),
+        };
         let mut at = start;
+        if self.format.skip_cols > 0 {
+            at = self.skip_plain_cells(text, at)?;
+        }
         let mut hits = 0u32;
         let mut cells = 0u64;
+        let cols = self.format.cols;
         loop {
             if blanks {
                 while at < text.len() && is_blank(text[at]) {
@@ -205,99 +349,36 @@ impl CountText {
                 }
             }
             match text.get(at) {
-                None => return (cells == self.cols).then_some((hits, at)),
-                Some(b'\n') => return (cells == self.cols).then_some((hits, at + 1)),
-                Some(b'\r') if text.get(at + 1) == Some(&b'\n') => {
-                    return (cells == self.cols).then_some((hits, at + 2));
-                }
+                None => return (cells == cols).then_some((hits, at)),
+                Some(b'\n') => return (cells == cols).then_some((hits, at + 1)),
+                Some(b'\r') if text.get(at + 1) == Some(&b'\n') => return (cells == cols).then_some((hits, at + 2)),
                 Some(&byte) if byte == separator && !blanks => at += 1,
                 Some(_) if blanks && at > after => {}
                 Some(_) => return None,
             }
-            if cells == self.cols {
+            if cells == cols {
                 return None;
             }
         }
     }
 
-    /// Cells and values in range of one comma-separated row; a fault gives its 0-based
-    /// column and message.
-    fn comma_row(&self, row: &[u8], ints: Option<(i64, i64)>) -> Result<(u64, u32), (usize, String)> {
-        let (mut cells, mut hits) = (0u64, 0u32);
-        let mut start = 0;
-        loop {
-            // The common cell: an integer of a few digits, maybe padded, then a comma.
-            let mut at = start;
-            while at < row.len() && is_blank(row[at]) {
-                at += 1;
-            }
-            let cell_start = at;
-            if let Some((value, after)) = quick_integer(row, at) {
-                let mut next = after;
-                while next < row.len() && is_blank(row[next]) {
-                    next += 1;
-                }
-                if next == row.len() || row[next] == b',' {
-                    cells += 1;
-                    hits += u32::from(ints.is_some_and(|(lo, hi)| lo <= value && value <= hi));
-                    if next == row.len() {
-                        return Ok((cells, hits));
-                    }
-                    start = next + 1;
-                    continue;
+    /// Where the row at `at` goes on after its `skip_cols` leading cells, if they hold no
+    /// quote and the row is delimited.
+    // Out of line: rows with no cell to skip keep the fast loop as tight as it was.
+    #[inline(never)]
+    fn skip_plain_cells(&self, text: &[u8], mut at: usize) -> Option<usize> {
+        let Separator::Char(delimiter) = self.format.separator else { return None };
+        for _ in 0..self.format.skip_cols {
+            loop {
+                match text.get(at) {
+                    Some(&byte) if byte == delimiter => break,
+                    None | Some(b'\n' | b'"') => return None,
+                    Some(_) => at += 1,
                 }
             }
-            let end = row[start..].iter().position(|&b| b == b',').map_or(row.len(), |at| start + at);
-            let raw = &row[cell_start..end];
-            let trailing = raw.iter().rev().take_while(|&&byte| is_blank(byte)).count();
-            let cell = &raw[..raw.len() - trailing];
-            // A missing value, as pandas writes NaN: out of every range in a float file, an
-            // error in an integer one.
-            if cell.is_empty() && self.kind == ValueKind::Int {
-                return Err((start, "empty cell".to_owned()));
-            }
-            cells += 1;
-            if cell.is_empty() {
-                if end == row.len() {
-                    return Ok((cells, hits));
-                }
-                start = end + 1;
-                continue;
-            }
-            hits += u32::from(self.cell_in_range(cell, ints).map_err(|e| (cell_start, describe(e, cell)))?);
-            if end == row.len() {
-                return Ok((cells, hits));
-            }
-            start = end + 1;
+            at += 1;
         }
-    }
-
-    /// Cells and values in range of one row separated by runs of blanks.
-    fn blank_row(&self, row: &[u8], ints: Option<(i64, i64)>) -> Result<(u64, u32), (usize, String)> {
-        let (mut cells, mut hits) = (0u64, 0u32);
-        let mut at = 0;
-        loop {
-            while at < row.len() && is_blank(row[at]) {
-                at += 1;
-            }
-            if at == row.len() {
-                return Ok((cells, hits));
-            }
-            let cell_start = at;
-            if let Some((value, after)) = quick_integer(row, at)
-                && (after == row.len() || is_blank(row[after]))
-            {
-                cells += 1;
-                hits += u32::from(ints.is_some_and(|(lo, hi)| lo <= value && value <= hi));
-                at = after;
-                continue;
-            }
-            let length = row[at..].iter().take_while(|&&byte| !is_blank(byte)).count();
-            let cell = &row[at..at + length];
-            cells += 1;
-            hits += u32::from(self.cell_in_range(cell, ints).map_err(|e| (cell_start, describe(e, cell)))?);
-            at += length;
-        }
+        Some(at)
     }
 
     /// Whether the value in `cell` (trimmed, not empty) lies in the range.
@@ -308,9 +389,38 @@ impl CountText {
                 // Past `i64` (a `uint64` value): compared with the range exactly.
                 Err(_) => self.range.contains_int(value),
             }),
-            Err(error) if self.kind == ValueKind::Int => Err(error),
+            Err(error) if self.format.kind == ValueKind::Int => Err(error),
             Err(_) => parse_f64(cell).map(|value| self.range.contains_f64(value)),
         }
+    }
+
+    /// The count of one row (without its `\n`) the way a careful, slow reader sees it:
+    /// `csv-core` cuts every delimited row, quoted or not, and the standard library parses
+    /// the numbers; for checking [`CountText`] against an independent count. `None` for a
+    /// row it cannot read.
+    pub fn reference_count(&self, line: &[u8]) -> Option<u32> {
+        let (mut hits, mut seen, mut readable) = (0, 0, true);
+        visit_cells(line, self.format.separator, |cell| {
+            seen += 1;
+            // A missing value (the fast count accepts it in float files only): in no range.
+            if seen <= self.format.skip_cols || cell.is_empty() {
+                return;
+            }
+            let inside = match std::str::from_utf8(cell).ok() {
+                Some(text) => match text.parse::<i128>() {
+                    Ok(value) if (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&value) => {
+                        Some(self.range.contains_int(value))
+                    }
+                    _ => text.parse::<f64>().ok().map(|value| self.range.contains_f64(value)),
+                },
+                None => None,
+            };
+            match inside {
+                Some(inside) => hits += u32::from(inside),
+                None => readable = false,
+            }
+        })?;
+        readable.then_some(hits)
     }
 }
 
@@ -418,28 +528,35 @@ pub fn is_integer(cell: &[u8]) -> bool {
     !matches!(parse_wide(cell), Err(CellError::NotInteger))
 }
 
-/// The cells of a line (without its `\n`), trimmed, as [`CountText`] cuts them.
-pub fn cells_of(line: &[u8], separator: Separator) -> Vec<&[u8]> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    match separator {
-        Separator::Comma => line
-            .split(|&byte| byte == b',')
-            .map(|raw| {
-                let leading = raw.iter().take_while(|&&byte| is_blank(byte)).count();
-                let trailing = raw[leading..].iter().rev().take_while(|&&byte| is_blank(byte)).count();
-                &raw[leading..raw.len() - trailing]
-            })
-            .collect(),
-        Separator::Blanks => line.split(|&byte| is_blank(byte)).filter(|cell| !cell.is_empty()).collect(),
-    }
-}
+/// Bytes that separate values in files from elsewhere, named when a line reads as one cell.
+pub const SEPARATOR_LOOKING: [u8; 5] = [b';', b'|', b':', b'\t', b','];
 
-fn describe(error: CellError, cell: &[u8]) -> String {
+/// A bad cell's message; a line that reads as one cell holding a separator-looking byte
+/// suggests `--delimiter`.
+fn describe(error: CellError, kind: ValueKind, cell: &[u8], separator: Separator, row: &[u8]) -> String {
     let quoted = quotable(cell);
-    match error {
-        CellError::NotInteger => format!("not an integer: {quoted:?}"),
-        CellError::NotNumber => format!("not a number: {quoted:?}"),
-        CellError::OutOfRange => format!("value out of range for a 64-bit integer: {quoted:?}"),
+    let not_number = match error {
+        CellError::NotInteger if kind == ValueKind::Int && parse_f64(cell).is_ok() => {
+            return format!("not an integer: {quoted:?}");
+        }
+        CellError::NotInteger | CellError::NotNumber => format!("not a number: {quoted:?}"),
+        CellError::OutOfRange => return format!("value out of range for a 64-bit integer: {quoted:?}"),
+    };
+    let one_cell = match separator {
+        Separator::Char(delimiter) => !row.contains(&delimiter),
+        Separator::Blanks => !trim(row).iter().any(|&byte| is_blank(byte)),
+    };
+    let hint = SEPARATOR_LOOKING
+        .into_iter()
+        .filter(|&byte| separator != Separator::Char(byte))
+        .find(|byte| one_cell && cell.contains(byte));
+    match hint {
+        Some(b'\t') => format!("{not_number} (the line is one cell: if tabs separate the values, use --delimiter tab)"),
+        Some(byte) => {
+            let byte = char::from(byte);
+            format!("{not_number} (the line is one cell: if '{byte}' separates the values, use --delimiter '{byte}')")
+        }
+        None => not_number,
     }
 }
 
@@ -456,127 +573,5 @@ pub fn quotable(cell: &[u8]) -> String {
     quoted
 }
 
-/// The floats of a row the way a careful, slow reader sees them: for checking
-/// [`CountText`] against an independent count.
-pub fn reference_count(line: &[u8], separator: Separator, range: &ValueRange) -> Option<u32> {
-    let mut hits = 0;
-    for cell in cells_of(line, separator) {
-        if cell.is_empty() {
-            // A missing value (the fast count accepts it in float files only): in no range.
-            continue;
-        }
-        let text = std::str::from_utf8(cell).ok()?;
-        let inside = match text.parse::<i128>() {
-            Ok(value) if (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&value) => range.contains_int(value),
-            _ => range.contains_f64(text.parse::<f64>().ok()?),
-        };
-        hits += u32::from(inside);
-    }
-    Some(hits)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::values::Number;
-    use proptest::prelude::*;
-
-    fn task(separator: Separator, kind: ValueKind, cols: u64) -> CountText {
-        let range = ValueRange { min: Number::Int(4), max: Number::Int(8) };
-        CountText { range, separator, kind, cols, first_data_line: 1 }
-    }
-
-    fn run(task: &CountText, text: &str, first_line: u64) -> Result<Vec<u32>, String> {
-        let mut counts = Vec::new();
-        task.count(text.as_bytes(), first_line, &mut counts).map_err(|f| f.to_string())?;
-        Ok(counts)
-    }
-
-    #[test]
-    fn counts_comma_and_blank_rows() {
-        let comma = task(Separator::Comma, ValueKind::Int, 3);
-        assert_eq!(run(&comma, "1,4,8\n 5 ,\t9,6\r\n\n7,7,7", 1).unwrap(), [2, 2, 3]);
-        let blanks = task(Separator::Blanks, ValueKind::Int, 3);
-        assert_eq!(run(&blanks, "1 4  8\n\t5 9 6 \r\n \n7\t7 7", 1).unwrap(), [2, 2, 3]);
-    }
-
-    #[test]
-    fn floats_and_nan() {
-        let floats = task(Separator::Comma, ValueKind::Float, 4);
-        assert_eq!(run(&floats, "4.0,nan,8.5,-inf\n3.99,4,1e0,7.5e0\n", 1).unwrap(), [1, 2]);
-        assert_eq!(run(&floats, "1,2,x,4\n", 1).unwrap_err(), "1:5: not a number: \"x\"");
-        // Empty cells are missing values in a float file (pandas writes NaN so).
-        assert_eq!(run(&floats, "4.5,,8,\n", 1).unwrap(), [2]);
-    }
-
-    #[test]
-    fn faults_name_the_line_in_the_file_and_the_column() {
-        let comma = task(Separator::Comma, ValueKind::Int, 2);
-        assert_eq!(run(&comma, "1,2\n3, 4.5\n", 300_000).unwrap_err(), "300001:4: not an integer: \"4.5\"");
-        assert_eq!(run(&comma, "1,,3\n", 7).unwrap_err(), "7:3: empty cell");
-        assert_eq!(run(&comma, "1,2\n3\n", 1).unwrap_err(), "2: row has 1 value, but line 1 has 2");
-        assert_eq!(
-            run(&comma, "1,99999999999999999999\n", 1).unwrap_err().split(':').nth(2).unwrap().trim(),
-            "value out of range for a 64-bit integer"
-        );
-        assert_eq!(run(&comma, "1,2\r3\n", 1).unwrap_err(), "1:3: not an integer: \"2\\r3\"");
-        let blanks = task(Separator::Blanks, ValueKind::Int, 2);
-        assert_eq!(run(&blanks, "1 2\n3,4 5\n", 1).unwrap_err(), "2:1: not an integer: \"3,4\"");
-    }
-
-    #[test]
-    fn every_int64_and_uint64_value_is_a_value() {
-        assert_eq!(parse_wide_integer(b"18446744073709551615"), Ok(u64::MAX.into()));
-        assert_eq!(parse_wide_integer(b"-9223372036854775808"), Ok(i64::MIN.into()));
-        assert_eq!(parse_wide_integer(b"+9223372036854775808"), Ok(1 << 63));
-        assert_eq!(parse_wide_integer(b"18446744073709551616"), Err(IntegerError::OutOfRange));
-        assert_eq!(parse_wide_integer(b"-9223372036854775809"), Err(IntegerError::OutOfRange));
-        assert_eq!(parse_integer(b"9223372036854775808"), Err(IntegerError::OutOfRange));
-        let range = ValueRange { min: Number::Float(1e19), max: Number::Int(u64::MAX.into()) };
-        for separator in [Separator::Comma, Separator::Blanks] {
-            let task = CountText { range, ..task(separator, ValueKind::Int, 4) };
-            let text = "9223372036854775808 9223372036854775809 18446744073709551615 5\n"
-                .replace(' ', if separator == Separator::Comma { "," } else { " " });
-            assert_eq!(run(&task, &text, 1).unwrap(), [1]);
-            assert_eq!(reference_count(text.trim_end().as_bytes(), separator, &range), Some(1));
-        }
-    }
-
-    #[test]
-    fn rows_must_match_the_coordinators_count() {
-        let comma = task(Separator::Comma, ValueKind::Int, 1);
-        let piece = TextPiece { first_line: 1, rows: 3, text: b"1\n\n2\n".to_vec() };
-        assert!(comma.run(piece).unwrap_err().contains("holds 2 rows"));
-    }
-
-    proptest! {
-        #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(
-            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b','), Just(b' '), Just(b'-'), Just(b'.'), b'0'..=b'9', any::<u8>()],
-            0..256,
-        ), kind in prop_oneof![Just(ValueKind::Int), Just(ValueKind::Float)]) {
-            for separator in [Separator::Comma, Separator::Blanks] {
-                let task = task(separator, kind, 3);
-                let mut counts = Vec::new();
-                if let Err(fault) = task.count(&bytes, 1, &mut counts) {
-                    prop_assert!(!fault.to_string().contains('\n'));
-                }
-            }
-        }
-
-        #[test]
-        fn fast_count_agrees_with_the_reference(
-            rows in proptest::collection::vec(proptest::collection::vec(
-                prop_oneof![-20i64..20, any::<i64>()].prop_map(|v| v.to_string()), 3), 0..20),
-            separator in prop_oneof![Just(", "), Just(","), Just(" "), Just("\t")],
-        ) {
-            let text: String = rows.iter().map(|row| row.join(separator) + "\n").collect();
-            let sep = Separator::of_line(separator.as_bytes());
-            let task = task(sep, ValueKind::Int, 3);
-            let expected: Vec<u32> = text.lines()
-                .map(|line| reference_count(line.as_bytes(), sep, &task.range).unwrap())
-                .collect();
-            prop_assert_eq!(run(&task, &text, 1).unwrap(), expected);
-        }
-    }
-}
+mod tests;

@@ -39,7 +39,7 @@ pub enum Command {
     /// Print the number of processors (logical and physical).
     Cpus,
     /// Count, for each row of a matrix, the values that lie in [--min, --max].
-    Count(CountArgs),
+    Count(Box<CountArgs>),
     /// Run the tutorial: serial and every pool method on one matrix, timed and compared.
     Demo(DemoArgs),
     /// Write a seeded random matrix to a CSV or .npy file (for Python and corepool alike).
@@ -195,6 +195,18 @@ pub struct DataArgs {
     /// integers].
     #[arg(long, value_enum, requires = "input")]
     pub values: Option<ValuesArg>,
+    /// The byte between CSV cells: `,` `;` `|` `:`, `tab`, or `' '` for runs of spaces and
+    /// tabs [default: a comma if the first line has one, else runs of spaces and tabs].
+    #[arg(long, value_name = "C", requires = "input")]
+    pub delimiter: Option<String>,
+    /// Skip the first N cells of every CSV line unread, such as the index column pandas
+    /// writes.
+    #[arg(long, value_name = "N", requires = "input", default_value_t = 0)]
+    pub skip_cols: u64,
+    /// Longest CSV line read, in bytes (suffixes K, M, G: powers of 1024); a longer line
+    /// stops the run [default: 16M; at most 512M].
+    #[arg(long, value_name = "BYTES", requires = "input")]
+    pub max_line_bytes: Option<String>,
 }
 
 /// `--format`.
@@ -226,6 +238,12 @@ pub struct StreamInput {
     pub header: corepool::input::csv::HeaderRule,
     /// How values are read, if forced.
     pub kind: Option<corepool_worker::text::ValueKind>,
+    /// How cells are separated, if named.
+    pub separator: Option<corepool_worker::text::Separator>,
+    /// Leading cells of every line to skip.
+    pub skip_cols: u64,
+    /// Longest line read.
+    pub max_line_bytes: usize,
 }
 
 /// Arguments of `corepool gen`.
@@ -532,7 +550,61 @@ impl DataArgs {
             ValuesArg::Int => ValueKind::Int,
             ValuesArg::Float => ValueKind::Float,
         });
-        Ok(Some(StreamInput { origin, format, header, kind }))
+        if format == Format::Npy {
+            let csv_only = [
+                ("--delimiter", self.delimiter.is_some()),
+                ("--skip-cols", self.skip_cols > 0),
+                ("--max-line-bytes", self.max_line_bytes.is_some()),
+            ];
+            if let Some((flag, _)) = csv_only.iter().find(|(_, given)| *given) {
+                bail!("{flag} applies to CSV input, and {} is read as .npy", path.display());
+            }
+        }
+        let separator = self.delimiter.as_deref().map(parse_delimiter).transpose()?;
+        let max_line_bytes = match self.max_line_bytes.as_deref() {
+            Some(text) => parse_line_limit(text)?,
+            None => corepool::input::csv::DEFAULT_MAX_LINE_BYTES,
+        };
+        Ok(Some(StreamInput { origin, format, header, kind, separator, skip_cols: self.skip_cols, max_line_bytes }))
+    }
+}
+
+/// `--delimiter`: one ASCII byte that cannot be part of a number or a quote, `tab`, or a
+/// space for runs of blanks.
+fn parse_delimiter(text: &str) -> anyhow::Result<corepool_worker::text::Separator> {
+    use corepool_worker::text::Separator;
+    match text {
+        "tab" | "\\t" | "\t" => return Ok(Separator::Char(b'\t')),
+        " " | "space" => return Ok(Separator::Blanks),
+        _ => {}
+    }
+    match text.as_bytes() {
+        &[byte] if byte.is_ascii_punctuation() && !b"\"+-.".contains(&byte) => Ok(Separator::Char(byte)),
+        _ => bail!(
+            "--delimiter {text:?}: one character that is not part of a number or a quote, such as ',' ';' '|' ':', or tab"
+        ),
+    }
+}
+
+/// `--max-line-bytes`: a number of bytes, maybe with a K, M or G suffix (powers of 1024).
+fn parse_line_limit(text: &str) -> anyhow::Result<usize> {
+    use corepool::input::csv::MAX_LINE_BYTES_LIMIT;
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (number, shift) = match digits.as_bytes().last() {
+        Some(b'K') => (&digits[..digits.len() - 1], 10),
+        Some(b'M') => (&digits[..digits.len() - 1], 20),
+        Some(b'G') => (&digits[..digits.len() - 1], 30),
+        _ => (digits, 0),
+    };
+    let bytes = number.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift));
+    match bytes {
+        Some(bytes) if bytes >= 1 && bytes <= MAX_LINE_BYTES_LIMIT as u64 => Ok(bytes as usize),
+        Some(_) => bail!(
+            "--max-line-bytes {text}: must be from 1 to {}M (lines travel to the workers in messages of at most 1 GiB)",
+            MAX_LINE_BYTES_LIMIT >> 20
+        ),
+        None => bail!("--max-line-bytes {text}: not a number of bytes, such as 1048576 or 64M"),
     }
 }
 

@@ -84,6 +84,8 @@ pub enum Input {
     File {
         /// The path.
         path: String,
+        /// The line of a CSV file skipped as its header; `null` if none was.
+        header_line: Option<u64>,
     },
 }
 
@@ -202,7 +204,7 @@ impl Report {
             chunk_size: pooled.then_some(run.chunk_size),
             repeat: settings.repeat,
             input: match &settings.source {
-                MatrixSource::File(path) => Input::File { path: path.display().to_string() },
+                MatrixSource::File(path) => Input::File { path: path.display().to_string(), header_line: None },
                 &MatrixSource::Random(GeneratorArgs { low, high, seed, .. }) => Input::Random { low, high, seed },
             },
         };
@@ -246,6 +248,16 @@ impl Report {
             result,
             coordinator_peak_rss_bytes: corepool::pool::own_peak_rss(),
         }
+    }
+}
+
+impl Report {
+    /// The report, saying which line of its CSV input was skipped as a header.
+    pub fn with_header_line(mut self, line: Option<u64>) -> Self {
+        if let Input::File { header_line, .. } = &mut self.parameters.input {
+            *header_line = line;
+        }
+        self
     }
 }
 

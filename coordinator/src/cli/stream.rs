@@ -27,7 +27,7 @@ use corepool_protocol::FailureKind;
 use corepool_worker::{
     Task,
     tasks::{CountInRange, RowBlock},
-    text::{CountText, TextPiece, reference_count},
+    text::{CountText, TextPiece},
     values::{CountNpyRows, FileRows, RawKind, ValueRange},
 };
 
@@ -62,6 +62,14 @@ enum Opened {
 }
 
 impl Opened {
+    /// The line skipped as a CSV input's header, if one was.
+    fn header_line(&self) -> Option<u64> {
+        match self {
+            Opened::Csv { layout, .. } => layout.header_line,
+            _ => None,
+        }
+    }
+
     fn cols(&self) -> u64 {
         match self {
             Opened::Csv { layout, .. } => layout.cols,
@@ -102,7 +110,15 @@ fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) ->
             let workers = settings.pool.workers.max(1) as u64;
             let piece_bytes = size.map_or(256 << 10, |size| (size / (4 * workers)).clamp(64 << 10, 256 << 10)) as usize;
             let piece_rows = if per_row { Some(1) } else { settings.pool.chunk_size };
-            let options = CsvOptions { header: input.header, kind: input.kind, piece_bytes, piece_rows };
+            let options = CsvOptions {
+                header: input.header,
+                kind: input.kind,
+                separator: input.separator,
+                skip_cols: input.skip_cols,
+                max_line_bytes: input.max_line_bytes,
+                piece_bytes,
+                piece_rows,
+            };
             let (layout, pieces) = open_csv(reader, &name, options)?;
             Ok(Opened::Csv { layout, pieces })
         }
@@ -134,6 +150,7 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     }
     let load = started.elapsed();
     let cols = opened.cols();
+    let header_line = opened.header_line();
     let (pool, start) = if settings.mode == Mode::Serial {
         (None, Duration::ZERO)
     } else {
@@ -206,7 +223,7 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     let compute = repetitions.iter().map(|r| r.wall).sum();
     let run = Counted { counts: Vec::new(), arrival: None, start, compute, stop, chunk_size, workers, repetitions };
     let output = output_file.and_then(|finished| finished.lock().unwrap_or_else(|e| e.into_inner()).take());
-    finish(settings, (totals.rows as usize, cols as usize), load, &run, &totals, output)
+    finish(settings, (totals.rows as usize, cols as usize), (load, header_line), &run, &totals, output)
 }
 
 /// Rows per chunk that a run reports: `--chunk-size`, else what the input was cut into.
@@ -230,13 +247,7 @@ fn run_once(
     let range = settings.range;
     match opened {
         Opened::Csv { layout, mut pieces } => {
-            let task = CountText {
-                range,
-                separator: layout.separator,
-                kind: layout.kind,
-                cols: layout.cols,
-                first_data_line: layout.first_data_line,
-            };
+            let task = layout.count_task(range);
             let name = settings.stream.as_ref().map(|input| input.origin.name()).unwrap_or_default();
             let mut next_row = 0usize;
             let mut chunks = 0u64;
@@ -355,7 +366,7 @@ fn serial_text_counts(piece: &TextPiece, task: &CountText) -> Vec<u32> {
     let body = piece.text.strip_suffix(b"\n").unwrap_or(&piece.text);
     body.split(|&b| b == b'\n')
         .filter(|line| !corepool_worker::text::is_blank_line(line))
-        .map(|line| reference_count(line, task.separator, &task.range).unwrap_or(u32::MAX))
+        .map(|line| task.reference_count(line).unwrap_or(u32::MAX))
         .collect()
 }
 
@@ -565,7 +576,7 @@ where
 fn finish(
     settings: &CountSettings,
     shape: (usize, usize),
-    load: Duration,
+    (load, header_line): (Duration, Option<u64>),
     run: &Counted,
     totals: &Totals,
     output: Option<Pending>,
@@ -573,13 +584,13 @@ fn finish(
     let peak = corepool::pool::own_peak_rss();
     let report = settings.report.as_ref().map(|_| {
         let result = report::ResultReport::from_totals(totals.rows, totals.in_range, totals.checksum);
-        let mut report = report::Report::new(settings, shape, load, run, result);
+        let mut report = report::Report::new(settings, shape, load, run, result).with_header_line(header_line);
         report.coordinator_peak_rss_bytes = peak;
         report
     });
     super::deliver(settings, output, report.as_ref()).map_err(failed)?;
     let mut human = super::human_output(settings);
-    write_summary(&mut *human, settings, shape, load, run, totals, peak)
+    write_summary(&mut *human, settings, shape, (load, header_line), run, totals, peak)
         .map_err(|e| failed(anyhow!("writing the summary: {e}")))
 }
 
@@ -587,7 +598,7 @@ fn write_summary(
     out: &mut dyn std::io::Write,
     settings: &CountSettings,
     (rows, cols): (usize, usize),
-    load: Duration,
+    (load, header_line): (Duration, Option<u64>),
     run: &Counted,
     totals: &Totals,
     peak: u64,
@@ -600,6 +611,9 @@ fn write_summary(
         MatrixSource::File(_) => {
             let name = settings.stream.as_ref().map(|input| input.origin.name()).unwrap_or_default();
             writeln!(out, "{rows} x {cols} matrix streamed from {name} (first lines read in {})", ms(load))?;
+            if settings.stream.as_ref().is_some_and(|input| input.format == Format::Csv) {
+                summary::write_header(out, header_line)?;
+            }
         }
     }
     super::write_mode_line(out, settings, run.chunk_size)?;

@@ -63,6 +63,14 @@ pub fn write_times(
     Ok(())
 }
 
+/// Whether a CSV input's line was skipped as its header, and which.
+pub fn write_header(out: &mut dyn Write, header_line: Option<u64>) -> std::io::Result<()> {
+    match header_line {
+        Some(line) => writeln!(out, "header: line {line} skipped"),
+        None => writeln!(out, "header: none, every line is data"),
+    }
+}
+
 /// The files the run wrote: the counts, the report.
 pub fn write_files_written(out: &mut dyn Write, settings: &CountSettings) -> std::io::Result<()> {
     match &settings.output {

@@ -3,18 +3,27 @@
 //! The coordinator reads large blocks, cuts each at its last newline, and counts the
 //! lines and rows of the piece (a fast, vectorized scan) so that every piece carries its
 //! first line number and every row its index; it never parses a cell beyond the first
-//! lines, which tell the separator, the header, the width and the kind of values.
+//! lines, which tell the separator, the header, the width and the kind of values. Every
+//! byte is searched for a newline once, however long its line: a search resumes where it
+//! stopped when more of the stream comes in.
 
 use std::io::Read;
 
-use corepool_worker::text::{Separator, TextPiece, ValueKind, cells_of, is_blank_line, is_integer, is_number};
+use corepool_worker::{
+    text::{
+        CountText, SEPARATOR_LOOKING, Separator, TextFormat, TextPiece, ValueKind, is_blank_line, is_integer,
+        is_number, visit_cells,
+    },
+    values::ValueRange,
+};
 
 use super::{InputError, source::DataError};
 
 /// Whether the first non-blank line is a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeaderRule {
-    /// A header if a cell is neither a number nor empty.
+    /// A header if a counted cell is neither a number nor empty, or a skipped cell is
+    /// empty (the blank name pandas writes for its index); a line of numbers is data.
     #[default]
     Detect,
     /// Always a header (`--header`).
@@ -23,6 +32,14 @@ pub enum HeaderRule {
     No,
 }
 
+/// Longest line read unless `--max-line-bytes` says otherwise: room for a row of about a
+/// million values, while the few pieces in flight per worker (each holds at least a line)
+/// keep the coordinator's memory bounded.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The most `--max-line-bytes` may allow: a piece, a line and more, must fit in a frame.
+pub const MAX_LINE_BYTES_LIMIT: usize = 512 << 20;
+
 /// How to read a CSV stream.
 #[derive(Debug, Clone, Copy)]
 pub struct CsvOptions {
@@ -30,6 +47,12 @@ pub struct CsvOptions {
     pub header: HeaderRule,
     /// What values are read as; `None`: integers if the first row holds only integers.
     pub kind: Option<ValueKind>,
+    /// How cells are separated; `None`: by commas if the first line has one, else by blanks.
+    pub separator: Option<Separator>,
+    /// Leading cells of every row to skip unread (an index column).
+    pub skip_cols: u64,
+    /// Longest line accepted, in bytes without its newline (at most [`MAX_LINE_BYTES_LIMIT`]).
+    pub max_line_bytes: usize,
     /// About how many bytes go in a piece (it is cut at the last newline before).
     pub piece_bytes: usize,
     /// Rows per piece instead, when given (`--chunk-size`).
@@ -38,7 +61,15 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        Self { header: HeaderRule::Detect, kind: None, piece_bytes: 4 << 20, piece_rows: None }
+        Self {
+            header: HeaderRule::Detect,
+            kind: None,
+            separator: None,
+            skip_cols: 0,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            piece_bytes: 4 << 20,
+            piece_rows: None,
+        }
     }
 }
 
@@ -49,16 +80,33 @@ pub struct CsvLayout {
     pub separator: Separator,
     /// How values are read.
     pub kind: ValueKind,
-    /// Values per row.
+    /// Values per row (skipped cells not included).
     pub cols: u64,
-    /// The header's line number, if there is one.
+    /// Leading cells of every row that are skipped.
+    pub skip_cols: u64,
+    /// The header's line number, if a line was skipped as one.
     pub header_line: Option<u64>,
     /// The first data row's line number.
     pub first_data_line: u64,
 }
 
-/// Longest line accepted: a piece must fit in one frame.
-pub const MAX_LINE_BYTES: usize = 256 << 20;
+impl CsvLayout {
+    /// How the workers read the rows.
+    pub fn format(&self) -> TextFormat {
+        TextFormat {
+            separator: self.separator,
+            kind: self.kind,
+            cols: self.cols,
+            skip_cols: self.skip_cols,
+            first_data_line: self.first_data_line,
+        }
+    }
+
+    /// The task that counts the rows' values in `range`.
+    pub fn count_task(&self, range: ValueRange) -> CountText {
+        CountText { range, format: self.format() }
+    }
+}
 
 /// The pieces of a CSV stream, in order. An I/O error ends the iteration and is kept for
 /// [`take_error`](Self::take_error).
@@ -71,15 +119,33 @@ pub struct CsvPieces<R: Read> {
     next_line: u64,
     eof: bool,
     options: CsvOptions,
-    error: Option<DataError>,
+    /// Boxed: an error is rare, and the pieces are moved around.
+    error: Option<Box<DataError>>,
     /// Rows handed out so far.
     rows: u64,
+    /// Where the search for the next piece's end goes on: bytes of the buffer before it
+    /// are searched already.
+    searched: usize,
+    /// With `piece_rows`: rows and lines found in the buffer so far, and where the first
+    /// line not yet ended starts.
+    found_rows: usize,
+    found_lines: u64,
+    line_start: usize,
 }
+
+/// A stream's first bytes: a UTF-8 byte-order mark, which is no part of the first cell.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Bytes read at a time while the first lines or a long line are searched.
+const BLOCK: usize = 64 << 10;
 
 /// Reads the first lines of `reader` and returns what they say, and the pieces of the
 /// whole stream (the header left out). `name` is the input's name for errors.
 pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(CsvLayout, CsvPieces<R>), DataError> {
-    let options = CsvOptions { piece_bytes: options.piece_bytes.clamp(1, MAX_LINE_BYTES), ..options };
+    let max_line_bytes = options.max_line_bytes.clamp(1, MAX_LINE_BYTES_LIMIT);
+    // A piece no larger than the longest line: then only a piece grown past its size to
+    // end its one line can hold a line over the limit, and that line is measured.
+    let options = CsvOptions { piece_bytes: options.piece_bytes.clamp(1, max_line_bytes), max_line_bytes, ..options };
     let mut pieces = CsvPieces {
         reader,
         name: name.to_owned(),
@@ -89,84 +155,161 @@ pub fn open_csv<R: Read>(reader: R, name: &str, options: CsvOptions) -> Result<(
         options,
         error: None,
         rows: 0,
+        searched: 0,
+        found_rows: 0,
+        found_lines: 0,
+        line_start: 0,
     };
-    // The first non-blank line, and the next one after it in case the first is a header.
-    let mut found: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
-    let mut scanned = 0;
-    let mut line = 1;
-    while found.len() < 2 {
-        let Some(at) = pieces.buffer[scanned..].iter().position(|&b| b == b'\n') else {
-            if pieces.eof {
-                if scanned < pieces.buffer.len() && !is_blank_line(&pieces.buffer[scanned..]) {
-                    found.push((line, scanned..pieces.buffer.len()));
-                }
-                break;
-            }
-            if pieces.buffer.len() - scanned > MAX_LINE_BYTES {
-                return Err(DataError::LineTooLong { file: pieces.name, line, limit: MAX_LINE_BYTES });
-            }
-            pieces.read_more(64 << 10)?;
-            continue;
-        };
-        let end = scanned + at;
-        if !is_blank_line(&pieces.buffer[scanned..end]) {
-            found.push((line, scanned..end));
-        }
-        scanned = end + 1;
-        line += 1;
+    pieces.read_more(BLOCK)?;
+    if pieces.buffer.starts_with(BOM) {
+        pieces.buffer.drain(..BOM.len());
     }
+    // Binary data (`/dev/zero`, an image) fails here rather than after a long search for
+    // the end of a line that never comes.
+    if let Some(at) = memchr::memchr(0, &pieces.buffer) {
+        let line = 1 + memchr::memchr_iter(b'\n', &pieces.buffer[..at]).count() as u64;
+        return Err(DataError::Binary { file: pieces.name, line });
+    }
+    let found = pieces.first_lines()?;
     let Some((first_line, first)) = found.first().cloned() else {
         return Err(InputError::Empty { file: pieces.name }.into());
     };
-    let separator = Separator::of_line(&pieces.buffer[first.clone()]);
+    let separator = options.separator.unwrap_or_else(|| Separator::of_line(&pieces.buffer[first.clone()]));
+    let skip = options.skip_cols as usize;
+    let unclosed = |line| DataError::UnclosedQuote { file: name.to_owned(), line };
+    let first_cells =
+        LineSummary::of(&pieces.buffer[first.clone()], separator, skip).ok_or_else(|| unclosed(first_line))?;
     let header = match options.header {
         HeaderRule::Yes => true,
         HeaderRule::No => false,
-        HeaderRule::Detect => looks_like_header(&cells_of(&pieces.buffer[first.clone()], separator)),
+        // A lone line is a header only if it is all names: otherwise it is data whose bad
+        // cell the worker names (`0x10,4,5`, or `1;5;9` read as one cell).
+        HeaderRule::Detect => first_cells.looks_like_header() && (found.len() > 1 || first_cells.all_names()),
     };
     let data = if header { found.get(1).cloned() } else { Some((first_line, first.clone())) };
     let Some((data_line, data)) = data else {
         return Err(DataError::HeaderOnly { file: pieces.name, line: first_line });
     };
-    let cells = cells_of(&pieces.buffer[data], separator);
-    let cols = cells.len() as u64;
-    // Floats if any cell is a number that is not an integer, or empty (a missing value, as
-    // pandas writes NaN); a cell that is no number at all decides nothing (the worker
-    // reports it).
-    let floats = cells.iter().any(|cell| cell.is_empty() || (is_number(cell) && !is_integer(cell)));
-    let kind = options.kind.unwrap_or(if floats { ValueKind::Float } else { ValueKind::Int });
+    let cells = LineSummary::of(&pieces.buffer[data], separator, skip).ok_or_else(|| unclosed(data_line))?;
+    if cells.cells <= skip {
+        return Err(DataError::NoValuesLeft { file: pieces.name, line: data_line, cells: cells.cells, skip });
+    }
+    let kind = options.kind.unwrap_or(if cells.floats { ValueKind::Float } else { ValueKind::Int });
     if header {
         // The header and the blank lines before it are not handed out.
-        let after_header = pieces.buffer[first.end..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(pieces.buffer.len(), |at| first.end + at + 1);
+        let after_header =
+            memchr::memchr(b'\n', &pieces.buffer[first.end..]).map_or(pieces.buffer.len(), |at| first.end + at + 1);
         pieces.buffer.drain(..after_header);
         pieces.next_line = first_line + 1;
     }
-    let layout =
-        CsvLayout { separator, kind, cols, header_line: header.then_some(first_line), first_data_line: data_line };
+    let layout = CsvLayout {
+        separator,
+        kind,
+        cols: (cells.cells - skip) as u64,
+        skip_cols: options.skip_cols,
+        header_line: header.then_some(first_line),
+        first_data_line: data_line,
+    };
     Ok((layout, pieces))
 }
 
-/// Whether a first line is a header: a cell is neither a number nor empty (an empty cell is
-/// a missing value, not a name), or the cells read `0,1,2,...`, the column names pandas
-/// gives a frame without names (`pandas.DataFrame(array).to_csv(path, index=False)`).
-fn looks_like_header(cells: &[&[u8]]) -> bool {
-    let named = cells.iter().any(|cell| !cell.is_empty() && !is_number(cell));
-    let pandas_names = cells.len() >= 2 && cells.iter().enumerate().all(|(i, cell)| *cell == i.to_string().as_bytes());
-    named || pandas_names
+/// What the first lines' cells say, read in one pass without holding them (a first line
+/// may hold millions of cells).
+#[derive(Debug, Default)]
+struct LineSummary {
+    /// Cells on the line.
+    cells: usize,
+    /// A counted cell is neither a number nor empty.
+    named: bool,
+    /// A skipped cell is empty (pandas leaves its index's name blank).
+    skipped_empty: bool,
+    /// A counted cell is a number, or starts as one does (`0x10`).
+    numeric_looking: bool,
+    /// A counted cell is a number that is not an integer, or empty (a missing value, as
+    /// pandas writes NaN); a cell that is no number at all decides nothing.
+    floats: bool,
+    /// The only cell holds a byte another separator would cut at.
+    cut_by_another_separator: bool,
+}
+
+impl LineSummary {
+    /// The summary of `line`, `None` if a quote is left open on it.
+    fn of(line: &[u8], separator: Separator, skip: usize) -> Option<Self> {
+        let mut summary = LineSummary::default();
+        let cells = visit_cells(line, separator, |cell| {
+            summary.cells += 1;
+            if summary.cells <= skip {
+                summary.skipped_empty |= cell.is_empty();
+                return;
+            }
+            let number = is_number(cell);
+            summary.named |= !cell.is_empty() && !number;
+            summary.numeric_looking |= number || cell.first().is_some_and(|b| b.is_ascii_digit() || b"+-.".contains(b));
+            summary.floats |= cell.is_empty() || (number && !is_integer(cell));
+            summary.cut_by_another_separator = summary.cells == 1 && cell.iter().any(|b| SEPARATOR_LOOKING.contains(b));
+        })?;
+        summary.cut_by_another_separator &= cells == 1;
+        Some(summary)
+    }
+
+    /// Whether the line is a header: a counted cell is neither a number nor empty (an empty
+    /// cell is a missing value, not a name), or a skipped cell is empty. A line of numbers
+    /// is data, always.
+    fn looks_like_header(&self) -> bool {
+        self.named || self.skipped_empty
+    }
+
+    /// Whether the counted cells are all names (none is a number, or starts as one does),
+    /// and the line is not one cell that another separator would cut: a header with no data
+    /// under it, rather than a bad row.
+    fn all_names(&self) -> bool {
+        !self.cut_by_another_separator && !self.numeric_looking
+    }
 }
 
 impl<R: Read> CsvPieces<R> {
     /// The error that ended the iteration early, if any.
     pub fn take_error(&mut self) -> Option<DataError> {
-        self.error.take()
+        self.error.take().map(|error| *error)
     }
 
     /// Rows handed out so far.
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// The first two non-blank lines (line number and place in the buffer), or fewer if
+    /// the stream has fewer.
+    fn first_lines(&mut self) -> Result<Vec<(u64, std::ops::Range<usize>)>, DataError> {
+        let mut found = Vec::new();
+        let (mut line, mut line_start, mut searched) = (1, 0, 0);
+        let limit = self.options.max_line_bytes;
+        while found.len() < 2 {
+            let end = match memchr::memchr(b'\n', &self.buffer[searched..]) {
+                Some(at) => searched + at,
+                None if self.eof => self.buffer.len(),
+                None => {
+                    if self.buffer.len() - line_start > limit {
+                        return Err(DataError::LineTooLong { file: self.name.clone(), line, limit });
+                    }
+                    searched = self.buffer.len();
+                    self.read_more(BLOCK)?;
+                    continue;
+                }
+            };
+            let text = &self.buffer[line_start..end];
+            if text.len() > limit {
+                return Err(DataError::LineTooLong { file: self.name.clone(), line, limit });
+            }
+            if !is_blank_line(text) {
+                found.push((line, line_start..end));
+            }
+            if end == self.buffer.len() {
+                break;
+            }
+            (line, line_start, searched) = (line + 1, end + 1, end + 1);
+        }
+        Ok(found)
     }
 
     /// Reads up to `more` bytes onto the buffer; notes the end of the stream.
@@ -184,42 +327,77 @@ impl<R: Read> CsvPieces<R> {
     /// Where the next piece ends: after the last newline within the piece size (or
     /// after the `piece_rows`-th row), or at the end of the stream.
     fn cut(&mut self) -> Result<Option<usize>, DataError> {
+        let piece_bytes = self.options.piece_bytes;
         loop {
             if let Some(rows) = self.options.piece_rows {
-                if let Some(end) = end_of_rows(&self.buffer, rows) {
+                if let Some(end) = self.end_of_rows(rows.max(1))? {
                     return Ok(Some(end));
                 }
-            } else if self.buffer.len() >= self.options.piece_bytes {
-                let window = &self.buffer[..self.options.piece_bytes];
-                if let Some(at) = window.iter().rposition(|&b| b == b'\n') {
-                    return Ok(Some(at + 1));
+            } else if self.buffer.len() >= piece_bytes {
+                if self.searched == 0 {
+                    if let Some(at) = memchr::memrchr(b'\n', &self.buffer[..piece_bytes]) {
+                        return Ok(Some(at + 1));
+                    }
+                    self.searched = piece_bytes;
                 }
                 // A line longer than a piece: the piece grows to its end.
-                if let Some(at) = self.buffer[self.options.piece_bytes..].iter().position(|&b| b == b'\n') {
-                    return Ok(Some(self.options.piece_bytes + at + 1));
+                if let Some(at) = memchr::memchr(b'\n', &self.buffer[self.searched..]) {
+                    let end = self.searched + at;
+                    self.check_line(0, end, self.next_line)?;
+                    return Ok(Some(end + 1));
                 }
+                self.searched = self.buffer.len();
+            }
+            // The line not yet ended: where it starts is known once a piece's worth is searched.
+            let (start, line) = match self.options.piece_rows {
+                Some(_) => (Some(self.line_start), self.next_line + self.found_lines),
+                None => ((self.searched > 0).then_some(0), self.next_line),
+            };
+            if let Some(start) = start {
+                self.check_line(start, self.buffer.len(), line)?;
             }
             if self.eof {
                 return Ok((!self.buffer.is_empty()).then_some(self.buffer.len()));
             }
-            if self.buffer.len() > MAX_LINE_BYTES + self.options.piece_bytes {
-                return Err(DataError::LineTooLong {
-                    file: self.name.clone(),
-                    line: self.next_line,
-                    limit: MAX_LINE_BYTES,
-                });
-            }
-            let want = self.options.piece_bytes.saturating_sub(self.buffer.len()).max(64 << 10);
+            let want = piece_bytes.saturating_sub(self.buffer.len()).max(BLOCK);
             self.read_more(want)?;
         }
+    }
+
+    /// Where the `rows`-th non-blank line of the buffer ends (after its newline), if the
+    /// buffer holds that many whole lines; the search goes on from where it last stopped.
+    fn end_of_rows(&mut self, rows: usize) -> Result<Option<usize>, DataError> {
+        while let Some(at) = memchr::memchr(b'\n', &self.buffer[self.searched..]) {
+            let end = self.searched + at;
+            self.check_line(self.line_start, end, self.next_line + self.found_lines)?;
+            self.found_rows += usize::from(!is_blank_line(&self.buffer[self.line_start..end]));
+            self.found_lines += 1;
+            (self.searched, self.line_start) = (end + 1, end + 1);
+            if self.found_rows == rows {
+                return Ok(Some(end + 1));
+            }
+        }
+        self.searched = self.buffer.len();
+        Ok(None)
+    }
+
+    /// Fails if the line at `start..end` of the buffer (its newline not included), line
+    /// number `line`, is over the limit.
+    fn check_line(&self, start: usize, end: usize, line: u64) -> Result<(), DataError> {
+        let limit = self.options.max_line_bytes;
+        if end - start > limit {
+            return Err(DataError::LineTooLong { file: self.name.clone(), line, limit });
+        }
+        Ok(())
     }
 
     fn next_piece(&mut self) -> Result<Option<TextPiece>, DataError> {
         loop {
             let Some(end) = self.cut()? else { return Ok(None) };
+            (self.searched, self.found_rows, self.found_lines, self.line_start) = (0, 0, 0, 0);
             // The rest (a partial line) moves to a fresh buffer; the piece keeps the old
             // one, so the bulk of the bytes is never copied here.
-            let mut rest = Vec::with_capacity(self.options.piece_bytes.max(self.buffer.len() - end) + (64 << 10));
+            let mut rest = Vec::with_capacity(self.options.piece_bytes.max(self.buffer.len() - end) + BLOCK);
             rest.extend_from_slice(&self.buffer[end..]);
             self.buffer.truncate(end);
             let text = std::mem::replace(&mut self.buffer, rest);
@@ -242,26 +420,10 @@ impl<R: Read> Iterator for CsvPieces<R> {
             return None;
         }
         self.next_piece().unwrap_or_else(|error| {
-            self.error = Some(error);
+            self.error = Some(Box::new(error));
             None
         })
     }
-}
-
-/// Where the `rows`-th non-blank line of `text` ends (after its newline), if the text
-/// holds that many whole lines.
-fn end_of_rows(text: &[u8], rows: usize) -> Option<usize> {
-    let mut seen = 0;
-    let mut start = 0;
-    while let Some(at) = text[start..].iter().position(|&b| b == b'\n') {
-        let end = start + at;
-        seen += usize::from(!is_blank_line(&text[start..end]));
-        start = end + 1;
-        if seen == rows.max(1) {
-            return Some(start);
-        }
-    }
-    None
 }
 
 fn starts_blank(byte: u8) -> bool {
@@ -306,86 +468,4 @@ pub fn count_lines_and_rows(text: &[u8]) -> (u64, u64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open(text: &str, options: CsvOptions) -> Result<(CsvLayout, Vec<TextPiece>), String> {
-        let (layout, pieces) = open_csv(text.as_bytes(), "in.csv", options).map_err(|e| e.to_string())?;
-        Ok((layout, pieces.collect()))
-    }
-
-    fn small(bytes: usize) -> CsvOptions {
-        CsvOptions { piece_bytes: bytes, ..CsvOptions::default() }
-    }
-
-    #[test]
-    fn lines_and_rows() {
-        assert_eq!(count_lines_and_rows(b"1,2\n3,4\n"), (2, 2));
-        assert_eq!(count_lines_and_rows(b"1,2\n3,4"), (2, 2));
-        assert_eq!(count_lines_and_rows(b"\n1\n \r\n\t\n2\n \n"), (6, 2));
-        assert_eq!(count_lines_and_rows(b" 1\n"), (1, 1));
-        assert_eq!(count_lines_and_rows(b"1\n  "), (2, 1));
-    }
-
-    #[test]
-    fn detects_header_separator_kind_and_width() {
-        let (layout, pieces) = open("\na,b,c\n1,2,3\n4,5,6\n", CsvOptions::default()).unwrap();
-        assert_eq!(layout.header_line, Some(2));
-        assert_eq!(
-            (layout.separator, layout.kind, layout.cols, layout.first_data_line),
-            (Separator::Comma, ValueKind::Int, 3, 3)
-        );
-        assert_eq!(pieces, [TextPiece { first_line: 3, rows: 2, text: b"1,2,3\n4,5,6\n".to_vec() }]);
-
-        let (layout, _) = open("1\t2.5\n3\t4\n", CsvOptions::default()).unwrap();
-        assert_eq!(
-            (layout.separator, layout.kind, layout.cols, layout.header_line),
-            (Separator::Blanks, ValueKind::Float, 2, None)
-        );
-
-        let (layout, pieces) =
-            open("1,2\n3,4\n", CsvOptions { header: HeaderRule::Yes, ..CsvOptions::default() }).unwrap();
-        assert_eq!((layout.header_line, pieces[0].first_line, pieces[0].rows), (Some(1), 2, 1));
-    }
-
-    #[test]
-    fn pandas_default_names_are_a_header() {
-        let (layout, _) = open("0,1,2\n1.5,2,3\n", CsvOptions::default()).unwrap();
-        assert_eq!((layout.header_line, layout.kind), (Some(1), ValueKind::Float));
-        let (layout, _) = open("0,2,1\n1,2,3\n", CsvOptions::default()).unwrap();
-        assert_eq!(layout.header_line, None);
-        let (layout, _) = open("1,,3\n4,5,6\n", CsvOptions::default()).unwrap();
-        assert_eq!((layout.header_line, layout.kind), (None, ValueKind::Float));
-    }
-
-    #[test]
-    fn empty_and_header_only() {
-        assert_eq!(open(" \n\n", CsvOptions::default()).unwrap_err(), "in.csv: no rows: the file is empty");
-        assert_eq!(open("x,y\n\n", CsvOptions::default()).unwrap_err(), "in.csv: no rows: only a header (line 1)");
-    }
-
-    #[test]
-    fn pieces_are_whole_lines_numbered_in_the_file() {
-        let text: String = (0..100).map(|i| format!("{i},{}\n", i * 2)).collect::<String>() + "7,7";
-        let (_, pieces) = open(&text, small(64)).unwrap();
-        assert!(pieces.len() > 5);
-        let joined: Vec<u8> = pieces.iter().flat_map(|p| p.text.clone()).collect();
-        assert_eq!(joined, text.as_bytes());
-        let mut line = 1;
-        for piece in &pieces {
-            assert_eq!(piece.first_line, line);
-            assert!(piece.text.len() <= 64 || piece.text.iter().filter(|&&b| b == b'\n').count() == 1);
-            line += count_lines_and_rows(&piece.text).0;
-        }
-        assert_eq!(pieces.iter().map(|p| p.rows).sum::<u64>(), 101);
-    }
-
-    #[test]
-    fn fixed_rows_per_piece_and_long_lines() {
-        let (_, pieces) = open("1\n\n2\n3\n4\n", CsvOptions { piece_rows: Some(2), ..CsvOptions::default() }).unwrap();
-        assert_eq!(pieces.iter().map(|p| (p.first_line, p.rows)).collect::<Vec<_>>(), [(1, 2), (4, 2)]);
-        let long = format!("1\n{}\n2\n", "3,".repeat(100) + "3");
-        let (_, pieces) = open(&long, small(8)).unwrap();
-        assert_eq!(pieces.iter().map(|p| p.rows).collect::<Vec<_>>(), [1, 1, 1]);
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@ use super::InputError;
 /// The formats `--input` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// Text, one row a line, cells separated by commas or blanks.
+    /// Text, one row a line, cells separated by a delimiter or blanks.
     Csv,
     /// numpy's `.npy`: a 2-D array in C order.
     Npy,
@@ -61,8 +61,8 @@ pub enum DataError {
         /// The header's line number.
         line: u64,
     },
-    /// A line longer than any piece may be.
-    #[error("{file}:{line}: line is longer than {limit} bytes")]
+    /// A line longer than `--max-line-bytes`.
+    #[error("{file}:{line}: line longer than {limit} bytes (--max-line-bytes raises the limit)")]
     LineTooLong {
         /// The input's name.
         file: String,
@@ -70,6 +70,34 @@ pub enum DataError {
         line: u64,
         /// The limit.
         limit: usize,
+    },
+    /// A NUL byte among the first bytes: not text at all.
+    #[error("{file}:{line}: binary data (a NUL byte), not CSV text")]
+    Binary {
+        /// The input's name.
+        file: String,
+        /// The line the NUL byte is on.
+        line: u64,
+    },
+    /// A first line whose quoted cell is not closed on it.
+    #[error("{file}:{line}: {}", corepool_worker::text::SPANS_LINES)]
+    UnclosedQuote {
+        /// The input's name.
+        file: String,
+        /// The line.
+        line: u64,
+    },
+    /// A first data row with no cell left after `--skip-cols`.
+    #[error("{file}:{line}: --skip-cols {skip} leaves no values: the line has {cells} cell{}", if *cells == 1 { "" } else { "s" })]
+    NoValuesLeft {
+        /// The input's name.
+        file: String,
+        /// The row's line number.
+        line: u64,
+        /// Cells on the line.
+        cells: usize,
+        /// Cells skipped.
+        skip: usize,
     },
     /// A `.npy` file corepool cannot count (not 2-D, Fortran order, not numbers, cut short).
     #[error("{file}: {message}")]
