@@ -13,8 +13,11 @@ use corepool::{
 };
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
-use super::args::{GeneratorArgs, MatrixSource, Mode, PoolOptions};
 use super::progress::Progress;
+use super::{
+    args::{GeneratorArgs, Mode},
+    settings::{MatrixSource, PoolOptions},
+};
 
 /// The counts of one run, and how long its parts took.
 #[derive(Debug)]

@@ -7,7 +7,9 @@ mod limits;
 mod output;
 mod pending;
 mod progress;
+mod reference;
 mod report;
+mod settings;
 pub mod signals;
 mod sink;
 mod stream;
@@ -21,12 +23,13 @@ use std::{
 
 use anyhow::Context;
 pub use args::Cli;
-use args::{Command, CountSettings, GeneratorArgs, MatrixSource, Mode, Order, PoolOptions, ReportTarget};
+use args::{Command, GeneratorArgs, Mode, Order};
 use count::{
     Counted, RunOptions, count_in_pool, count_serially, count_serially_repeated, count_with, first_difference,
     load_matrix, start_pool,
 };
 use indicatif::HumanCount;
+use settings::{CountSettings, MatrixSource, PoolOptions, ReportTarget};
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
 /// result disagreed with `--verify`, an output could not be written).

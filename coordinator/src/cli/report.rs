@@ -9,8 +9,9 @@ use corepool_worker::values::Number;
 use serde::Serialize;
 
 use super::{
-    args::{CountSettings, GeneratorArgs, MatrixSource},
+    args::GeneratorArgs,
     count::{Counted, Repetition},
+    settings::{CountSettings, MatrixSource},
 };
 
 /// Version of the report's schema: bumped when a field changes meaning or goes away.

@@ -6,9 +6,10 @@ use corepool::{Balance, WorkerStats};
 use indicatif::{HumanBytes, HumanCount};
 
 use super::{
-    args::{CountSettings, Mode, ReportTarget},
+    args::Mode,
     count::{Counted, Repetition},
     ms,
+    settings::{CountSettings, ReportTarget},
 };
 
 /// Where a run decoded the answers: in the thread that waited for them, or on a thread of
