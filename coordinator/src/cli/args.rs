@@ -39,10 +39,14 @@ pub enum Command {
     /// Print the number of processors (logical and physical).
     Cpus,
     /// Count, for each row of a matrix, the values that lie in [--min, --max].
+    // A negative number reaches its flag's own check, which names the flag.
+    #[command(allow_negative_numbers = true)]
     Count(Box<CountArgs>),
     /// Run the tutorial: serial and every pool method on one matrix, timed and compared.
+    #[command(allow_negative_numbers = true)]
     Demo(DemoArgs),
     /// Write a seeded random matrix to a CSV or .npy file (for Python and corepool alike).
+    #[command(allow_negative_numbers = true)]
     Gen(GenArgs),
 }
 
@@ -114,7 +118,7 @@ pub struct CountArgs {
     /// or inf (NaN is in no range).
     #[arg(long, default_value_t = Number::Int(8), allow_hyphen_values = true, help_heading = HEADING_COUNT)]
     pub max: Number,
-    /// Worker processes (Python's `Pool(processes=N)`; `--processes` works too) [default:
+    /// Worker processes, at most 1024 (Python's `Pool(processes=N)`; `--processes` works too) [default:
     /// the number of logical CPUs].
     #[arg(long, short = 'j', alias = "processes", help_heading = HEADING_POOL)]
     pub workers: Option<usize>,
@@ -249,7 +253,7 @@ pub struct GenArgs {
 pub struct DemoArgs {
     #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub matrix: MatrixArgs,
-    /// Worker processes (Python's `Pool(processes=N)`; `--processes` works too) [default:
+    /// Worker processes, at most 1024 (Python's `Pool(processes=N)`; `--processes` works too) [default:
     /// the number of logical CPUs].
     #[arg(long, short = 'j', alias = "processes", help_heading = HEADING_POOL)]
     pub workers: Option<usize>,

@@ -2,7 +2,7 @@
 //! the machine is refused at once (exit 2, naming the flag or file), not found out by the
 //! OOM killer or a full disk hours later.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use corepool_protocol::frame::MAX_FRAME_LEN;
@@ -73,20 +73,24 @@ pub fn check_row_fits_a_chunk(cols: usize, row_bytes: u64) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Bytes free to this user on the file system that `path` (a file to be written) lands
-/// on; `None` where that means nothing: `-`, or an existing target that is not a regular
-/// file (a device or FIFO takes what it is given), or where the file system cannot say.
-pub fn free_space_for(path: &Path) -> Option<u64> {
+/// The folder whose file system takes the bytes of `path` (a file to be written), and the
+/// bytes free to this user there: the file's own folder, or for `-`, a device or a FIFO,
+/// the folder their bytes wait in until the run has succeeded. `None` where the file system
+/// cannot say.
+pub fn free_space_for(path: &Path) -> Option<(PathBuf, u64)> {
+    let written_into = path.as_os_str() == "-" || std::fs::metadata(path).is_ok_and(|meta| !meta.is_file());
+    let dir = if written_into {
+        super::pending::spool_dir()?
+    } else {
+        path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+    };
+    let free = free_space_in(&dir)?;
+    Some((dir, free))
+}
+
+/// Bytes free to this user on the file system of `dir`, if it can say.
+fn free_space_in(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
-    if path.as_os_str() == "-" {
-        return None;
-    }
-    if let Ok(meta) = std::fs::metadata(path)
-        && !meta.is_file()
-    {
-        return None;
-    }
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `dir` is a NUL-terminated path and `stats` a buffer statvfs fills on success.
@@ -105,14 +109,15 @@ pub fn free_space_for(path: &Path) -> Option<u64> {
 /// fit where `path` goes (a file being replaced gives its own room back, so it counts as
 /// free).
 pub fn check_output_space(flag: &str, path: &Path, what: &str, bytes: u64) -> anyhow::Result<()> {
-    let Some(free) = free_space_for(path) else { return Ok(()) };
-    let replaced = std::fs::metadata(path).map_or(0, |meta| meta.len());
+    let Some((dir, free)) = free_space_for(path) else { return Ok(()) };
+    let replaced = std::fs::metadata(path).ok().filter(|meta| meta.is_file()).map_or(0, |meta| meta.len());
     let room = free.saturating_add(replaced);
     if bytes > room {
         bail!(
-            "{flag} {}: {what} take at least {}, and its file system has {} free",
+            "{flag} {}: {what} take at least {}, and the file system of {} has {} free",
             path.display(),
             HumanBytes(bytes),
+            dir.display(),
             HumanBytes(room)
         );
     }
@@ -168,7 +173,7 @@ pub fn check_generated_count(
         Some((path, arrival)) => {
             let chunk_rows = match (per_row, chunk_size) {
                 (true, _) => 1,
-                (false, Some(chunk)) => chunk,
+                (false, Some(chunk)) => chunk.min(rows),
                 (false, None) => corepool::matrix::default_chunk_rows(rows, workers, cols * 8),
             } as u64;
             // A chunk is made as 8-byte values, then narrowed; a window of them is in flight.
@@ -176,7 +181,11 @@ pub fn check_generated_count(
             let chunk_bytes = chunk_rows.saturating_mul(row_bytes);
             let bytes =
                 chunk_rows.saturating_mul(cols as u64 * 8).saturating_add(in_flight.saturating_mul(chunk_bytes));
-            check_memory(&format!("{shape}: streaming the matrix in chunks"), bytes)?;
+            let chunks = match chunk_size {
+                Some(chunk) if !per_row => format!(" --chunk-size {chunk}"),
+                _ => String::new(),
+            };
+            check_memory(&format!("{shape}{chunks}: streaming the matrix in chunks"), bytes)?;
             let least = (rows as u64).saturating_mul(least_output_bytes_per_row(arrival));
             check_output_space("--output", path, &format!("the counts of --rows {rows}"), least)
         }
@@ -220,14 +229,16 @@ mod tests {
     }
 
     #[test]
-    fn output_space_is_that_of_the_folder_and_devices_take_anything() {
+    fn output_space_is_that_of_the_folder_or_of_the_spool() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
-        assert!(free_space_for(&path).is_some_and(|free| free > 0));
+        assert!(free_space_for(&path).is_some_and(|(folder, free)| folder == dir.path() && free > 0));
         assert!(check_output_space("--output", &path, "its values", 10).is_ok());
         let error = check_output_space("--output", &path, "its values", u64::MAX).unwrap_err().to_string();
         assert!(error.contains("out.txt: its values take at least 16.00 EiB"), "{error}");
-        assert_eq!(free_space_for(Path::new("/dev/null")), None);
-        assert_eq!(free_space_for(Path::new("-")), None);
+        // Standard output and devices are written at the end, from a spool file.
+        let spool = crate::cli::pending::spool_dir().unwrap();
+        assert!(free_space_for(Path::new("/dev/null")).is_some_and(|(folder, _)| folder == spool));
+        assert!(free_space_for(Path::new("-")).is_some_and(|(folder, _)| folder == spool));
     }
 }

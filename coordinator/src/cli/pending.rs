@@ -30,6 +30,15 @@ pub const TEMP_PREFIX: &str = ".corepool-output-";
 /// taken its lock yet.
 const SWEEP_AFTER: Duration = Duration::from_secs(10);
 
+/// The folder where the bytes for standard output, a device or a FIFO wait until the run
+/// has succeeded: the first of `TMPDIR` (or the system's temporary folder), `/var/tmp` and
+/// `/dev/shm` that takes an unnamed file.
+pub fn spool_dir() -> Option<PathBuf> {
+    let candidates =
+        [std::env::temp_dir(), PathBuf::from("/tmp"), PathBuf::from("/var/tmp"), PathBuf::from("/dev/shm")];
+    candidates.into_iter().find(|dir| tempfile::tempfile_in(dir).is_ok())
+}
+
 /// One file flag's bytes, written out of sight until [`commit`] puts them in place.
 pub struct Pending {
     /// The flag, for errors.
@@ -54,11 +63,13 @@ impl Pending {
                 temp_in(dir)
                     .with_context(|| format!("{flag} {}: cannot create a file in {}", path.display(), dir.display()))?
             }
-            // Written straight into at the end; the bytes wait where temporary files go.
+            // Written straight into at the end; the bytes wait in a spool file meanwhile.
             Destination::Descriptor(_) | Destination::Special(_) => {
-                let spool = tempfile::tempfile().with_context(|| {
-                    format!("{flag} {}: cannot create a file in {}", path.display(), std::env::temp_dir().display())
+                let dir = spool_dir().with_context(|| {
+                    format!("{flag} {}: no folder to hold its bytes until the run ends", path.display())
                 })?;
+                let spool = tempfile::tempfile_in(&dir)
+                    .with_context(|| format!("{flag} {}: cannot create a file in {}", path.display(), dir.display()))?;
                 (spool, None)
             }
         };

@@ -103,10 +103,17 @@ impl MatrixArgs {
     }
 }
 
+/// Most worker processes a run may start: past this a run is a fork storm, not a pool.
+pub const MAX_WORKERS: usize = 1024;
+
 /// `--workers`, checked: at least one, default one per logical CPU.
 pub fn check_workers(workers: Option<usize>) -> anyhow::Result<usize> {
     match workers {
         Some(0) => bail!("--workers must be at least 1"),
+        Some(n) if n > MAX_WORKERS => bail!(
+            "--workers {n}: at most {MAX_WORKERS} worker processes (this machine has {} logical CPUs)",
+            corepool::pool::logical_cpus()
+        ),
         Some(n) => Ok(n),
         None => Ok(corepool::pool::logical_cpus()),
     }
@@ -230,6 +237,9 @@ impl DataArgs {
         });
         if format == Format::Npy {
             let csv_only = [
+                ("--header", self.header),
+                ("--no-header", self.no_header),
+                ("--values", self.values.is_some()),
                 ("--delimiter", self.delimiter.is_some()),
                 ("--skip-cols", self.skip_cols > 0),
                 ("--max-line-bytes", self.max_line_bytes.is_some()),

@@ -1,5 +1,5 @@
-//! Cases found by trying the binary as a hostile user would that still fail; each is ignored
-//! with the reason until the behaviour is fixed, and passes once it is.
+//! Cases found by trying the binary as a hostile user would: standard output without a
+//! usable `TMPDIR`, sizes that only the spool or a device would take, flags out of range.
 
 use std::path::Path;
 
@@ -15,7 +15,6 @@ fn missing_tmpdir(dir: &Path) -> String {
 }
 
 #[test]
-#[ignore = "fails today: the standard-output spool is made in TMPDIR with no fallback (exit 1)"]
 fn counts_on_stdout_survive_a_missing_tmpdir() {
     let dir = tempfile::tempdir().unwrap();
     let matrix = test_matrix(500, 5, 3);
@@ -29,7 +28,6 @@ fn counts_on_stdout_survive_a_missing_tmpdir() {
 }
 
 #[test]
-#[ignore = "fails today: gen -o - spools into TMPDIR with no fallback (exit 1)"]
 fn generated_rows_on_stdout_survive_a_missing_tmpdir() {
     let dir = tempfile::tempdir().unwrap();
     let tmpdir = missing_tmpdir(dir.path());
@@ -43,7 +41,6 @@ fn generated_rows_on_stdout_survive_a_missing_tmpdir() {
 }
 
 #[test]
-#[ignore = "fails today: the memory estimate uses --chunk-size, not the rows there are"]
 fn a_huge_chunk_size_on_a_small_generated_matrix_is_fine() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_corepool(
@@ -56,7 +53,6 @@ fn a_huge_chunk_size_on_a_small_generated_matrix_is_fine() {
 }
 
 #[test]
-#[ignore = "fails today: a negative value for a whole-number flag says only \"unexpected argument '-1' found\""]
 fn a_negative_whole_number_names_its_flag() {
     let dir = tempfile::tempdir().unwrap();
     for flag in ["--workers", "--chunk-size", "--max-retries", "--seed"] {
@@ -64,5 +60,35 @@ fn a_negative_whole_number_names_its_flag() {
         assert_eq!(run.status.code(), Some(2), "{flag}: {}", run.stderr);
         assert!(run.stderr.contains(flag), "{flag} -1: the error does not name the flag: {}", run.stderr);
         assert_eq!(run.stderr.trim_end().lines().count(), 1, "{flag}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn what_would_pile_up_in_the_spool_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = run_corepool(dir.path(), &["gen", "--rows", "1000000000000", "-o", "-", "--format", "csv"], &[]);
+    assert_eq!(generated.status.code(), Some(2), "{}", generated.stderr);
+    assert!(
+        generated.stderr.starts_with("corepool: --output -: ") && generated.stderr.contains("free"),
+        "{}",
+        generated.stderr
+    );
+    assert!(generated.stdout.is_empty());
+    let count = run_corepool(dir.path(), &["count", "--rows", "1000000000000", "-o", "/dev/stdout", "-q"], &[]);
+    assert_eq!(count.status.code(), Some(2), "{}", count.stderr);
+    assert!(count.stderr.contains("the counts of --rows 1000000000000 take at least"), "{}", count.stderr);
+}
+
+#[test]
+fn a_fork_storm_of_workers_and_csv_flags_on_npy_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_corepool(dir.path(), &["count", "--workers", "100000", "--rows", "100"], &[]);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.starts_with("corepool: --workers 100000: at most 1024"), "{}", run.stderr);
+    assert!(run_corepool(dir.path(), &["gen", "--rows", "3", "-o", "m.npy"], &[]).status.success());
+    for flag in ["--header", "--no-header"] {
+        let run = run_corepool(dir.path(), &["count", "--input", "m.npy", flag], &[]);
+        assert_eq!(run.status.code(), Some(2), "{flag}: {}", run.stderr);
+        assert!(run.stderr.contains(&format!("{flag} applies to CSV input")), "{}", run.stderr);
     }
 }
