@@ -4,6 +4,7 @@
 //! only read with the state lock released.
 
 use std::{
+    path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -162,5 +163,30 @@ impl Shared {
         let watch = &mut slot.watch;
         watch.past = watch.past.then(watch.last.latest(reading));
         watch.last = ProcessUsage::default();
+    }
+}
+
+impl Shared {
+    /// A snapshot of each worker's statistics, and the count of peers turned away.
+    pub(crate) fn stats(&self) -> (Vec<WorkerStats>, u64) {
+        let state = self.lock();
+        let stats = state.slots.iter().map(|slot| WorkerStats { pid: slot.pid, ..slot.stats.clone() }).collect();
+        (stats, state.rejected_peers)
+    }
+
+    /// The private directory holding the socket, until the pool stops.
+    pub(crate) fn socket_dir(&self) -> Option<PathBuf> {
+        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|dir| dir.path().to_path_buf())
+    }
+
+    /// Process ids of the live workers.
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        let state = self.lock();
+        state
+            .slots
+            .iter()
+            .filter(|slot| matches!(slot.state, SlotState::Starting | SlotState::Ready))
+            .map(|slot| slot.pid)
+            .collect()
     }
 }
