@@ -22,9 +22,9 @@ pub(super) struct ByCaller<'a> {
     pub(super) read_here: Option<(TaskId, &'a mut Option<Borrowed>)>,
 }
 
-/// Hands queued chunks to ready workers with room, least loaded first. A suspect chunk
-/// waits for a worker that holds nothing, and keeps it to itself. A worker given work
-/// while it held none has its reader thread woken, unless the caller reads for it.
+/// Hands queued chunks, then the open batch, to the workers [`pick_worker`] and
+/// [`open_batch_goes_out`] choose. A worker given work while it held none has its reader
+/// thread woken, unless the caller reads for it.
 ///
 /// Writer threads send the frames, except small ones when `by_caller` is given: their
 /// outboxes are listed there, and the caller must call [`Outbox::write_here`] on each once
@@ -32,32 +32,24 @@ pub(super) struct ByCaller<'a> {
 pub(super) fn dispatch(state: &mut State, window: usize, mut by_caller: Option<ByCaller<'_>>) {
     loop {
         if state.queue.is_empty() {
-            // The open batch goes out only to a worker with nothing to do: while every
-            // worker is busy, the calls that arrive gather into one message. While a
-            // worker waits for it to fill, it goes once it is full enough.
             let idle = state
                 .slots
                 .iter()
                 .any(|slot| slot.state == SlotState::Ready && slot.outbox.is_some() && slot.in_flight == 0);
             let Some(batch) = &state.open_batch else { return };
-            if !idle || (state.gathering > 0 && batch.completions.len() < BATCH_GATHER) {
+            if !open_batch_goes_out(idle, state.gathering, batch.completions.len()) {
                 return;
             }
             seal_open_batch(state);
         }
         let suspect = state.queue.front().expect("not empty").suspect;
-        let Some((index, _)) = state
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| slot.state == SlotState::Ready && slot.outbox.is_some() && !slot.isolated)
-            .filter(|(_, slot)| if suspect { slot.in_flight == 0 } else { slot.in_flight < window })
-            // Ties go to the worker that has done least, so one-at-a-time calls such as
-            // `apply` spread over every worker instead of keeping the first one busy.
-            .min_by_key(|(_, slot)| (slot.in_flight, slot.stats.chunks))
-        else {
-            return;
-        };
+        let loads = state.slots.iter().map(|slot| SlotLoad {
+            ready: slot.state == SlotState::Ready && slot.outbox.is_some(),
+            isolated: slot.isolated,
+            in_flight: slot.in_flight,
+            chunks_done: slot.stats.chunks,
+        });
+        let Some(index) = pick_worker(loads, suspect, window) else { return };
         let chunk = state.queue.pop_front().expect("queue is not empty");
         let slot = &mut state.slots[index];
         slot.note_dispatch();
@@ -97,5 +89,100 @@ pub(super) fn dispatch(state: &mut State, window: usize, mut by_caller: Option<B
         state.dispatched += 1;
         let order = state.dispatched;
         state.in_flight.insert(chunk.id, InFlight { chunk, worker: index, order });
+    }
+}
+
+/// What the choice of a worker needs to know of one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SlotLoad {
+    /// Joined, with a connection that takes frames.
+    pub(super) ready: bool,
+    /// Holds a suspect chunk, alone.
+    pub(super) isolated: bool,
+    /// Chunks sent and not yet answered.
+    pub(super) in_flight: usize,
+    /// Chunks answered so far.
+    pub(super) chunks_done: u64,
+}
+
+/// Which slot takes the next chunk, if any has room: the least loaded of the ready slots
+/// with fewer than `window` chunks in flight. A `suspect` chunk (it may kill its worker)
+/// goes only to a slot that holds nothing, and an isolated slot takes nothing more. Ties
+/// go to the slot that has done least, then to the first, so that one-at-a-time calls
+/// such as `apply` spread over every worker instead of keeping the first one busy.
+pub(super) fn pick_worker(slots: impl IntoIterator<Item = SlotLoad>, suspect: bool, window: usize) -> Option<usize> {
+    slots
+        .into_iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.ready && !slot.isolated)
+        .filter(|(_, slot)| if suspect { slot.in_flight == 0 } else { slot.in_flight < window })
+        .min_by_key(|(_, slot)| (slot.in_flight, slot.chunks_done))
+        .map(|(index, _)| index)
+}
+
+/// Whether the open batch of `apply_async` calls, holding `calls`, goes out now that the
+/// queue is empty: only to a worker with nothing to do (while every worker is busy, the
+/// calls that arrive gather into one message), and, while `gathering` workers wait for it
+/// to fill, once it holds [`BATCH_GATHER`] calls.
+pub(super) fn open_batch_goes_out(any_idle: bool, gathering: usize, calls: usize) -> bool {
+    any_idle && (gathering == 0 || calls >= BATCH_GATHER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(in_flight: usize, chunks_done: u64) -> SlotLoad {
+        SlotLoad { ready: true, isolated: false, in_flight, chunks_done }
+    }
+
+    #[test]
+    fn the_least_loaded_worker_takes_the_chunk() {
+        assert_eq!(pick_worker([slot(2, 0), slot(1, 9), slot(0, 50)], false, 2), Some(2));
+        assert_eq!(pick_worker([slot(1, 0), slot(0, 9)], false, 2), Some(1));
+    }
+
+    #[test]
+    fn ties_go_to_the_worker_that_has_done_least_then_to_the_first() {
+        assert_eq!(pick_worker([slot(0, 5), slot(0, 3), slot(0, 4)], false, 2), Some(1));
+        assert_eq!(pick_worker([slot(1, 3), slot(1, 3)], false, 2), Some(0));
+    }
+
+    #[test]
+    fn no_worker_takes_more_than_the_window() {
+        assert_eq!(pick_worker([slot(2, 0), slot(2, 0)], false, 2), None);
+        assert_eq!(pick_worker([slot(2, 0), slot(1, 0)], false, 2), Some(1));
+        assert_eq!(pick_worker([slot(1, 0)], false, 1), None);
+        assert_eq!(pick_worker([slot(3, 0)], false, 4), Some(0));
+    }
+
+    #[test]
+    fn workers_not_ready_take_nothing() {
+        let starting = SlotLoad { ready: false, ..slot(0, 0) };
+        assert_eq!(pick_worker([starting, slot(1, 0)], false, 2), Some(1));
+        assert_eq!(pick_worker([starting], false, 2), None);
+        assert_eq!(pick_worker([], false, 2), None);
+    }
+
+    #[test]
+    fn a_suspect_chunk_goes_only_to_a_worker_that_holds_nothing() {
+        assert_eq!(pick_worker([slot(1, 0), slot(1, 0)], true, 2), None);
+        assert_eq!(pick_worker([slot(1, 0), slot(0, 7)], true, 2), Some(1));
+    }
+
+    #[test]
+    fn a_worker_that_holds_a_suspect_chunk_takes_nothing_more() {
+        let isolated = SlotLoad { isolated: true, ..slot(1, 0) };
+        assert_eq!(pick_worker([isolated, slot(2, 0)], false, 2), None);
+        assert_eq!(pick_worker([isolated, slot(1, 0)], false, 2), Some(1));
+    }
+
+    #[test]
+    fn the_open_batch_waits_for_an_idle_worker_and_for_its_gatherers() {
+        assert!(!open_batch_goes_out(false, 0, 1));
+        assert!(open_batch_goes_out(true, 0, 1));
+        assert!(!open_batch_goes_out(true, 1, BATCH_GATHER - 1));
+        assert!(open_batch_goes_out(true, 1, BATCH_GATHER));
+        assert!(!open_batch_goes_out(false, 1, BATCH_GATHER));
     }
 }
