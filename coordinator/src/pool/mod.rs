@@ -10,6 +10,7 @@ mod platform;
 mod results;
 mod socket_dir;
 mod stream;
+mod transport;
 
 use std::{
     ops::Range,

@@ -8,15 +8,18 @@ use std::{
 
 use corepool_protocol::{
     handshake::{coordinator_handshake, refuse},
-    transport::{Link, LinkReader, Listener},
+    transport::{Link, Listener},
 };
 
 use super::{Shared, dispatch::dispatch, outbox::Outbox, state::SlotState};
-use crate::pool::PoolError;
+use crate::pool::{
+    PoolError,
+    transport::{Receiver, socket_connection},
+};
 
 /// A worker just admitted: its slot, its generation, the reading half of its connection
 /// and the outbox of the writing half.
-pub(super) type Admitted = (usize, u64, LinkReader, Arc<Outbox>);
+pub(super) type Admitted = (usize, u64, Receiver, Arc<Outbox>);
 
 impl Shared {
     /// Admits workers from `listener` on this thread until every slot has one. Workers
@@ -133,7 +136,7 @@ impl Shared {
             return None;
         };
         let generation = state.slots[index].generation;
-        let (reader, writer) = link.split();
+        let (reader, writer) = socket_connection(link);
         let outbox = Outbox::new(writer);
         let slot = &mut state.slots[index];
         slot.state = SlotState::Ready;

@@ -7,16 +7,11 @@
 //! its own answer ([`Shared::enqueue_and_read`]).
 
 use std::{
-    io::BufReader,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use corepool_protocol::{
-    TaskId, ToCoordinator, codec,
-    frame::{MAX_FRAME_LEN, read_frame},
-    transport::LinkReader,
-};
+use corepool_protocol::{TaskId, ToCoordinator, codec};
 
 use super::{
     Shared,
@@ -26,29 +21,30 @@ use super::{
     dispatch::dispatch,
     state::{InFlightMap, SlotState, row_range},
 };
-use crate::pool::{PoolError, error::with_causes};
+use crate::pool::{
+    PoolError,
+    error::with_causes,
+    transport::{FrameReceiver, Receiver},
+};
 
 /// How often a reader thread whose worker has nothing to answer looks whether the worker
 /// has closed its connection (died while idle).
 pub(super) const IDLE_READER_CHECK: Duration = Duration::from_millis(50);
-
-/// The receiving side of a worker's connection.
-pub(super) type Reader = BufReader<LinkReader>;
 
 /// A worker's connection, lent by its slot to a caller that reads its own answer (see
 /// [`Shared::enqueue_and_read`]).
 pub(crate) struct Borrowed {
     pub(super) index: usize,
     pub(super) generation: u64,
-    pub(super) reader: Reader,
+    pub(super) reader: Receiver,
 }
 
 /// A worker's answer: the chunk it is about, and its outputs or why there are none.
 pub(super) type Answer = (TaskId, Result<Payload, corepool_protocol::TaskFailure>);
 
 /// Reads one answer from a worker's connection; the error says why the connection is over.
-pub(super) fn read_answer(reader: &mut Reader, frame: &mut Vec<u8>) -> Result<Answer, String> {
-    match read_frame(reader, frame, MAX_FRAME_LEN) {
+pub(super) fn read_answer(reader: &mut Receiver, frame: &mut Vec<u8>) -> Result<Answer, String> {
+    match reader.receive(frame) {
         Ok(true) => {}
         Ok(false) => return Err("closed its connection".to_owned()),
         Err(error) => return Err(format!("connection failed: {error}")),
@@ -94,8 +90,7 @@ impl Shared {
         self.read_loop(index, generation, reader);
     }
 
-    pub(super) fn read_loop(&self, index: usize, generation: u64, reader: LinkReader) {
-        let mut reader = BufReader::with_capacity(1 << 16, reader);
+    pub(super) fn read_loop(&self, index: usize, generation: u64, mut reader: Receiver) {
         let mut frame = Vec::new();
         let reason = loop {
             reader = match self.await_reading(index, generation, reader) {
@@ -120,9 +115,9 @@ impl Shared {
     /// the end of the stream of a worker that died idle). Meanwhile the connection waits
     /// in the slot, where a caller may borrow it. `None`: the worker is gone, and whoever
     /// saw it go has dealt with it.
-    pub(super) fn await_reading(&self, index: usize, generation: u64, reader: Reader) -> Option<Reader> {
+    pub(super) fn await_reading(&self, index: usize, generation: u64, reader: Receiver) -> Option<Receiver> {
         let mut state = self.lock();
-        if state.slots[index].in_flight > 0 || !reader.buffer().is_empty() {
+        if state.slots[index].in_flight > 0 || reader.holds_input() {
             return Some(reader);
         }
         state.slots[index].reader = Some(reader);
@@ -133,9 +128,7 @@ impl Shared {
                 return None;
             }
             let readable = slot.reader.as_ref().is_some_and(|reader| {
-                slot.in_flight > 0
-                    || !reader.buffer().is_empty()
-                    || reader.get_ref().wait_readable(Some(Duration::ZERO)).unwrap_or(true)
+                slot.in_flight > 0 || reader.holds_input() || reader.input_waiting(Some(Duration::ZERO))
             });
             if readable {
                 return slot.reader.take();
@@ -165,11 +158,9 @@ impl Shared {
             // Polling for the answer spares this thread a sleep and a wake-up, while the
             // worker, on another core, works on it.
             let poll = self.settings.answer_poll;
-            if !poll.is_zero() && borrowed.reader.buffer().is_empty() {
+            if !poll.is_zero() && !borrowed.reader.holds_input() {
                 let deadline = Instant::now() + poll;
-                while !borrowed.reader.get_ref().wait_readable(Some(Duration::ZERO)).unwrap_or(true)
-                    && Instant::now() < deadline
-                {
+                while !borrowed.reader.input_waiting(Some(Duration::ZERO)) && Instant::now() < deadline {
                     std::hint::spin_loop();
                 }
             }

@@ -11,8 +11,11 @@ use std::{
 
 use corepool_protocol::{TaskId, handshake::Challenge};
 
-use super::{batching::OpenBatch, connection::Reader, delivery::Sink, observe, outbox::Outbox, signal::Signal};
-use crate::{outgoing::Outgoing, pool::WorkerStats};
+use super::{batching::OpenBatch, delivery::Sink, observe, outbox::Outbox, signal::Signal};
+use crate::{
+    outgoing::Outgoing,
+    pool::{WorkerStats, transport::Receiver},
+};
 
 /// A chunk, encoded as a whole frame ready to write.
 #[derive(Clone)]
@@ -57,7 +60,7 @@ pub(super) struct Slot {
     pub(super) outbox: Option<Arc<Outbox>>,
     /// The connection's receiving side while nobody reads it: its reader thread has put
     /// it here to wait for work, and a caller may borrow it.
-    pub(super) reader: Option<Reader>,
+    pub(super) reader: Option<Receiver>,
     /// Wakes the slot's reader thread: work for it to read, or its worker gone.
     pub(super) reader_wake: Arc<Signal>,
     pub(super) in_flight: usize,
