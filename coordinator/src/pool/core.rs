@@ -1,7 +1,7 @@
 //! The supervisor: worker processes, their connections, the queue of chunks, and the map
 //! of chunks in flight.
 //!
-//! All bookkeeping lives in one [`State`](state::State) under one mutex; nothing slow
+//! All bookkeeping lives in one [`State`] under one mutex; nothing slow
 //! happens while it is held. The work on it is split by responsibility, each file adding
 //! its part of [`Shared`]'s methods: `spawning` (starting workers, the watchdog),
 //! `admission` (accepting and authenticating peers), `connection` (each worker's reader

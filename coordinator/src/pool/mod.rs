@@ -405,7 +405,7 @@ pub(crate) struct JobRun {
 impl JobRun {
     fn open(shared: &Arc<Shared>, range: Range<usize>, chunk_size: usize) -> Result<Self, PoolError> {
         let (sender, outcomes) = mpsc::channel();
-        let job = shared.open_job(Sink::Channel(sender))?;
+        let job = shared.open_job(Sink::channel(sender))?;
         Ok(Self {
             shared: Arc::clone(shared),
             job,

@@ -58,7 +58,7 @@ impl Shared {
         }
     }
 
-    /// Has the watchdog start the acceptor on `listener` (see [`accept_loop`]): the pool's
+    /// Has the watchdog start the acceptor on `listener` (see [`accept_loop`](Self::accept_loop)): the pool's
     /// start then does not wait for a thread that only replacements need.
     pub(crate) fn hand_over_listener(&self, listener: Listener) {
         // Under the state's lock, which the watchdog holds from its look at the listener

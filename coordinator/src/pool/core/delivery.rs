@@ -23,13 +23,20 @@ pub(crate) struct Outcome {
 
 /// Where a job's outcomes go.
 pub(crate) enum Sink {
-    /// To a channel, read by the caller that submitted the job.
-    Channel(Sender<Outcome>),
-    /// To the items of a batch of one-item calls (`apply_async`), each answered on the
-    /// pool's callback thread.
-    Batch(Vec<ItemCompletion>),
-    /// To a gatherer that takes each outcome on the thread that received it.
+    /// To a gatherer that takes each outcome on the thread that received it: a channel
+    /// read by the caller that submitted the job ([`Sink::channel`]), or a result that
+    /// fills itself.
     Gather(Arc<dyn Gatherer>),
+    /// To the items of a batch of one-item calls (`apply_async`), each answered on the
+    /// pool's callback thread. The batch's one outcome ends the job.
+    Batch(Vec<ItemCompletion>),
+}
+
+impl Sink {
+    /// To a channel, read by the caller that submitted the job.
+    pub(crate) fn channel(sender: Sender<Outcome>) -> Self {
+        Self::Gather(Arc::new(sender))
+    }
 }
 
 /// Takes a job's outcomes as they arrive, on the thread that received each (a worker's
@@ -38,6 +45,13 @@ pub(crate) trait Gatherer: Send + Sync {
     /// Takes one outcome of the job, or one for every job (`id.job` is another) when the
     /// pool stops them all.
     fn take(&self, outcome: Outcome);
+}
+
+impl Gatherer for Sender<Outcome> {
+    fn take(&self, outcome: Outcome) {
+        // A closed channel means the caller stopped listening: nothing to do.
+        let _ = self.send(outcome);
+    }
 }
 
 /// Why one item of a batch got no outputs.
@@ -123,12 +137,6 @@ impl CallbackRunner {
     }
 }
 
-pub(super) enum Delivery {
-    Channel(Sender<Outcome>),
-    Batch(Vec<ItemCompletion>),
-    Gather(Arc<dyn Gatherer>),
-}
-
 /// Hands each item of a batch its answer, in order.
 pub(super) fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>) {
     match outcome.result {
@@ -151,16 +159,14 @@ pub(super) fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>)
 }
 
 impl Shared {
-    pub(super) fn deliver(&self, delivery: Option<Delivery>, outcome: Outcome) {
-        match delivery {
-            Some(Delivery::Channel(sender)) => {
-                // A closed channel means the caller stopped listening: nothing to do.
-                let _ = sender.send(outcome);
-            }
-            Some(Delivery::Batch(completions)) => {
+    /// Hands `outcome` to its job's sink (taken with [`State::take_delivery`] under the
+    /// lock, used here without it); none if the job is over.
+    pub(super) fn deliver(&self, sink: Option<Sink>, outcome: Outcome) {
+        match sink {
+            Some(Sink::Gather(gatherer)) => gatherer.take(outcome),
+            Some(Sink::Batch(completions)) => {
                 self.run_callback(Box::new(move || complete_batch(outcome, completions)));
             }
-            Some(Delivery::Gather(gatherer)) => gatherer.take(outcome),
             None => {}
         }
     }
@@ -182,16 +188,12 @@ impl Shared {
 }
 
 impl State {
-    /// How to deliver an outcome of `job`: a one-shot callback is taken out (its job is
-    /// over); a channel is cloned.
-    pub(super) fn take_delivery(&mut self, job: u64) -> Option<Delivery> {
+    /// Where an outcome of `job` goes: a batch's sink is taken out (its one outcome ends
+    /// the job); a gatherer is shared.
+    pub(super) fn take_delivery(&mut self, job: u64) -> Option<Sink> {
         match self.jobs.get(&job)? {
-            Sink::Channel(sender) => Some(Delivery::Channel(sender.clone())),
-            Sink::Gather(gatherer) => Some(Delivery::Gather(Arc::clone(gatherer))),
-            Sink::Batch(_) => match self.jobs.remove(&job) {
-                Some(Sink::Batch(completions)) => Some(Delivery::Batch(completions)),
-                _ => unreachable!("matched a batch above"),
-            },
+            Sink::Gather(gatherer) => Some(Sink::Gather(Arc::clone(gatherer))),
+            Sink::Batch(_) => self.jobs.remove(&job),
         }
     }
 }

@@ -12,7 +12,7 @@ use super::{
 };
 
 /// What a caller that dispatches on its own thread takes on (see
-/// [`Shared::dispatch_from_caller`]).
+/// [`Shared::dispatch_from_caller`](super::Shared::dispatch_from_caller)).
 pub(super) struct ByCaller<'a> {
     /// The outboxes whose small frames it writes once it has let go of the state (see
     /// [`Outbox::write_here`]).

@@ -92,7 +92,7 @@ pub(crate) struct State {
     /// One-item calls waiting for a worker with room.
     pub(super) open_batch: Option<OpenBatch>,
     /// Reader threads whose worker waits for the open batch to fill; while there are
-    /// any, a batch goes out only once it holds [`BATCH_GATHER`] calls.
+    /// any, a batch goes out only once it holds [`BATCH_GATHER`](super::batching::BATCH_GATHER) calls.
     pub(super) gathering: usize,
     /// The buffers of batches sent, which their frames share: once a batch is answered and
     /// its frame gone, its buffer takes the next batch's calls. A new buffer is fresh memory

@@ -6,7 +6,7 @@ use corepool_protocol::{TaskId, ToWorker, codec, transport::Link};
 
 use super::{
     Shared,
-    delivery::{Delivery, Outcome, Sink},
+    delivery::{Outcome, Sink},
     state::{Chunk, SlotState},
 };
 use crate::{
@@ -92,12 +92,7 @@ impl Shared {
                 rows: 0,
                 result: Err(PoolError::Terminated),
             };
-            let delivery = match sink {
-                Sink::Channel(sender) => Delivery::Channel(sender),
-                Sink::Batch(completions) => Delivery::Batch(completions),
-                Sink::Gather(gatherer) => Delivery::Gather(gatherer),
-            };
-            self.deliver(Some(delivery), outcome);
+            self.deliver(Some(sink), outcome);
         }
         // The last callbacks are queued: the callback thread ends once it has run them.
         let callback_thread = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).stop();
