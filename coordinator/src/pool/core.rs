@@ -112,7 +112,7 @@ impl Shared {
                 generation: 0,
                 child: None,
                 challenge: None,
-                watch: observe::SlotWatch::default(),
+                watch: state::SlotWatch::default(),
                 pid: 0,
                 outbox: None,
                 reader: None,

@@ -11,20 +11,13 @@ use corepool_protocol::{TaskId, ToWorker, batch, codec};
 use super::{
     Shared,
     delivery::{ItemCompletion, Sink},
-    dispatch::dispatch,
-    state::{Chunk, State},
+    dispatch::{BATCH_GATHER, dispatch},
+    state::{Chunk, OpenBatch, State},
 };
 use crate::{
     outgoing::{AsBytes, Outgoing, SharedBytes},
     pool::PoolError,
 };
-
-/// One-item calls gathered to go out as one frame (see [`Shared::submit_one`]).
-pub(super) struct OpenBatch {
-    pub(super) job: u64,
-    pub(super) tasks: Vec<u8>,
-    pub(super) completions: Vec<ItemCompletion>,
-}
 
 /// How many buffers of answered batches are kept for new ones.
 pub(super) const SPARE_BATCH_BUFFERS: usize = 4;
@@ -34,39 +27,10 @@ pub(super) const BATCH_TASKS: usize = 4096;
 
 pub(super) const BATCH_BYTES: usize = 4 << 20;
 
-/// While calls keep coming, a worker that has just answered waits for the open batch to
-/// hold this many before taking it (see [`Shared::gather_batch`]): each batch costs
-/// several thread wake-ups, which, at one batch per round trip, would cost more than the
-/// calls themselves.
-pub(super) const BATCH_GATHER: usize = 512;
-
 /// How long a worker waits for the open batch to fill: enough for a caller in a loop to
 /// add [`BATCH_GATHER`] calls; a caller that has stopped adding waits this much more for
 /// its last ones.
 pub(super) const BATCH_GATHER_WAIT: Duration = Duration::from_micros(200);
-
-/// Turns the open batch, if any, into a chunk at the back of the queue.
-pub(super) fn seal_open_batch(state: &mut State) {
-    let Some(open) = state.open_batch.take() else { return };
-    let tasks = open.completions.len();
-    let id = TaskId { job: open.job, chunk: 0, first_row: 0 };
-    let head = codec::encode_frame_head_before(&ToWorker::Batch { id, tasks: tasks as u32 }, open.tasks.len())
-        .expect("a batch stays far below the frame limit");
-    state.jobs.insert(open.job, Sink::Batch(open.completions));
-    // The calls go out from the buffer they were gathered in, which comes back once the
-    // frame is gone (see `State::free_batch_buffer`).
-    let buffer = Arc::new(open.tasks);
-    let calls = SharedBytes::new(Arc::clone(&buffer) as Arc<dyn AsBytes>, 0..buffer.len());
-    // Free buffers beyond a few are let go: a burst of batches leaves no hoard behind.
-    let mut free = 0;
-    state.batch_buffers.retain(|buffer| {
-        free += usize::from(Arc::strong_count(buffer) == 1);
-        Arc::strong_count(buffer) > 1 || free <= SPARE_BATCH_BUFFERS
-    });
-    state.batch_buffers.push(buffer);
-    let frame = Arc::new(Outgoing::with_tail(head, calls));
-    state.queue.push_back(Chunk { id, rows: tasks, frame, attempts: 0, suspect: false });
-}
 
 /// Splits a batch chunk that took down its worker into one-item batches, each a job of its
 /// own and a suspect, so that the culprit alone fails and its batch-mates still run.
@@ -114,7 +78,7 @@ impl Shared {
         }
         state.gathering -= 1;
         if state.open_batch.as_ref().is_some_and(|batch| batch.job == job) {
-            seal_open_batch(&mut state);
+            state.seal_open_batch();
         }
         // Whatever batch is open now (another, if this one went out meanwhile) went
         // unsent while this thread gathered: with the last gatherer gone, it goes out
@@ -153,7 +117,7 @@ impl Shared {
         batch::push_task(&mut open.tasks, task, payload);
         open.completions.push(completion);
         if open.completions.len() >= BATCH_TASKS || open.tasks.len() >= BATCH_BYTES {
-            seal_open_batch(&mut state);
+            state.seal_open_batch();
         }
         self.dispatch_from_caller(state, None);
         Ok(())
@@ -161,6 +125,29 @@ impl Shared {
 }
 
 impl State {
+    /// Turns the open batch, if any, into a chunk at the back of the queue.
+    pub(super) fn seal_open_batch(&mut self) {
+        let Some(open) = self.open_batch.take() else { return };
+        let tasks = open.completions.len();
+        let id = TaskId { job: open.job, chunk: 0, first_row: 0 };
+        let head = codec::encode_frame_head_before(&ToWorker::Batch { id, tasks: tasks as u32 }, open.tasks.len())
+            .expect("a batch stays far below the frame limit");
+        self.jobs.insert(open.job, Sink::Batch(open.completions));
+        // The calls go out from the buffer they were gathered in, which comes back once the
+        // frame is gone (see `State::free_batch_buffer`).
+        let buffer = Arc::new(open.tasks);
+        let calls = SharedBytes::new(Arc::clone(&buffer) as Arc<dyn AsBytes>, 0..buffer.len());
+        // Free buffers beyond a few are let go: a burst of batches leaves no hoard behind.
+        let mut free = 0;
+        self.batch_buffers.retain(|buffer| {
+            free += usize::from(Arc::strong_count(buffer) == 1);
+            Arc::strong_count(buffer) > 1 || free <= SPARE_BATCH_BUFFERS
+        });
+        self.batch_buffers.push(buffer);
+        let frame = Arc::new(Outgoing::with_tail(head, calls));
+        self.queue.push_back(Chunk { id, rows: tasks, frame, attempts: 0, suspect: false });
+    }
+
     /// An empty buffer for a new batch's calls: a sent batch's, if its frame is gone.
     pub(super) fn free_batch_buffer(&mut self) -> Vec<u8> {
         // Only frames share a buffer, and only a new batch takes one back, under the lock:

@@ -16,10 +16,9 @@ use corepool_protocol::{TaskId, ToCoordinator, codec};
 use super::{
     Shared,
     admission::Admitted,
-    batching::BATCH_GATHER,
     delivery::{Outcome, Payload},
-    dispatch::dispatch,
-    state::{InFlightMap, SlotState, row_range},
+    dispatch::{BATCH_GATHER, dispatch},
+    state::{Borrowed, InFlightMap, SlotState, row_range},
 };
 use crate::pool::{
     PoolError,
@@ -30,14 +29,6 @@ use crate::pool::{
 /// How often a reader thread whose worker has nothing to answer looks whether the worker
 /// has closed its connection (died while idle).
 pub(super) const IDLE_READER_CHECK: Duration = Duration::from_millis(50);
-
-/// A worker's connection, lent by its slot to a caller that reads its own answer (see
-/// [`Shared::enqueue_and_read`]).
-pub(crate) struct Borrowed {
-    pub(super) index: usize,
-    pub(super) generation: u64,
-    pub(super) reader: Receiver,
-}
 
 /// A worker's answer: the chunk it is about, and its outputs or why there are none.
 pub(super) type Answer = (TaskId, Result<Payload, corepool_protocol::TaskFailure>);

@@ -11,7 +11,7 @@ use std::{
 
 use corepool_protocol::{TaskId, batch};
 
-use super::{Shared, state::State};
+use super::Shared;
 use crate::pool::{PoolError, error::with_causes};
 
 /// What a finished chunk delivers to its job.
@@ -159,7 +159,7 @@ pub(super) fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>)
 }
 
 impl Shared {
-    /// Hands `outcome` to its job's sink (taken with [`State::take_delivery`] under the
+    /// Hands `outcome` to its job's sink (taken with [`State::take_delivery`](super::state::State::take_delivery) under the
     /// lock, used here without it); none if the job is over.
     pub(super) fn deliver(&self, sink: Option<Sink>, outcome: Outcome) {
         match sink {
@@ -183,17 +183,6 @@ impl Shared {
                 self.break_pool(with_causes(&PoolError::Thread(error)));
                 job();
             }
-        }
-    }
-}
-
-impl State {
-    /// Where an outcome of `job` goes: a batch's sink is taken out (its one outcome ends
-    /// the job); a gatherer is shared.
-    pub(super) fn take_delivery(&mut self, job: u64) -> Option<Sink> {
-        match self.jobs.get(&job)? {
-            Sink::Gather(gatherer) => Some(Sink::Gather(Arc::clone(gatherer))),
-            Sink::Batch(_) => self.jobs.remove(&job),
         }
     }
 }

@@ -5,11 +5,15 @@ use std::{sync::Arc, time::Instant};
 use corepool_protocol::TaskId;
 
 use super::{
-    batching::{BATCH_GATHER, seal_open_batch},
-    connection::Borrowed,
     outbox::{self, Outbox},
-    state::{InFlight, SlotState, State},
+    state::{Borrowed, InFlight, SlotState, State},
 };
+
+/// While calls keep coming, a worker that has just answered waits for the open batch to
+/// hold this many before taking it (see [`Shared::gather_batch`](super::Shared::gather_batch)): each batch costs
+/// several thread wake-ups, which, at one batch per round trip, would cost more than the
+/// calls themselves.
+pub(super) const BATCH_GATHER: usize = 512;
 
 /// What a caller that dispatches on its own thread takes on (see
 /// [`Shared::dispatch_from_caller`](super::Shared::dispatch_from_caller)).
@@ -40,7 +44,7 @@ pub(super) fn dispatch(state: &mut State, window: usize, mut by_caller: Option<B
             if !open_batch_goes_out(idle, state.gathering, batch.completions.len()) {
                 return;
             }
-            seal_open_batch(state);
+            state.seal_open_batch();
         }
         let suspect = state.queue.front().expect("not empty").suspect;
         let loads = state.slots.iter().map(|slot| SlotLoad {

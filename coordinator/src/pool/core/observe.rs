@@ -9,25 +9,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Shared, Slot, SlotState};
+use super::{
+    Shared,
+    state::{Slot, SlotState},
+};
 use crate::pool::{
     WorkerStats,
     observer::{CodecTime, WorkerState},
     platform::{ProcessUsage, process_usage},
 };
-
-/// What a slot keeps for observers.
-#[derive(Debug, Default)]
-pub(crate) struct SlotWatch {
-    /// When the slot's worker last went from holding no chunk to holding one.
-    busy_since: Option<Instant>,
-    /// Time spent holding at least one chunk, up to `busy_since`.
-    busy: Duration,
-    /// Usage of the slot's earlier workers, which died.
-    past: ProcessUsage,
-    /// The last reading of the current worker, kept for when it can no longer be read.
-    last: ProcessUsage,
-}
 
 impl Slot {
     /// Starts the busy clock, if it is not running, as the worker is handed a chunk.

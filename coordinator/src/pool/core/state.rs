@@ -6,15 +6,19 @@ use std::{
     process::Child,
     sync::Arc,
     thread::JoinHandle,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use corepool_protocol::{TaskId, handshake::Challenge};
 
-use super::{batching::OpenBatch, delivery::Sink, observe, outbox::Outbox, signal::Signal};
+use super::{
+    delivery::{ItemCompletion, Sink},
+    outbox::Outbox,
+    signal::Signal,
+};
 use crate::{
     outgoing::Outgoing,
-    pool::{WorkerStats, transport::Receiver},
+    pool::{WorkerStats, platform::ProcessUsage, transport::Receiver},
 };
 
 /// A chunk, encoded as a whole frame ready to write.
@@ -48,6 +52,19 @@ pub(super) enum SlotState {
     Gone,
 }
 
+/// What a slot keeps for observers.
+#[derive(Debug, Default)]
+pub(super) struct SlotWatch {
+    /// When the slot's worker last went from holding no chunk to holding one.
+    pub(super) busy_since: Option<Instant>,
+    /// Time spent holding at least one chunk, up to `busy_since`.
+    pub(super) busy: Duration,
+    /// Usage of the slot's earlier workers, which died.
+    pub(super) past: ProcessUsage,
+    /// The last reading of the current worker, kept for when it can no longer be read.
+    pub(super) last: ProcessUsage,
+}
+
 pub(super) struct Slot {
     pub(super) state: SlotState,
     pub(super) generation: u64,
@@ -55,7 +72,7 @@ pub(super) struct Slot {
     /// The challenge its current worker was started with, which it must answer to join.
     pub(super) challenge: Option<Challenge>,
     /// Busy clock and kernel usage, for observers.
-    pub(super) watch: observe::SlotWatch,
+    pub(super) watch: SlotWatch,
     pub(super) pid: u32,
     pub(super) outbox: Option<Arc<Outbox>>,
     /// The connection's receiving side while nobody reads it: its reader thread has put
@@ -77,6 +94,21 @@ pub(super) struct Slot {
     pub(super) isolated: bool,
 }
 
+/// One-item calls gathered to go out as one frame (see [`Shared::submit_one`](super::Shared::submit_one)).
+pub(super) struct OpenBatch {
+    pub(super) job: u64,
+    pub(super) tasks: Vec<u8>,
+    pub(super) completions: Vec<ItemCompletion>,
+}
+
+/// A worker's connection, lent by its slot to a caller that reads its own answer (see
+/// [`Shared::enqueue_and_read`](super::Shared::enqueue_and_read)).
+pub(crate) struct Borrowed {
+    pub(super) index: usize,
+    pub(super) generation: u64,
+    pub(super) reader: Receiver,
+}
+
 pub(crate) struct State {
     pub(super) slots: Vec<Slot>,
     pub(super) queue: VecDeque<Chunk>,
@@ -92,7 +124,7 @@ pub(crate) struct State {
     /// One-item calls waiting for a worker with room.
     pub(super) open_batch: Option<OpenBatch>,
     /// Reader threads whose worker waits for the open batch to fill; while there are
-    /// any, a batch goes out only once it holds [`BATCH_GATHER`](super::batching::BATCH_GATHER) calls.
+    /// any, a batch goes out only once it holds [`BATCH_GATHER`](super::dispatch::BATCH_GATHER) calls.
     pub(super) gathering: usize,
     /// The buffers of batches sent, which their frames share: once a batch is answered and
     /// its frame gone, its buffer takes the next batch's calls. A new buffer is fresh memory
@@ -102,7 +134,9 @@ pub(crate) struct State {
     pub(super) broken: Option<String>,
 }
 
+/// The chunks in flight, by id.
 pub(super) trait InFlightMap {
+    /// Takes chunk `id` out if `worker` holds it: only its holder may answer for it.
     fn remove_if_held_by(&mut self, id: &TaskId, worker: usize) -> Option<InFlight>;
 }
 
@@ -117,6 +151,15 @@ impl State {
     /// `pid`.
     pub(super) fn starting(&self, index: usize, pid: Option<u32>) -> Option<&Slot> {
         self.slots.get(index).filter(|slot| slot.state == SlotState::Starting && Some(slot.pid) == pid)
+    }
+
+    /// Where an outcome of `job` goes: a batch's sink is taken out (its one outcome ends
+    /// the job); a gatherer is shared.
+    pub(super) fn take_delivery(&mut self, job: u64) -> Option<Sink> {
+        match self.jobs.get(&job)? {
+            Sink::Gather(gatherer) => Some(Sink::Gather(Arc::clone(gatherer))),
+            Sink::Batch(_) => self.jobs.remove(&job),
+        }
     }
 }
 

@@ -7,10 +7,9 @@ use corepool_protocol::TaskId;
 
 use super::{
     Shared,
-    connection::Borrowed,
     delivery::Sink,
     dispatch::{ByCaller, dispatch},
-    state::{Chunk, State},
+    state::{Borrowed, Chunk, State},
 };
 use crate::pool::PoolError;
 
