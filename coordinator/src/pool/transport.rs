@@ -103,3 +103,63 @@ impl FrameSender for SocketSender {
         self.writer.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use corepool_protocol::transport::Listener;
+
+    use super::*;
+
+    /// Both ends of a connection over a real socket, each as the supervisor sees it.
+    fn connected() -> ((Receiver, Sender), (Receiver, Sender), tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = Listener::bind(&path).unwrap();
+        let near = Link::connect(&path).unwrap();
+        let far = listener.accept().unwrap();
+        (socket_connection(near), socket_connection(far), dir)
+    }
+
+    fn frame(body: &[u8]) -> Arc<Outgoing> {
+        let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        Arc::new(Outgoing::encoded(bytes))
+    }
+
+    #[test]
+    fn frames_arrive_whole_and_in_order_then_the_end_of_the_connection() {
+        let ((mut receiver, sender), (far_receiver, mut far_sender), _dir) = connected();
+        assert!(!receiver.input_waiting(Some(Duration::ZERO)), "nothing sent yet");
+        far_sender.send(&[frame(b"one"), frame(b""), frame(&[7; 100_000])]).unwrap();
+        assert!(receiver.input_waiting(Some(Duration::from_secs(5))));
+        let mut got = Vec::new();
+        assert!(receiver.receive(&mut got).unwrap());
+        assert_eq!(got, b"one");
+        assert!(receiver.holds_input(), "the rest came in the same read");
+        assert!(receiver.receive(&mut got).unwrap());
+        assert!(got.is_empty());
+        assert!(receiver.receive(&mut got).unwrap());
+        assert_eq!(got, vec![7; 100_000]);
+        drop((far_receiver, far_sender, sender));
+        assert!(receiver.input_waiting(Some(Duration::from_secs(5))), "the end is input too");
+        assert!(!receiver.receive(&mut got).unwrap(), "the peer ended the connection");
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_a_failure_not_an_end() {
+        let ((mut receiver, _sender), (far_receiver, far_sender), _dir) = connected();
+        let mut writer = far_sender.writer.into_inner().unwrap();
+        writer.write_all(&10u32.to_le_bytes()).unwrap();
+        writer.write_all(b"abc").unwrap();
+        drop((far_receiver, writer));
+        assert!(receiver.receive(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn sending_to_a_connection_whose_peer_is_gone_fails() {
+        let ((receiver, sender), (_far_receiver, mut far_sender), _dir) = connected();
+        drop((receiver, sender));
+        let big = frame(&vec![0; 1 << 22]);
+        assert!((0..8).any(|_| far_sender.send(std::slice::from_ref(&big)).is_err()));
+    }
+}
