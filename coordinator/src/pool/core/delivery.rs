@@ -159,8 +159,9 @@ pub(super) fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>)
 }
 
 impl Shared {
-    /// Hands `outcome` to its job's sink (taken with [`State::take_delivery`](super::state::State::take_delivery) under the
-    /// lock, used here without it); none if the job is over.
+    /// Hands `outcome` to its job's sink (taken under the lock with
+    /// [`State::take_delivery`](super::state::State::take_delivery), used here without it);
+    /// none if the job is over.
     pub(super) fn deliver(&self, sink: Option<Sink>, outcome: Outcome) {
         match sink {
             Some(Sink::Gather(gatherer)) => gatherer.take(outcome),

@@ -10,9 +10,9 @@ use super::{
 };
 
 /// While calls keep coming, a worker that has just answered waits for the open batch to
-/// hold this many before taking it (see [`Shared::gather_batch`](super::Shared::gather_batch)): each batch costs
-/// several thread wake-ups, which, at one batch per round trip, would cost more than the
-/// calls themselves.
+/// hold this many before taking it (see
+/// [`Shared::gather_batch`](super::Shared::gather_batch)): each batch costs several thread
+/// wake-ups, which, at one batch per round trip, would cost more than the calls themselves.
 pub(super) const BATCH_GATHER: usize = 512;
 
 /// What a caller that dispatches on its own thread takes on (see
