@@ -106,7 +106,7 @@ where
 {
     fn open(pool: &'p Pool, task: &'p T, source: S) -> Result<Self, PoolError> {
         let (sender, raw) = mpsc::channel::<Outcome>();
-        let job = pool.shared.open_job(Sink::Channel(sender))?;
+        let job = pool.shared.open_job(Sink::channel(sender))?;
         // Answers are decoded on a thread of their own, so that the caller's thread only
         // reads the source and hands out chunks: the two overlap.
         let (decoded, outcomes) = mpsc::channel();

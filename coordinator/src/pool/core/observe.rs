@@ -4,29 +4,20 @@
 //! only read with the state lock released.
 
 use std::{
+    path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use super::{Shared, Slot, SlotState};
+use super::{
+    Shared,
+    state::{Slot, SlotState},
+};
 use crate::pool::{
     WorkerStats,
     observer::{CodecTime, WorkerState},
     platform::{ProcessUsage, process_usage},
 };
-
-/// What a slot keeps for observers.
-#[derive(Debug, Default)]
-pub(crate) struct SlotWatch {
-    /// When the slot's worker last went from holding no chunk to holding one.
-    busy_since: Option<Instant>,
-    /// Time spent holding at least one chunk, up to `busy_since`.
-    busy: Duration,
-    /// Usage of the slot's earlier workers, which died.
-    past: ProcessUsage,
-    /// The last reading of the current worker, kept for when it can no longer be read.
-    last: ProcessUsage,
-}
 
 impl Slot {
     /// Starts the busy clock, if it is not running, as the worker is handed a chunk.
@@ -162,5 +153,30 @@ impl Shared {
         let watch = &mut slot.watch;
         watch.past = watch.past.then(watch.last.latest(reading));
         watch.last = ProcessUsage::default();
+    }
+}
+
+impl Shared {
+    /// A snapshot of each worker's statistics, and the count of peers turned away.
+    pub(crate) fn stats(&self) -> (Vec<WorkerStats>, u64) {
+        let state = self.lock();
+        let stats = state.slots.iter().map(|slot| WorkerStats { pid: slot.pid, ..slot.stats.clone() }).collect();
+        (stats, state.rejected_peers)
+    }
+
+    /// The private directory holding the socket, until the pool stops.
+    pub(crate) fn socket_dir(&self) -> Option<PathBuf> {
+        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|dir| dir.path().to_path_buf())
+    }
+
+    /// Process ids of the live workers.
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        let state = self.lock();
+        state
+            .slots
+            .iter()
+            .filter(|slot| matches!(slot.state, SlotState::Starting | SlotState::Ready))
+            .map(|slot| slot.pid)
+            .collect()
     }
 }

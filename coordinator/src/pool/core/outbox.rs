@@ -9,13 +9,13 @@
 
 use std::{
     collections::VecDeque,
-    io::{BufWriter, Write},
     sync::{Arc, Condvar, Mutex, MutexGuard},
 };
 
-use corepool_protocol::transport::LinkWriter;
-
-use crate::outgoing::Outgoing;
+use crate::{
+    outgoing::Outgoing,
+    pool::transport::{FrameSender, Sender},
+};
 
 /// Frames no longer than this may be written by the thread that queued them. A frame
 /// this small fits the socket's buffer unless the worker has fallen far behind, so the
@@ -31,8 +31,8 @@ pub(crate) struct Outbox {
 
 struct Queue {
     frames: VecDeque<Arc<Outgoing>>,
-    /// The socket, when nobody is writing to it.
-    socket: Option<BufWriter<LinkWriter>>,
+    /// The connection's sending side, when nobody is sending on it.
+    socket: Option<Sender>,
     /// No more frames will come: the writer thread ends once those queued are out.
     closed: bool,
     /// A write failed: the worker is gone, and frames are refused.
@@ -42,10 +42,8 @@ struct Queue {
 }
 
 impl Outbox {
-    /// An outbox writing to `socket`; [`Outbox::run_writer`] must run on a thread of its own.
-    pub fn new(socket: LinkWriter) -> Arc<Self> {
-        // Small frames gather in the buffer; a large shared tail goes to the socket directly.
-        let socket = BufWriter::with_capacity(1 << 16, socket);
+    /// An outbox sending on `socket`; [`Outbox::run_writer`] must run on a thread of its own.
+    pub fn new(socket: Sender) -> Arc<Self> {
         let queue =
             Queue { frames: VecDeque::new(), socket: Some(socket), closed: false, failed: false, thread_idle: false };
         Arc::new(Self { queue: Mutex::new(queue), wake: Condvar::new() })
@@ -83,7 +81,7 @@ impl Outbox {
         let mut socket = queue.socket.take().expect("checked above");
         let frames: Vec<_> = queue.frames.drain(..).collect();
         drop(queue);
-        let written = write_all(&mut socket, &frames);
+        let written = socket.send(&frames);
         let mut queue = self.lock();
         queue.failed |= written.is_err();
         queue.socket = Some(socket);
@@ -115,7 +113,7 @@ impl Outbox {
             let mut socket = queue.socket.take().expect("checked above");
             let frames: Vec<_> = queue.frames.drain(..).collect();
             drop(queue);
-            let written = write_all(&mut socket, &frames);
+            let written = socket.send(&frames);
             drop(frames);
             queue = self.lock();
             queue.failed |= written.is_err();
@@ -133,14 +131,6 @@ impl Outbox {
     }
 }
 
-/// Writes `frames` and flushes them, as one write where they are small.
-fn write_all(socket: &mut BufWriter<LinkWriter>, frames: &[Arc<Outgoing>]) -> std::io::Result<()> {
-    for frame in frames {
-        frame.write_to(socket)?;
-    }
-    socket.flush()
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -148,6 +138,7 @@ mod tests {
     use corepool_protocol::transport::{Link, Listener};
 
     use super::*;
+    use crate::pool::transport::SocketSender;
 
     fn frame(byte: u8, len: usize) -> Arc<Outgoing> {
         Arc::new(Outgoing::encoded(vec![byte; len]))
@@ -168,7 +159,7 @@ mod tests {
             }
         });
         let (reader, writer) = listener.accept().unwrap().split();
-        let outbox = Outbox::new(writer);
+        let outbox = Outbox::new(SocketSender::new(writer));
         let thread = std::thread::spawn({
             let outbox = Arc::clone(&outbox);
             move || outbox.run_writer()
@@ -199,7 +190,7 @@ mod tests {
         let listener = Listener::bind(&path).unwrap();
         let peer = Link::connect(&path).unwrap();
         let (_reader, writer) = listener.accept().unwrap().split();
-        let outbox = Outbox::new(writer);
+        let outbox = Outbox::new(SocketSender::new(writer));
         let (done, ended) = std::sync::mpsc::channel();
         std::thread::spawn({
             let outbox = Arc::clone(&outbox);

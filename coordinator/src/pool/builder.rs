@@ -1,0 +1,188 @@
+//! Building a pool: its settings, and the start of its workers.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use super::{
+    DEFAULT_MONITOR_INTERVAL, Monitor, Pool, PoolError, PoolObserver, WORKER_PROGRAM_ENV,
+    core::{Settings, Shared},
+    platform, socket_dir,
+};
+
+/// Builds a [`Pool`] with settings other than the defaults.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    workers: usize,
+    monitor: Option<Duration>,
+    program: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    max_retries: u32,
+    chunks_in_flight: usize,
+    start_timeout: Duration,
+    task_timeout: Option<Duration>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            monitor: None,
+            program: None,
+            env: Vec::new(),
+            max_retries: 3,
+            chunks_in_flight: 2,
+            start_timeout: Duration::from_secs(10),
+            task_timeout: None,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// How many worker processes to run; 0 (the default) means one per logical CPU.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Shows a live [`Monitor`] of the pool's processes on standard error while the pool
+    /// runs, refreshed about twice a second (default off).
+    pub fn monitor(self, on: bool) -> Self {
+        self.monitor_every(on.then_some(DEFAULT_MONITOR_INTERVAL))
+    }
+
+    /// Like [`monitor`](Self::monitor), refreshed every `interval` (`None`: no monitor).
+    pub fn monitor_every(mut self, interval: Option<Duration>) -> Self {
+        self.monitor = interval;
+        self
+    }
+
+    /// The program each worker runs. Without it: the program named by
+    /// `COREPOOL_WORKER_PROGRAM`, else `corepool-worker` beside the current executable (or
+    /// one folder up, for test binaries in `target/*/deps`).
+    pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Uses the current executable as the worker program: it must call
+    /// [`corepool_worker::init`] first thing in `main`.
+    pub fn self_serving(self) -> Result<Self, PoolError> {
+        let exe = std::env::current_exe().map_err(|e| PoolError::NoWorkerProgram(e.to_string()))?;
+        Ok(self.worker_program(exe))
+    }
+
+    /// Sets an environment variable for every worker.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// How many workers a chunk may take down before it fails (default 3; at least 1).
+    /// Until then, each chunk a dead worker held is sent again.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries.max(1);
+        self
+    }
+
+    /// How many chunks each worker may hold at once (default 2): one to work on, one on
+    /// its way, so that no worker waits for a round trip between chunks.
+    pub fn chunks_in_flight(mut self, chunks: usize) -> Self {
+        self.chunks_in_flight = chunks.max(1);
+        self
+    }
+
+    /// How long every worker together may take to start and join (default 10 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// How long a worker may hold a chunk without answering (default: no limit). A worker
+    /// over the limit is killed and its chunks are sent again, as for a worker that died;
+    /// with a limit set, every call on the pool returns in bounded time.
+    pub fn task_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.task_timeout = timeout;
+        self
+    }
+
+    /// Starts the workers and waits until every one has joined.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
+        let program = match self.program {
+            Some(program) => program,
+            None => find_worker_program()?,
+        };
+        let settings = Settings {
+            workers,
+            program,
+            env: self.env,
+            max_retries: self.max_retries,
+            chunks_in_flight: self.chunks_in_flight,
+            start_timeout: self.start_timeout,
+            task_timeout: self.task_timeout,
+            respawn: true,
+            // Polling needs a core of its own to be worth it.
+            answer_poll: if platform::may_run_on_several_cpus() { ANSWER_POLL } else { Duration::ZERO },
+        };
+        let socket_dir = socket_dir::SocketDir::create()?;
+        let (shared, listener) = Shared::start(settings, socket_dir)?;
+        // From here on, a failed start drops `pool`, which stops whatever did start.
+        let pool = Pool { shared };
+        if platform::on_main_thread() {
+            // A failure breaks the pool, which the wait below reports.
+            pool.shared.start_first_workers_here();
+        }
+        // The supervisor starts the workers (elsewhere than on the main thread) and
+        // replaces them; the rest is set up while they load. Neither it nor the acceptor
+        // is joined: both return as soon as the pool stops, and waiting for them to be
+        // scheduled would only lengthen every stop.
+        std::thread::Builder::new()
+            // No coordinator thread is named like a worker (`corepool-wN`): a child takes its
+            // spawning thread's name until it execs.
+            .name("corepool-supervisor".into())
+            .spawn({
+                let shared = Arc::clone(&pool.shared);
+                move || shared.watch_loop()
+            })
+            .map_err(PoolError::Thread)?;
+        if let Some(interval) = self.monitor {
+            // Started before the workers join, so that it shows them starting.
+            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&pool.shared) }, interval)
+                .map_err(PoolError::Thread)?;
+            *pool.shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor);
+        }
+        pool.shared.admit_until_ready(&listener)?;
+        // The acceptor, which admits the workers that replace those that die, is started
+        // by the supervisor.
+        pool.shared.hand_over_listener(listener);
+        Ok(pool)
+    }
+}
+
+/// How long [`Pool::apply`] polls for its answer before it sleeps. The answer to a small
+/// call comes back within a socket round trip (40 us on a small machine), and a sleeping
+/// caller adds a wake-up to every call: up to half a round trip again. Polling takes one
+/// core for at most this long, while the worker that has the call uses another.
+const ANSWER_POLL: Duration = Duration::from_micros(100);
+
+/// Logical CPUs available to this process.
+pub fn logical_cpus() -> usize {
+    // Asked once: the answer reads the process's CPU affinity and its cgroup's quota
+    // from the kernel, which costs a tenth of a millisecond, on every pool start.
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn find_worker_program() -> Result<PathBuf, PoolError> {
+    if let Some(program) = std::env::var_os(WORKER_PROGRAM_ENV) {
+        return Ok(program.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| PoolError::NoWorkerProgram(e.to_string()))?;
+    let dir = exe.parent().ok_or_else(|| PoolError::NoWorkerProgram("the executable has no folder".into()))?;
+    let candidates = [dir.join("corepool-worker"), dir.parent().unwrap_or(dir).join("corepool-worker")];
+    candidates.iter().find(|path| path.is_file()).cloned().ok_or_else(|| {
+        PoolError::NoWorkerProgram(format!(
+            "no corepool-worker beside {} (build it with `cargo build -p corepool-worker`, or set {WORKER_PROGRAM_ENV})",
+            exe.display()
+        ))
+    })
+}
