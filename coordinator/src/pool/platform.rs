@@ -2,7 +2,7 @@
 //! Linux answers from `/proc` and `wait4`; elsewhere nothing is known, and reports say zero.
 
 use std::{
-    process::Child,
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -88,6 +88,41 @@ fn poll_and_reap(mut children: Vec<Child>, grace: Duration) -> Vec<Option<Proces
     }
     vec![None; children.len()]
 }
+
+/// Makes the child that `command` starts die with this process, whatever program it runs
+/// and whatever that program does: on Linux the parent-death signal (SIGKILL) is set in
+/// the child between `fork` and `exec`, where no code of the child's can forget or delay
+/// it. A child whose parent died before the signal was set exits there at once.
+///
+/// The signal comes when the *thread* that spawned the child exits: spawn from a thread
+/// that lives as long as the children should.
+pub(crate) fn die_with_this_process(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the forked child and calls only prctl, getppid and
+        // _exit, which are async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died between fork and prctl: the signal will never come.
+                if libc::getppid() != parent {
+                    libc::_exit(EXIT_PARENT_GONE);
+                }
+                Ok(())
+            })
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+/// Exit code of a child whose parent died before it could run its program.
+#[cfg(target_os = "linux")]
+const EXIT_PARENT_GONE: i32 = 2;
 
 /// Columns and rows of the terminal on file descriptor `fd`, if it is one.
 pub(crate) fn terminal_size(fd: i32) -> Option<(u16, u16)> {
