@@ -149,24 +149,6 @@ pub(crate) fn may_run_on_several_cpus() -> bool {
     super::logical_cpus() > 1
 }
 
-/// Maps the pages of the bytes from `start` to `end`, which this process owns, ready for
-/// writing, without writing to them (Linux 5.14's `MADV_POPULATE_WRITE`); elsewhere, or on
-/// an older kernel, nothing.
-pub(crate) fn populate_for_writing(start: usize, end: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        let page = 4096;
-        let (first, last) = (start.next_multiple_of(page), end / page * page);
-        if last > first {
-            // SAFETY: the range lies inside memory this process allocated and still holds
-            // (the caller's promise); populating it maps pages and leaves their contents alone.
-            unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_POPULATE_WRITE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, end);
-}
-
 /// Whether this is the process's main thread, which lives as long as the process.
 pub(crate) fn on_main_thread() -> bool {
     #[cfg(target_os = "linux")]
