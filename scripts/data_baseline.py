@@ -51,7 +51,7 @@ def with_numpy_load(path, low, high, header):
 
 
 def newest_release_build():
-    """cargo's newest release build of corepool (target/<host>/release with the repository's config)."""
+    """cargo's newest release build of corepool (target/release, or target/<target>/release with --target)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     found = glob.glob(os.path.join(repo, "target", "*", "release", "corepool"))
     found += glob.glob(os.path.join(repo, "target", "release", "corepool"))
@@ -110,7 +110,7 @@ def main():
     parser.add_argument("--header", action="store_true", help="the CSV file's first line is a header")
     parser.add_argument("--runs", type=int, default=3, help="runs of each method; the best counts")
     parser.add_argument("--corepool", default=None,
-                        help="the corepool binary (default: the newest target/*/release/corepool)")
+                        help="the corepool binary (default: the newest target/release/corepool or target/*/release/corepool)")
     parser.add_argument("--workers", type=int, default=0, help="corepool's workers (default: one per CPU)")
     parser.add_argument("--skip", action="append", default=[], help="a method to leave out (pandas, pyarrow, ...)")
     options = parser.parse_args()

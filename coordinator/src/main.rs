@@ -1,20 +1,14 @@
 //! `corepool`: the command-line face of the pool. See `corepool --help`.
 
-mod allocator;
 mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-#[global_allocator]
-static ALLOCATOR: allocator::ProcessAllocator = allocator::ProcessAllocator;
-
 fn main() -> ExitCode {
     // Started by a pool as one of its workers? Then serve, and never reach the CLI.
     corepool_worker::init(corepool_worker::Registry::with_builtin_tasks);
-    // Not a worker, then: the coordinator's allocator (see `allocator`).
-    allocator::use_mimalloc();
     // Before anything else, so that no signal finds a half-done run without its handler.
     if let Err(error) = cli::signals::install() {
         eprintln!("corepool: cannot handle signals: {error}");

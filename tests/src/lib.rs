@@ -163,6 +163,23 @@ pub fn children_of(parent: u32) -> Vec<(u32, String)> {
     children
 }
 
+/// Process ids of the live (not zombie) processes in process group `group`: a process
+/// and every descendant that stayed in its group, orphans included.
+pub fn process_group_members(group: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc is readable").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // After the name: state, parent, process group.
+        let Some(after) = stat.rfind(')').map(|at| &stat[at + 2..]) else { continue };
+        let fields: Vec<&str> = after.split(' ').take(3).collect();
+        if fields.len() == 3 && fields[0] != "Z" && fields[2].parse() == Ok(group) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 /// Whether a process with this id exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -29,6 +29,7 @@ pub mod text;
 pub mod values;
 
 mod panics;
+mod test_knobs;
 
 use std::process::ExitCode;
 

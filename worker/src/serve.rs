@@ -4,7 +4,6 @@
 use std::{
     io::{BufReader, BufWriter, Write},
     path::PathBuf,
-    time::Duration,
 };
 
 use corepool_protocol::{
@@ -14,7 +13,7 @@ use corepool_protocol::{
     transport::Link,
 };
 
-use crate::{Registry, platform, task::Runner};
+use crate::{Registry, platform, task::Runner, test_knobs::TestKnobs};
 
 /// Environment variable holding the path of the coordinator's socket.
 pub const ENDPOINT_ENV: &str = "COREPOOL_WORKER_ENDPOINT";
@@ -22,27 +21,6 @@ pub const ENDPOINT_ENV: &str = "COREPOOL_WORKER_ENDPOINT";
 pub const INDEX_ENV: &str = "COREPOOL_WORKER_INDEX";
 /// Environment variable holding the coordinator's process id.
 pub const PARENT_ENV: &str = "COREPOOL_PARENT_PID";
-/// Test-only knob, `INDEX:MILLIS`: the worker of that index sleeps that long before each
-/// chunk, so that tests can load workers unevenly on purpose.
-pub const SLOW_WORKER_ENV: &str = "COREPOOL_TEST_SLOW_WORKER";
-/// Test-only knob, `MILLIS`: every worker sleeps that long before it connects, so that
-/// tests can kill a worker before its handshake.
-pub const SLOW_START_ENV: &str = "COREPOOL_TEST_SLOW_START";
-/// Test-only knob, `abort@ROW`, `exit@ROW` or `hang@ROW`: a worker handed the chunk whose
-/// first item is ROW aborts (SIGABRT), exits with code 9, or stops answering.
-pub const FAULT_ENV: &str = "COREPOOL_TEST_FAULT";
-
-/// A fault the test-only knob [`FAULT_ENV`] asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// `std::process::abort()`.
-    Abort,
-    /// `std::process::exit(9)`.
-    Exit,
-    /// Sleep for ever.
-    Hang,
-}
-
 /// How a worker was told to run, read from its environment and standard input.
 #[derive(Debug)]
 pub struct WorkerConfig {
@@ -54,12 +32,8 @@ pub struct WorkerConfig {
     pub parent: Option<u32>,
     /// The run's secret, and the challenge this worker was started with.
     pub credentials: Credentials,
-    /// Delay before each chunk (the test-only knob).
-    pub delay: Duration,
-    /// Delay before connecting (the test-only knob).
-    pub start_delay: Duration,
-    /// A fault to commit on the chunk starting at a given row (the test-only knob).
-    pub fault: Option<(Fault, u64)>,
+    /// What the tests' knobs ask of this worker (only with the `test-knobs` feature).
+    pub(crate) knobs: TestKnobs,
 }
 
 /// Why a worker stopped other than by being told to.
@@ -137,29 +111,8 @@ impl WorkerConfig {
         let credentials = Credentials::from_line(&line).ok_or_else(|| {
             WorkerError::Config("standard input does not start with the run's secret and challenge".into())
         })?;
-        let delay = std::env::var(SLOW_WORKER_ENV)
-            .ok()
-            .and_then(|text| {
-                let (slow_index, millis) = text.split_once(':')?;
-                (slow_index.parse::<u32>().ok()? == index).then_some(Duration::from_millis(millis.parse().ok()?))
-            })
-            .unwrap_or_default();
-        let start_delay = std::env::var(SLOW_START_ENV)
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default();
-        let fault = std::env::var(FAULT_ENV).ok().and_then(|text| {
-            let (kind, row) = text.split_once('@')?;
-            let kind = match kind {
-                "abort" => Fault::Abort,
-                "exit" => Fault::Exit,
-                "hang" => Fault::Hang,
-                _ => return None,
-            };
-            Some((kind, row.parse().ok()?))
-        });
-        Ok(Self { endpoint: endpoint.into(), index, parent, credentials, delay, start_delay, fault })
+        let knobs = TestKnobs::from_env(index);
+        Ok(Self { endpoint: endpoint.into(), index, parent, credentials, knobs })
     }
 }
 
@@ -175,9 +128,7 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
         return Err(WorkerError::CoordinatorGone);
     }
     crate::panics::record_panic_locations();
-    if !config.start_delay.is_zero() {
-        std::thread::sleep(config.start_delay);
-    }
+    config.knobs.before_connect();
 
     let link = Link::connect(&config.endpoint).map_err(|source| {
         // The coordinator removes its socket when its pool stops, and before it exits: a
@@ -221,17 +172,7 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
                 return Ok(());
             }
             ToWorker::Task { id, task } => {
-                if !config.delay.is_zero() {
-                    std::thread::sleep(config.delay);
-                }
-                match config.fault {
-                    Some((Fault::Abort, row)) if row == id.first_row => std::process::abort(),
-                    Some((Fault::Exit, row)) if row == id.first_row => std::process::exit(9),
-                    Some((Fault::Hang, row)) if row == id.first_row => loop {
-                        std::thread::sleep(Duration::from_secs(3600));
-                    },
-                    _ => {}
-                }
+                config.knobs.before_chunk(Some(id.first_row));
                 // The outputs go straight after the answer's header, in a buffer kept from
                 // one task to the next.
                 answer.clear();
@@ -244,9 +185,7 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
                 send_answer(&mut writer, &mut answer)?;
             }
             ToWorker::Batch { id, tasks } => {
-                if !config.delay.is_zero() {
-                    std::thread::sleep(config.delay);
-                }
+                config.knobs.before_chunk(None);
                 answer.clear();
                 answer.extend_from_slice(&[0; 4]);
                 codec::encode_into(&ToCoordinator::Done { id }, &mut answer)?;

@@ -9,7 +9,6 @@ use anyhow::{Context, anyhow, bail};
 use corepool::{
     Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats,
     matrix::{Values, default_chunk_rows},
-    pool::Prefault,
 };
 use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
@@ -252,7 +251,6 @@ fn count_once(
         Mode::Imap => {
             let mut outputs = pool.imap(&task, &**matrix, Some(chunk_size))?;
             let mut counts = Vec::with_capacity(rows);
-            let _prefault = Prefault::start(&counts);
             while let Some(chunk) = outputs.next_chunk() {
                 counts.extend_from_slice(&chunk?.1);
             }
@@ -344,7 +342,6 @@ fn gather_arrivals<Counts: AsRef<[u32]>>(
     keep_arrival: bool,
 ) -> anyhow::Result<Once> {
     let mut counts = vec![0; rows];
-    let _prefault = Prefault::start(&counts);
     let mut order = keep_arrival.then(|| Vec::with_capacity(rows));
     // The rows that came back, as runs of consecutive rows: checked once at the end,
     // rather than row by row. The first run is empty and ends past every row, so that no

@@ -104,8 +104,12 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts the workers and waits until every one has joined.
+    /// Starts the workers and waits until every one has joined. Fails with
+    /// [`PoolError::InsideWorker`] in a process that a pool started as its worker.
     pub fn build(self) -> Result<Pool, PoolError> {
+        if corepool_worker::started_as_worker() {
+            return Err(PoolError::InsideWorker);
+        }
         let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
         let program = match self.program {
             Some(program) => program,

@@ -20,8 +20,6 @@ use crate::Items;
 /// Outputs put in chunk order as chunks arrive: a chunk next in line is decoded straight
 /// into the result, one that arrives early waits, undecoded, until those before it are in.
 pub(crate) struct InOrder<O> {
-    /// Declared first, so that it is dropped (and its thread joined) before `outputs`.
-    _prefault: Prefault,
     pub outputs: Vec<O>,
     early: BTreeMap<u64, Outcome>,
     next: u64,
@@ -29,8 +27,7 @@ pub(crate) struct InOrder<O> {
 
 impl<O> InOrder<O> {
     pub fn with_capacity(items: usize) -> Self {
-        let outputs = Vec::with_capacity(items);
-        Self { _prefault: Prefault::start(&outputs), outputs, early: BTreeMap::new(), next: 0 }
+        Self { outputs: Vec::with_capacity(items), early: BTreeMap::new(), next: 0 }
     }
 
     /// How many chunks, from the first, are in.
@@ -56,50 +53,6 @@ impl<O> InOrder<O> {
             self.next += 1;
         }
         Ok(())
-    }
-}
-
-/// Faults in a large buffer's memory on a thread of its own while its owner fills it (the
-/// pool does so for `map`'s result; a caller gathering `imap`'s outputs may too).
-///
-/// On the virtual machine of `scripts/bench` a fresh 2 MiB page can cost a millisecond (the
-/// host may have taken the memory back), and one thread faulting in the 80 MB of a
-/// 20,000,000-row job's counts was its slowest part. `MADV_POPULATE_WRITE` (Linux 5.14)
-/// maps the pages without writing to them, so the buffer may be written meanwhile;
-/// elsewhere this does nothing. Dropping it waits for the thread: keep the buffer until then.
-///
-/// ```
-/// let mut counts: Vec<u32> = Vec::with_capacity(3_000_000); // 12 MB: large enough
-/// let prefault = corepool::pool::Prefault::start(&counts);
-/// counts.extend(std::iter::repeat_n(1, 3_000_000)); // filled while it is faulted in
-/// drop(prefault);
-/// ```
-pub struct Prefault(Option<std::thread::JoinHandle<()>>);
-
-impl Prefault {
-    /// Below this, faulting in is a small part of the job, and nothing is started.
-    pub const MIN_BYTES: usize = 8 << 20;
-
-    /// Starts faulting in the memory `buffer` holds (its capacity), if it is large.
-    pub fn start<O>(buffer: &Vec<O>) -> Self {
-        let bytes = buffer.capacity() * std::mem::size_of::<O>();
-        if bytes < Self::MIN_BYTES {
-            return Self(None);
-        }
-        let (start, end) = (buffer.as_ptr() as usize, buffer.as_ptr() as usize + bytes);
-        let thread = std::thread::Builder::new()
-            .name("corepool-prefault".into())
-            .spawn(move || super::platform::populate_for_writing(start, end));
-        Self(thread.ok())
-    }
-}
-
-impl Drop for Prefault {
-    /// Waits for the thread, whose range must stay allocated while it works.
-    fn drop(&mut self) {
-        if let Some(thread) = self.0.take() {
-            let _ = thread.join();
-        }
     }
 }
 

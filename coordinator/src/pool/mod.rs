@@ -31,7 +31,6 @@ pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk, own_peak_rss};
 
 use self::core::{Chunk, Outcome, Shared, Sink};
-pub use self::gather::Prefault;
 use self::gather::{AsyncGather, InOrder};
 use crate::Items;
 

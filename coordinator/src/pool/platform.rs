@@ -2,7 +2,7 @@
 //! Linux answers from `/proc` and `wait4`; elsewhere nothing is known, and reports say zero.
 
 use std::{
-    process::Child,
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -89,6 +89,41 @@ fn poll_and_reap(mut children: Vec<Child>, grace: Duration) -> Vec<Option<Proces
     vec![None; children.len()]
 }
 
+/// Makes the child that `command` starts die with this process, whatever program it runs
+/// and whatever that program does: on Linux the parent-death signal (SIGKILL) is set in
+/// the child between `fork` and `exec`, where no code of the child's can forget or delay
+/// it. A child whose parent died before the signal was set exits there at once.
+///
+/// The signal comes when the *thread* that spawned the child exits: spawn from a thread
+/// that lives as long as the children should.
+pub(crate) fn die_with_this_process(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the forked child and calls only prctl, getppid and
+        // _exit, which are async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died between fork and prctl: the signal will never come.
+                if libc::getppid() != parent {
+                    libc::_exit(EXIT_PARENT_GONE);
+                }
+                Ok(())
+            })
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+/// Exit code of a child whose parent died before it could run its program.
+#[cfg(target_os = "linux")]
+const EXIT_PARENT_GONE: i32 = 2;
+
 /// Columns and rows of the terminal on file descriptor `fd`, if it is one.
 pub(crate) fn terminal_size(fd: i32) -> Option<(u16, u16)> {
     let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
@@ -112,24 +147,6 @@ pub(crate) fn may_run_on_several_cpus() -> bool {
         }
     }
     super::logical_cpus() > 1
-}
-
-/// Maps the pages of the bytes from `start` to `end`, which this process owns, ready for
-/// writing, without writing to them (Linux 5.14's `MADV_POPULATE_WRITE`); elsewhere, or on
-/// an older kernel, nothing.
-pub(crate) fn populate_for_writing(start: usize, end: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        let page = 4096;
-        let (first, last) = (start.next_multiple_of(page), end / page * page);
-        if last > first {
-            // SAFETY: the range lies inside memory this process allocated and still holds
-            // (the caller's promise); populating it maps pages and leaves their contents alone.
-            unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_POPULATE_WRITE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, end);
 }
 
 /// Whether this is the process's main thread, which lives as long as the process.

@@ -72,6 +72,7 @@ impl Shared {
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::null());
+        super::super::platform::die_with_this_process(&mut command);
         let mut child = command.spawn().map_err(|error| PoolError::Spawn {
             index,
             program: self.settings.program.clone(),
