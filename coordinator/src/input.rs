@@ -39,8 +39,13 @@ pub enum InputError {
 
 /// Reads a matrix of integers from the file at `path` (see `parse_matrix` for the format).
 pub fn read_matrix(path: &Path) -> Result<Matrix, DataError> {
+    read_matrix_and_header(path).map(|(matrix, _)| matrix)
+}
+
+/// [`read_matrix`], and the line number of the header it skipped, if any.
+pub fn read_matrix_and_header(path: &Path) -> Result<(Matrix, Option<u64>), DataError> {
     let text = std::fs::read(path).map_err(|source| InputError::Read { path: path.to_path_buf(), source })?;
-    parse_matrix(&text, &path.display().to_string())
+    parse_matrix_and_header(&text, &path.display().to_string())
 }
 
 /// Parses `text` as a matrix of 64-bit integers, naming `source` (e.g. the file path as the
@@ -52,6 +57,11 @@ pub fn read_matrix(path: &Path) -> Result<Matrix, DataError> {
 /// otherwise runs of spaces and tabs) and is a header if a cell is not a number. Blank
 /// lines are skipped but still counted, so error line numbers match an editor's.
 pub fn parse_matrix(text: &[u8], source: &str) -> Result<Matrix, DataError> {
+    parse_matrix_and_header(text, source).map(|(matrix, _)| matrix)
+}
+
+/// [`parse_matrix`], and the line number of the header it skipped, if any.
+pub fn parse_matrix_and_header(text: &[u8], source: &str) -> Result<(Matrix, Option<u64>), DataError> {
     use corepool_worker::text::ValueKind;
     let options = csv::CsvOptions { kind: Some(ValueKind::Int), ..csv::CsvOptions::default() };
     let (layout, mut pieces) = csv::open_csv(text, source, options)?;
@@ -70,7 +80,7 @@ pub fn parse_matrix(text: &[u8], source: &str) -> Result<Matrix, DataError> {
     if let Some(error) = pieces.take_error() {
         return Err(error);
     }
-    Ok(Matrix::from_parts(rows as usize, layout.cols as usize, values))
+    Ok((Matrix::from_parts(rows as usize, layout.cols as usize, values), layout.header_line))
 }
 
 #[cfg(test)]

@@ -83,6 +83,10 @@ fn a_byte_order_mark_is_dropped() {
     // The reader of a file held whole follows the same rules.
     let demo = run_corepool(dir.path(), &["demo", "--input", "bom.csv", "--workers", "2"], &[]).assert_success();
     assert!(demo.stdout.contains("500 x 3"), "{}", demo.stdout);
+    assert!(demo.stdout.contains("header: none, every line is data"), "{}", demo.stdout);
+    std::fs::write(dir.path().join("named.csv"), "\u{feff}a,b\n1,5\n").unwrap();
+    let demo = run_corepool(dir.path(), &["demo", "--input", "named.csv", "--workers", "1"], &[]).assert_success();
+    assert!(demo.stdout.contains("1 x 2") && demo.stdout.contains("header: line 1 skipped"), "{}", demo.stdout);
 }
 
 #[test]

@@ -83,12 +83,12 @@ impl Counted {
     }
 }
 
-/// Makes or reads the matrix.
-pub fn load_matrix(source: &MatrixSource) -> anyhow::Result<Matrix> {
+/// Makes or reads the matrix; with it, the line number of a header the file had.
+pub fn load_matrix(source: &MatrixSource) -> anyhow::Result<(Matrix, Option<u64>)> {
     match source {
-        MatrixSource::File(path) => Ok(corepool::input::read_matrix(path)?),
+        MatrixSource::File(path) => Ok(corepool::input::read_matrix_and_header(path)?),
         &MatrixSource::Random(GeneratorArgs { rows, cols, low, high, seed }) => {
-            Ok(Matrix::random(rows, cols, low, high, seed))
+            Ok((Matrix::random(rows, cols, low, high, seed), None))
         }
     }
 }

@@ -110,7 +110,9 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
         _ => Some(start_pool(&settings.pool, settings.monitor).map_err(failed)?),
     };
     let started = Instant::now();
-    let matrix = Arc::new(load_matrix(&settings.source).map_err(bad_input)?);
+    // `count --input` streams, so a matrix loaded here is generated and has no header.
+    let (matrix, _) = load_matrix(&settings.source).map_err(bad_input)?;
+    let matrix = Arc::new(matrix);
     let made = started.elapsed();
     let bounds = (settings.min, settings.max);
     let options = RunOptions {
@@ -249,10 +251,14 @@ fn demo(source: &MatrixSource, workers: usize) -> Result<(), Failure> {
     println!("corepool {}: the tutorial's count in range, with real worker processes", env!("CARGO_PKG_VERSION"));
     print_cpus();
     let started = Instant::now();
-    let matrix = Arc::new(load_matrix(source).map_err(bad_input)?);
+    let (matrix, header_line) = load_matrix(source).map_err(bad_input)?;
+    let matrix = Arc::new(matrix);
     let made = started.elapsed();
     let (min, max) = (4, 8);
     println!("{}, made in {}", describe(source, matrix.rows(), matrix.cols()), ms(made));
+    if let MatrixSource::File(_) = source {
+        summary::write_header(&mut std::io::stdout(), header_line).map_err(|e| failed(e.into()))?;
+    }
     println!(
         "Counting, for each row, the values in [{min}, {max}] with {workers} workers; pool times include starting and stopping the workers."
     );
