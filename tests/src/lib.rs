@@ -49,17 +49,16 @@ impl Finished {
     }
 }
 
+/// `program` set up to run in `dir` with no standard input and its output captured.
+pub fn captured(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+    let mut command = Command::new(program);
+    command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
 /// Runs `corepool` with `args` and extra environment, in `dir`, under the watchdog.
 pub fn run_corepool(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let child = Command::new(corepool_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("corepool starts");
+    let child = captured(corepool_bin(), dir).args(args).envs(env.iter().copied()).spawn().expect("corepool starts");
     wait_with_watchdog(child, WATCHDOG)
 }
 

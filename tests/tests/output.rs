@@ -156,15 +156,11 @@ fn a_symlink_to_a_file_has_its_target_replaced_and_stays_a_link() {
 
 /// Runs `corepool` with `args` under `umask`, in `dir`.
 fn run_with_umask(dir: &Path, umask: &str, args: &[&str]) -> Finished {
-    let child = Command::new("sh")
+    let child = corepool_tests::captured("sh", dir)
         .arg("-c")
         .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
         .arg(corepool_bin())
         .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_with_watchdog(child, corepool_tests::WATCHDOG)

@@ -4,11 +4,7 @@
 //! not flags; and sizes past the machine (rows, columns, a `.npy` shape, a file `gen`
 //! cannot write) are refused at once, with exit code 2 and one line naming the flag or file.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use corepool_tests::{corepool_bin, read_counts, run_corepool, wait_with_watchdog};
 
@@ -229,14 +225,7 @@ fn bounds_past_i64_are_exact_integers_in_the_report() {
 /// line that holds `message`, and no file left beside the inputs.
 fn assert_refused(dir: &Path, args: &[&str], message: &str) {
     let before = std::fs::read_dir(dir).unwrap().count();
-    let child = Command::new(corepool_bin())
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = corepool_tests::captured(corepool_bin(), dir).args(args).spawn().unwrap();
     let run = wait_with_watchdog(child, REFUSAL_LIMIT);
     assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
     let stderr = run.stderr.trim_end();
