@@ -105,6 +105,9 @@ impl GeneratorArgs {
 /// Longest `--task-timeout`, in seconds: a year (longer is no limit at all, in practice).
 pub const MAX_TASK_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
 
+/// Shortest `--task-timeout`: a millisecond (less is shorter than any chunk's round trip).
+pub const MIN_TASK_TIMEOUT_S: f64 = 0.001;
+
 /// Arguments of `corepool count`.
 #[derive(Debug, Args)]
 pub struct CountArgs {

@@ -7,8 +7,8 @@ use anyhow::bail;
 use corepool_worker::values::ValueRange;
 
 use super::args::{
-    CountArgs, DataArgs, DemoArgs, GeneratorArgs, InputFormat, MAX_TASK_TIMEOUT_S, MatrixArgs, Mode, Order,
-    ReportFormat, ValuesArg,
+    CountArgs, DataArgs, DemoArgs, GeneratorArgs, InputFormat, MAX_TASK_TIMEOUT_S, MIN_TASK_TIMEOUT_S, MatrixArgs,
+    Mode, Order, ReportFormat, ValuesArg,
 };
 
 /// How a file or standard input is streamed, checked.
@@ -167,11 +167,11 @@ impl CountArgs {
         }
         let task_timeout = match self.task_timeout {
             None => None,
-            Some(seconds) if seconds > 0.0 && seconds <= MAX_TASK_TIMEOUT_S => {
+            Some(seconds) if (MIN_TASK_TIMEOUT_S..=MAX_TASK_TIMEOUT_S).contains(&seconds) => {
                 Some(std::time::Duration::from_secs_f64(seconds))
             }
             Some(seconds) => bail!(
-                "--task-timeout {}: must be a number of seconds above 0 and at most {MAX_TASK_TIMEOUT_S} (a year)",
+                "--task-timeout {}: must be a number of seconds from {MIN_TASK_TIMEOUT_S} to {MAX_TASK_TIMEOUT_S} (a year)",
                 corepool_worker::values::Readable(seconds)
             ),
         };
