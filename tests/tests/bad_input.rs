@@ -38,7 +38,7 @@ fn every_bad_input_gives_one_line_exit_code_2_and_no_output() {
             "--output missing-folder/out.txt: folder missing-folder is not there",
         ),
         (&["--low", "5", "--high", "5"], "--low 5 must be below --high 5"),
-        (&["--task-timeout", "-1"], "--task-timeout -1: must be a number of seconds above 0"),
+        (&["--task-timeout", "-1"], "--task-timeout -1: must be a number of seconds from 0.001"),
         (&["--max-retries", "0"], "--max-retries must be at least 1"),
         (&["--mode", "map", "--order", "arrival"], "--order arrival needs --mode imap-unordered or --mode apply-async"),
         (&["--rows", "10", "--input", "bad.csv"], "'--rows <ROWS>' cannot be used with '--input <FILE>'"),
