@@ -5,7 +5,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -26,14 +26,10 @@ fn expected_for(rows: usize) -> Vec<u32> {
 }
 
 fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
-    Command::new(corepool_bin())
+    corepool_tests::captured(corepool_bin(), dir)
         .args(args)
         .envs(env.iter().copied())
         .env("TMPDIR", dir)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }

@@ -271,13 +271,10 @@ fn a_report_that_cannot_be_written_leaves_no_counts() {
 }
 
 fn start(dir: &Path, args: &[&str], tmpdir: &Path) -> Child {
-    Command::new(corepool_bin())
+    corepool_tests::captured(corepool_bin(), dir)
         .args(args)
         .env("TMPDIR", tmpdir)
-        .current_dir(dir)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }

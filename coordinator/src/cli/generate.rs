@@ -146,7 +146,7 @@ pub fn generate(settings: &GenSettings) -> anyhow::Result<()> {
     let integers = || corepool::matrix::random_integers(low, high, seed).take(count);
     let reals = || corepool::matrix::random_reals(low as f64, high as f64, seed).take(count);
     let shape = [settings.rows as u64, settings.cols as u64];
-    super::output::write_atomically_for("--output", &settings.output, |out| match settings.format {
+    super::pending::write_whole("--output", &settings.output, |out| match settings.format {
         Format::Csv => match settings.dtype {
             Dtype::Float32 => write_csv_reals(out, settings.cols, reals().map(|v| v as f32)),
             Dtype::Float64 => write_csv_reals(out, settings.cols, reals()),

@@ -196,16 +196,6 @@ pub fn check_distinct(
     Ok(())
 }
 
-/// Writes `write`'s bytes to what `flag` names at `path`, whole or not at all (see
-/// `pending`).
-pub fn write_atomically_for(
-    flag: &'static str,
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> anyhow::Result<()> {
-    super::pending::write_whole(flag, path, write)
-}
-
 /// One count a line, in row order.
 pub fn write_counts(out: &mut dyn Write, counts: &[u32]) -> std::io::Result<()> {
     counts.iter().try_for_each(|count| writeln!(out, "{count}"))
