@@ -189,12 +189,12 @@ pub fn alive(pid: u32) -> bool {
 
 /// Tasks of the tests' own, run by the `test-worker` binary.
 pub mod tasks {
-    use corepool_worker::{Registry, Task};
+    use corepool::{Registry, Task};
     use serde::{Deserialize, Serialize};
 
     /// corepool's built-in tasks and these.
     pub fn registry() -> Registry {
-        Registry::with_builtin_tasks().register::<SquarePlus>().register::<FailOn>()
+        corepool_tutorial::registry().register::<SquarePlus>().register::<FailOn>()
     }
 
     /// `x * x + offset` for each item: a task corepool itself knows nothing of.

@@ -9,11 +9,11 @@ use std::{
     process::{Command, Stdio},
 };
 
-use corepool::Matrix;
 use corepool_tests::{
     WATCHDOG, corepool_bin, expected_counts, read_arrivals, read_counts, run_corepool, wait_with_watchdog,
 };
-use corepool_worker::tasks::{CountInRange, RowBlock};
+use corepool_tutorial::Matrix;
+use corepool_tutorial::tasks::{CountInRange, RowBlock};
 use npyz::WriterBuilder;
 
 fn rows_of(matrix: &Matrix) -> Vec<Vec<i64>> {
@@ -38,7 +38,7 @@ fn gen_then_count_csv_and_every_npy_dtype_equals_the_generators_count() {
     let (rows, cols) = (3_001, 4);
     let matrix = Matrix::random(rows, cols, 0, 100, 11);
     let expected = expected_counts(&rows_of(&matrix), 20, 60);
-    let reals: Vec<f64> = corepool::matrix::random_reals(0.0, 100.0, 11).take(rows * cols).collect();
+    let reals: Vec<f64> = corepool_tutorial::matrix::random_reals(0.0, 100.0, 11).take(rows * cols).collect();
     let dtypes = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "float32", "float64"];
     for (format, dtype) in dtypes.iter().map(|d| ("npy", *d)).chain([("csv", "int64"), ("csv", "float64")]) {
         let input = format!("m-{dtype}.{format}");

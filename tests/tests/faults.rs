@@ -20,7 +20,7 @@ use corepool_tests::{
 
 /// The counts the generated matrix `--rows rows --seed 2019` must give.
 fn expected_for(rows: usize) -> Vec<u32> {
-    let matrix = corepool::Matrix::random(rows, 5, 0, 10, 2019);
+    let matrix = corepool_tutorial::Matrix::random(rows, 5, 0, 10, 2019);
     let rows: Vec<Vec<i64>> = matrix.iter_rows().collect();
     expected_counts(&rows, 4, 8)
 }

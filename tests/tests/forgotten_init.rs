@@ -83,7 +83,7 @@ fn a_program_that_forgets_init_fails_with_a_clear_error_and_never_forks_more() {
     assert!(!run.status.success(), "{run:?}");
     assert!(
         run.stderr.contains("started as a corepool worker but builds a pool of its own")
-            && run.stderr.contains("call corepool_worker::init(...) first thing in main"),
+            && run.stderr.contains("call corepool::init() first thing in main"),
         "the error says what was forgotten: {}",
         run.stderr
     );

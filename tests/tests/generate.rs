@@ -1,7 +1,7 @@
 //! `corepool gen` writes the seeded matrix that `count` uses, as CSV and `.npy`.
 
-use corepool::Matrix;
 use corepool_tests::{expected_counts, read_counts, run_corepool};
+use corepool_tutorial::Matrix;
 
 #[test]
 fn gen_csv_holds_the_generators_matrix_and_counts_the_same() {

@@ -6,13 +6,14 @@ use std::{
     time::Duration,
 };
 
-use corepool::{Callbacks, Matrix, Pool, PoolError, WithBounds};
-use corepool_protocol::FailureKind;
+use corepool::FailureKind;
+use corepool::{Callbacks, Pool, PoolError};
 use corepool_tests::{
     alive, children_of,
     tasks::{FailOn, Failure, SquarePlus},
 };
-use corepool_worker::tasks::{CountInRange, CountInRangeStar, NormalizeRows, normalize_row};
+use corepool_tutorial::tasks::{CountInRange, CountInRangeStar, NormalizeRows, normalize_row};
+use corepool_tutorial::{Matrix, WithBounds};
 
 fn pool(workers: usize) -> Pool {
     Pool::builder().workers(workers).worker_program(env!("CARGO_BIN_EXE_test-worker")).build().expect("pool starts")

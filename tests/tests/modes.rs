@@ -62,7 +62,7 @@ fn every_mode_worker_count_and_chunk_size_matches_on_a_csv_file() {
 fn every_mode_worker_count_and_chunk_size_matches_on_generated_data() {
     let dir = tempfile::tempdir().unwrap();
     let (rows, cols, seed) = (1_009, 6, 77);
-    let matrix = corepool::Matrix::random(rows, cols, -5, 15, seed);
+    let matrix = corepool_tutorial::Matrix::random(rows, cols, -5, 15, seed);
     let rows_vec: Vec<Vec<i64>> = matrix.iter_rows().collect();
     let expected = expected_counts(&rows_vec, 0, 9);
     let mut failures = Vec::new();

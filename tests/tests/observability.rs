@@ -112,7 +112,7 @@ fn wait_for_workers(running: &mut Running, count: usize) -> Vec<(u32, String)> {
 
 /// The counts `corepool count` should give for a generated matrix, by a plain loop.
 fn expected_counts(rows: usize, cols: usize, (low, high, seed): (i64, i64, u64), (min, max): (i64, i64)) -> Vec<u32> {
-    let matrix = corepool::Matrix::random(rows, cols, low, high, seed);
+    let matrix = corepool_tutorial::Matrix::random(rows, cols, low, high, seed);
     matrix.to_i64().chunks(cols).map(|row| row.iter().filter(|&&v| min <= v && v <= max).count() as u32).collect()
 }
 

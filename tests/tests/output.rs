@@ -385,7 +385,7 @@ fn a_signal_in_a_short_runs_first_or_last_milliseconds_leaves_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sockets = tempfile::tempdir().unwrap();
     let expected = {
-        let matrix = corepool::Matrix::random(2000, 5, 0, 10, 2019);
+        let matrix = corepool_tutorial::Matrix::random(2000, 5, 0, 10, 2019);
         let rows: Vec<Vec<i64>> = matrix.iter_rows().collect();
         expected_counts(&rows, 4, 8)
     };

@@ -1,32 +1,17 @@
-//! The corepool worker: the process that runs tasks, and the tasks it runs.
+//! The worker side of corepool's runtime, re-exported by the `corepool` crate.
 //!
-//! A worker is started by a coordinator (the `corepool` library's `Pool`), connects to
-//! the coordinator's socket, proves that it knows the run's secret, then runs the chunks
-//! it is sent until it is told to stop or the connection closes. It also dies with its
-//! coordinator (a parent-death signal on Linux).
+//! A worker is started by a coordinator (a `corepool::Pool`), connects to the coordinator's
+//! socket, proves that it knows the run's secret, then runs the chunks it is sent until it
+//! is told to stop or the connection closes. It also dies with its coordinator (a
+//! parent-death signal, set before it runs a line of its own).
 //!
-//! # Tasks of your own
-//!
-//! A task is a type implementing [`Task`]. A worker can only run tasks that its
-//! [`Registry`] knows, so a program with tasks of its own either builds its own worker
-//! binary:
-//!
-//! ```no_run
-//! # use corepool_worker::{Registry, tasks::CountInRange};
-//! fn main() -> std::process::ExitCode {
-//!     corepool_worker::main_with(Registry::with_builtin_tasks().register::<CountInRange>())
-//! }
-//! ```
-//!
-//! or serves as its own worker, by calling [`init`] first thing in `main` (the `corepool`
-//! command does this, so it never needs a separate binary).
+//! A worker is the coordinator's own program started again: [`init`] (or [`init_with`],
+//! with the [`Registry`] of [`Task`]s it runs by name) first thing in `main` turns that
+//! process into a worker, and returns at once in any other.
 
-pub mod platform;
+mod platform;
 pub mod serve;
 pub mod task;
-pub mod tasks;
-pub mod text;
-pub mod values;
 
 mod panics;
 mod test_knobs;
@@ -46,9 +31,14 @@ pub fn started_as_worker() -> bool {
     std::env::var_os(serve::ENDPOINT_ENV).is_some()
 }
 
-/// If this process was started as a worker, serves `registry` and exits; otherwise
-/// returns at once. Call it first thing in `main` of a program that is its own worker.
-pub fn init(registry: impl FnOnce() -> Registry) {
+/// If this process was started as a worker, serves and exits; otherwise returns at once.
+/// Call it first thing in `main`.
+pub fn init() {
+    init_with(Registry::new);
+}
+
+/// Like [`init`], for a worker that also runs the tasks `registry` names.
+pub fn init_with(registry: impl FnOnce() -> Registry) {
     if started_as_worker() {
         let code = main_with(registry());
         std::process::exit(if code == ExitCode::SUCCESS { 0 } else { i32::from(EXIT_CONNECTION_FAILED) });

@@ -74,16 +74,6 @@ impl Registry {
         Self::default()
     }
 
-    /// A registry with corepool's own tasks ([`crate::tasks`]).
-    pub fn with_builtin_tasks() -> Self {
-        Self::new()
-            .register::<crate::tasks::CountInRange>()
-            .register::<crate::tasks::CountInRangeStar>()
-            .register::<crate::tasks::NormalizeRows>()
-            .register::<crate::text::CountText>()
-            .register::<crate::values::CountNpyRows>()
-    }
-
     /// Adds task `T`.
     ///
     /// # Panics

@@ -3,16 +3,18 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
-    DEFAULT_MONITOR_INTERVAL, Monitor, Pool, PoolError, PoolObserver, WORKER_PROGRAM_ENV,
+    Pool, PoolError, PoolObserver, WORKER_PROGRAM_ENV,
     core::{Settings, Shared},
     platform, socket_dir,
 };
 
+/// Starts a watcher of a pool: given the pool's observer, returns what lives as long as the pool.
+type StartWatcher = Box<dyn FnOnce(PoolObserver) -> std::io::Result<Box<dyn Send>> + Send>;
+
 /// Builds a [`Pool`] with settings other than the defaults.
-#[derive(Debug, Clone)]
 pub struct PoolBuilder {
     workers: usize,
-    monitor: Option<Duration>,
+    watcher: Option<StartWatcher>,
     program: Option<PathBuf>,
     env: Vec<(String, String)>,
     max_retries: u32,
@@ -25,7 +27,7 @@ impl Default for PoolBuilder {
     fn default() -> Self {
         Self {
             workers: 0,
-            monitor: None,
+            watcher: None,
             program: None,
             env: Vec::new(),
             max_retries: 3,
@@ -36,6 +38,20 @@ impl Default for PoolBuilder {
     }
 }
 
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("workers", &self.workers)
+            .field("watched", &self.watcher.is_some())
+            .field("program", &self.program)
+            .field("max_retries", &self.max_retries)
+            .field("chunks_in_flight", &self.chunks_in_flight)
+            .field("start_timeout", &self.start_timeout)
+            .field("task_timeout", &self.task_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PoolBuilder {
     /// How many worker processes to run; 0 (the default) means one per logical CPU.
     pub fn workers(mut self, workers: usize) -> Self {
@@ -43,15 +59,14 @@ impl PoolBuilder {
         self
     }
 
-    /// Shows a live [`Monitor`] of the pool's processes on standard error while the pool
-    /// runs, refreshed about twice a second (default off).
-    pub fn monitor(self, on: bool) -> Self {
-        self.monitor_every(on.then_some(DEFAULT_MONITOR_INTERVAL))
-    }
-
-    /// Like [`monitor`](Self::monitor), refreshed every `interval` (`None`: no monitor).
-    pub fn monitor_every(mut self, interval: Option<Duration>) -> Self {
-        self.monitor = interval;
+    /// Starts `watch` with an observer of the pool before the workers join, so that a live
+    /// view sees them start. What it returns lives as long as the pool's workers: it is
+    /// dropped first when the pool stops (a view draws its last refresh then).
+    pub fn watch<W: Send + 'static>(
+        mut self,
+        watch: impl FnOnce(PoolObserver) -> std::io::Result<W> + Send + 'static,
+    ) -> Self {
+        self.watcher = Some(Box::new(move |observer| Ok(Box::new(watch(observer)?) as Box<dyn Send>)));
         self
     }
 
@@ -148,11 +163,9 @@ impl PoolBuilder {
                 move || shared.watch_loop()
             })
             .map_err(PoolError::Thread)?;
-        if let Some(interval) = self.monitor {
-            // Started before the workers join, so that it shows them starting.
-            let monitor = Monitor::start(PoolObserver { shared: Arc::clone(&pool.shared) }, interval)
-                .map_err(PoolError::Thread)?;
-            *pool.shared.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor);
+        if let Some(start) = self.watcher {
+            let watcher = start(PoolObserver { shared: Arc::clone(&pool.shared) }).map_err(PoolError::Thread)?;
+            *pool.shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         }
         pool.shared.admit_until_ready(&listener)?;
         // The acceptor, which admits the workers that replace those that die, is started

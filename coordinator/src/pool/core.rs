@@ -83,8 +83,9 @@ pub(crate) struct Shared {
     callbacks: Mutex<CallbackRunner>,
     /// Encode and decode time, for reports.
     pub meters: observe::Meters,
-    /// The live monitor, if the pool shows one; the pool stops it first when it stops.
-    pub monitor: Mutex<Option<super::Monitor>>,
+    /// What [`super::PoolBuilder::watch`] started, if anything; dropped first when the
+    /// pool stops, while the workers can still be seen.
+    pub watcher: Mutex<Option<Box<dyn Send>>>,
 }
 
 /// Every live pool of this process, so that a signal handler can stop them all.
@@ -153,7 +154,7 @@ impl Shared {
             listener_for_acceptor: Mutex::new(None),
             callbacks: Mutex::new(CallbackRunner::default()),
             meters: observe::Meters::default(),
-            monitor: Mutex::new(None),
+            watcher: Mutex::new(None),
         });
         let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
         pools.retain(|pool| pool.strong_count() > 0);

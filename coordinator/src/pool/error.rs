@@ -17,11 +17,11 @@ pub enum PoolError {
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
     /// This process was started as a pool's worker, yet builds a pool itself: its `main`
-    /// does not call [`corepool_worker::init`] first, or a task tries to start a pool.
+    /// does not call [`crate::init`] first, or a task tries to start a pool.
     /// Refused, so that such a program cannot start workers that start workers in turn.
     #[error(
         "this process was started as a corepool worker but builds a pool of its own: call \
-         corepool_worker::init(...) first thing in main (and start no pool inside a task)"
+         corepool::init() first thing in main (and start no pool inside a task)"
     )]
     InsideWorker,
     /// No worker program was found or given.

@@ -4,7 +4,6 @@ mod builder;
 mod core;
 mod error;
 mod gather;
-mod monitor;
 mod observer;
 mod platform;
 mod results;
@@ -25,7 +24,6 @@ use corepool_worker::{Task, decode_output, decode_outputs_into};
 pub use self::builder::{PoolBuilder, logical_cpus};
 pub use self::core::terminate_all;
 pub use error::PoolError;
-pub use monitor::{DEFAULT_MONITOR_INTERVAL, Monitor};
 pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk, own_peak_rss};
@@ -170,7 +168,7 @@ impl Pool {
     }
 
     /// [`map`](Pool::map) over items that are argument tuples, such as
-    /// [`WithBounds`](crate::WithBounds)'s `(row, min, max)`: the task receives each
+    /// the tutorial's `(row, min, max)`: the task receives each
     /// item's own arguments, as Python's `Pool.starmap` unpacks them.
     pub fn starmap<T: Task, I: Items<T::Chunk> + ?Sized>(
         &self,
@@ -291,10 +289,8 @@ impl Pool {
     }
 
     fn shutdown(&mut self, graceful: bool) {
-        let monitor = self.shared.monitor.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(monitor) = monitor {
-            monitor.stop();
-        }
+        let watcher = self.shared.watcher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(watcher);
         // The workers' final CPU times and peak memory come from reaping them.
         self.shared.stop(graceful);
     }
@@ -545,10 +541,24 @@ impl Drop for JobRun {
 
 #[cfg(test)]
 mod tests {
-    use corepool_worker::tasks::CountInRange;
+    use serde::{Deserialize, Serialize};
 
     use super::*;
     use crate::pool::core::Payload;
+
+    /// A task whose outputs are counts in the codec's own form.
+    #[derive(Serialize, Deserialize)]
+    struct CountInRange;
+
+    impl Task for CountInRange {
+        const NAME: &'static str = "count";
+        type Chunk = Vec<u32>;
+        type Output = u32;
+
+        fn run(&self, chunk: Vec<u32>) -> Result<Vec<u32>, String> {
+            Ok(chunk)
+        }
+    }
 
     fn answer(rows: usize, bytes: Vec<u8>) -> Outcome {
         Outcome { id: TaskId { job: 0, chunk: 0, first_row: 40 }, rows, result: Ok(Payload::from_bytes(bytes)) }

@@ -124,14 +124,6 @@ pub(crate) fn die_with_this_process(command: &mut Command) {
 #[cfg(target_os = "linux")]
 const EXIT_PARENT_GONE: i32 = 2;
 
-/// Columns and rows of the terminal on file descriptor `fd`, if it is one.
-pub(crate) fn terminal_size(fd: i32) -> Option<(u16, u16)> {
-    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer, which is valid for it.
-    let done = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
-    (done == 0 && size.ws_col > 0 && size.ws_row > 0).then_some((size.ws_col, size.ws_row))
-}
-
 /// Whether this process may run on more than one CPU. On Linux it asks the process's CPU
 /// affinity alone, which takes a microsecond, where [`super::logical_cpus`] first reads
 /// cgroup quotas from files (a tenth of a millisecond, on a pool's start).

@@ -4,12 +4,7 @@
 
 use std::{cell::Cell, collections::BTreeMap, iter::Fuse, ops::Range, sync::mpsc};
 
-use corepool_worker::{
-    Task,
-    tasks::{BoundedRows, RowBlock},
-    text::TextPiece,
-    values::FileRows,
-};
+use corepool_worker::Task;
 
 use super::{
     ChunkResult, Pool, PoolError,
@@ -26,30 +21,6 @@ pub type ChunkOutputs<T> = (usize, Vec<<T as Task>::Output>);
 pub trait ChunkLen {
     /// Items in the chunk: the task returns one output for each.
     fn items(&self) -> usize;
-}
-
-impl ChunkLen for RowBlock {
-    fn items(&self) -> usize {
-        self.rows()
-    }
-}
-
-impl ChunkLen for BoundedRows {
-    fn items(&self) -> usize {
-        self.rows.rows()
-    }
-}
-
-impl ChunkLen for TextPiece {
-    fn items(&self) -> usize {
-        self.rows as usize
-    }
-}
-
-impl ChunkLen for FileRows {
-    fn items(&self) -> usize {
-        self.rows as usize
-    }
 }
 
 impl<T> ChunkLen for Vec<T> {
@@ -328,21 +299,35 @@ impl Pool {
     /// chunks is read ahead, so the stream may be far larger than memory.
     ///
     /// ```no_run
-    /// use corepool::Pool;
-    /// use corepool_worker::tasks::{CountInRange, RowBlock};
+    /// use corepool::{Pool, Registry, Task};
+    /// use serde::{Deserialize, Serialize};
     ///
-    /// // Rows from anywhere (here made on the fly), 10,000 to a chunk.
-    /// let chunks = (0..1_000u64).map(|chunk| {
-    ///     let values: Vec<i64> = (0..10_000 * 5).map(|i| ((chunk * 7 + i) % 10) as i64).collect();
-    ///     RowBlock::new(10_000, 5, &values)
-    /// });
-    /// let pool = Pool::new(0)?;
-    /// let mut in_range = 0u64;
-    /// for count in pool.imap_iter(&CountInRange { min: 4, max: 8 }, chunks)? {
-    ///     in_range += u64::from(count?);
+    /// /// The sum of each row.
+    /// #[derive(Serialize, Deserialize)]
+    /// struct RowSums;
+    ///
+    /// impl Task for RowSums {
+    ///     const NAME: &'static str = "row-sums";
+    ///     type Chunk = Vec<Vec<i64>>;
+    ///     type Output = i64;
+    ///
+    ///     fn run(&self, rows: Vec<Vec<i64>>) -> Result<Vec<i64>, String> {
+    ///         Ok(rows.iter().map(|row| row.iter().sum()).collect())
+    ///     }
     /// }
-    /// println!("{in_range} values in [4, 8]");
-    /// # Ok::<(), corepool::PoolError>(())
+    ///
+    /// fn main() -> Result<(), corepool::PoolError> {
+    ///     corepool::init_with(|| Registry::new().register::<RowSums>());
+    ///     // Rows made on the fly, 10,000 to a chunk, never all in memory.
+    ///     let chunks = (0..1_000).map(|chunk| (0..10_000).map(|row| vec![chunk, row, 1]).collect::<Vec<_>>());
+    ///     let pool = Pool::new(0)?;
+    ///     let mut total = 0;
+    ///     for sum in pool.imap_iter(&RowSums, chunks)? {
+    ///         total += sum?;
+    ///     }
+    ///     println!("{total}");
+    ///     Ok(())
+    /// }
     /// ```
     pub fn imap_iter<'p, T: Task, S: IntoIterator<Item = T::Chunk>>(
         &'p self,

@@ -1,5 +1,5 @@
 //! A program that uses its own executable as the pool's worker program, but forgets to
-//! call `corepool_worker::init` first thing in `main`: each worker it starts runs this
+//! call `corepool::init` first thing in `main`: each worker it starts runs this
 //! `main` again and builds a pool of its own, which must fail at once with an error that
 //! says what was forgotten, never start more workers.
 //!

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use corepool_protocol::frame::MAX_FRAME_LEN;
-use corepool_worker::{tasks::Width, values::MAX_ROW_VALUES};
+use corepool::MAX_FRAME_LEN;
+use corepool_tutorial::{tasks::Width, values::MAX_ROW_VALUES};
 use indicatif::HumanBytes;
 
 use super::args::{GeneratorArgs, Mode};
@@ -174,7 +174,7 @@ pub fn check_generated_count(
             let chunk_rows = match (per_row, chunk_size) {
                 (true, _) => 1,
                 (false, Some(chunk)) => chunk.min(rows),
-                (false, None) => corepool::matrix::default_chunk_rows(rows, workers, cols * 8),
+                (false, None) => corepool_tutorial::matrix::default_chunk_rows(rows, workers, cols * 8),
             } as u64;
             // A chunk is made as 8-byte values, then narrowed; a window of them is in flight.
             let in_flight = if mode == Mode::Serial { 1 } else { 4 * workers as u64 + 1 };
@@ -237,7 +237,7 @@ mod tests {
         let error = check_output_space("--output", &path, "its values", u64::MAX).unwrap_err().to_string();
         assert!(error.contains("out.txt: its values take at least 16.00 EiB"), "{error}");
         // Standard output and devices are written at the end, from a spool file.
-        let spool = crate::cli::pending::spool_dir().unwrap();
+        let spool = crate::pending::spool_dir().unwrap();
         assert!(free_space_for(Path::new("/dev/null")).is_some_and(|(folder, _)| folder == spool));
         assert!(free_space_for(Path::new("-")).is_some_and(|(folder, _)| folder == spool));
     }

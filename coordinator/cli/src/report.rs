@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use corepool::{Balance, WorkerStats};
-use corepool_worker::values::Number;
+use corepool_tutorial::values::Number;
 use serde::Serialize;
 
 use super::{

@@ -6,11 +6,12 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
-use corepool::{
-    Callbacks, Matrix, Pool, PoolError, WithBounds, WorkerStats,
+use corepool::{Callbacks, Pool, PoolError, WorkerStats};
+use corepool_tutorial::{
+    Matrix, WithBounds,
     matrix::{Values, default_chunk_rows},
+    tasks::{CountInRange, CountInRangeStar},
 };
-use corepool_worker::tasks::{CountInRange, CountInRangeStar};
 
 use super::progress::Progress;
 use super::{
@@ -86,7 +87,7 @@ impl Counted {
 /// Makes or reads the matrix; with it, the line number of a header the file had.
 pub fn load_matrix(source: &MatrixSource) -> anyhow::Result<(Matrix, Option<u64>)> {
     match source {
-        MatrixSource::File(path) => Ok(corepool::input::read_matrix_and_header(path)?),
+        MatrixSource::File(path) => Ok(corepool_tutorial::input::read_matrix_and_header(path)?),
         &MatrixSource::Random(GeneratorArgs { rows, cols, low, high, seed }) => {
             Ok((Matrix::random(rows, cols, low, high, seed), None))
         }
@@ -160,12 +161,9 @@ pub struct StartedPool {
 /// Starts the pool for a count; [`count_in_pool`] runs the count in it.
 pub fn start_pool(settings: &PoolOptions, monitor: bool) -> anyhow::Result<StartedPool> {
     let started = Instant::now();
-    let pool = Pool::builder()
-        .workers(settings.workers)
-        .task_timeout(settings.task_timeout)
-        .max_retries(settings.max_retries)
-        .monitor(monitor)
-        .self_serving()?;
+    let pool =
+        Pool::builder().workers(settings.workers).task_timeout(settings.task_timeout).max_retries(settings.max_retries);
+    let pool = crate::monitor::shown_if(pool.self_serving()?, monitor);
     let pool = super::signals::while_starting_or_stopping(|| pool.build()).context("starting the pool")?;
     Ok(StartedPool { pool, start: started.elapsed() })
 }

@@ -16,7 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use corepool::{Monitor, PoolObserver};
+use corepool::PoolObserver;
+
+use crate::monitor::Monitor;
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How long a run goes before the bar shows.

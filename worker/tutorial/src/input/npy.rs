@@ -3,7 +3,7 @@
 
 use std::{io::Read, path::Path};
 
-use corepool_worker::values::{FileRows, MAX_ROW_VALUES, RawDtype, RawKind};
+use crate::values::{FileRows, MAX_ROW_VALUES, RawDtype, RawKind};
 use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
 
 use super::{InputError, source::DataError};

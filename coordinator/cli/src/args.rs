@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use corepool_worker::values::Number;
+use corepool_tutorial::values::Number;
 
 /// Seed of the generator when `--seed` is not given (the year of the tutorial).
 pub const DEFAULT_SEED: u64 = 2019;

@@ -1,8 +1,8 @@
 //! `--verify`'s reference for streamed input: each chunk counted again by a careful, slow
 //! reader that shares nothing with the workers' fast path.
 
-use corepool::input::npy::NpyLayout;
-use corepool_worker::{
+use corepool_tutorial::{
+    input::npy::NpyLayout,
     text::{CountText, TextPiece},
     values::{FileRows, RawKind, ValueRange},
 };
@@ -12,7 +12,7 @@ use corepool_worker::{
 pub fn serial_text_counts(piece: &TextPiece, task: &CountText) -> Vec<u32> {
     let body = piece.text.strip_suffix(b"\n").unwrap_or(&piece.text);
     body.split(|&b| b == b'\n')
-        .filter(|line| !corepool_worker::text::is_blank_line(line))
+        .filter(|line| !corepool_tutorial::text::is_blank_line(line))
         .map(|line| task.reference_count(line).unwrap_or(u32::MAX))
         .collect()
 }
@@ -42,7 +42,7 @@ pub fn serial_npy_counts(layout: &NpyLayout, chunk: &FileRows, range: &ValueRang
         // npyz reads float16 only with a crate feature: the raw halves are read here.
         (RawKind::Float, 2) => halves(layout, chunk).map(|values| {
             let cols = layout.cols.max(1) as usize;
-            let inside = |&bits: &u16| range.contains_f64(corepool_worker::values::half_to_f32(bits).into());
+            let inside = |&bits: &u16| range.contains_f64(corepool_tutorial::values::half_to_f32(bits).into());
             values.chunks(cols).map(|row| row.iter().filter(|bits| inside(bits)).count() as u32).collect()
         }),
         _ => Err(std::io::Error::other("no independent reader for this type")),

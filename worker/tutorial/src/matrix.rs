@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::outgoing::{AsBytes, SharedBytes};
+use corepool::outgoing::{AsBytes, SharedBytes};
 
 /// A dense, row-major matrix of integers, each stored in the narrowest width that holds
 /// every value of the matrix: the tutorial's values 0..10 take one byte each, not eight,
@@ -155,8 +155,8 @@ impl Matrix {
 
     /// Rows `range` as they are stored, viewed as a packed block, where the machine's byte
     /// order is the wire's (little-endian); `None` elsewhere.
-    pub(crate) fn block_view(&self, range: std::ops::Range<usize>) -> Option<corepool_worker::tasks::RowBlockView<'_>> {
-        use corepool_worker::tasks::{RowBlockView, Width};
+    pub(crate) fn block_view(&self, range: std::ops::Range<usize>) -> Option<crate::tasks::RowBlockView<'_>> {
+        use crate::tasks::{RowBlockView, Width};
         if cfg!(target_endian = "big") {
             return None;
         }
@@ -180,10 +180,10 @@ impl Matrix {
         with_slice!(&self.values, stored => share(stored, values))
     }
 
-    /// Rows `range` as a [`RowBlock`](corepool_worker::tasks::RowBlock), copied as they
+    /// Rows `range` as a [`RowBlock`](crate::tasks::RowBlock), copied as they
     /// are stored.
-    pub(crate) fn block(&self, range: std::ops::Range<usize>) -> corepool_worker::tasks::RowBlock {
-        use corepool_worker::tasks::RowBlock;
+    pub(crate) fn block(&self, range: std::ops::Range<usize>) -> crate::tasks::RowBlock {
+        use crate::tasks::RowBlock;
         let (rows, values) = (range.len(), range.start * self.cols..range.end * self.cols);
         match &self.values {
             Values::I8(v) => RowBlock::from_i8(rows, self.cols, &v[values]),
@@ -199,10 +199,10 @@ impl Matrix {
 pub const CHUNK_BYTES: usize = 8 << 20;
 
 /// Rows per chunk by default for rows of `row_bytes` bytes each: Python's rule
-/// ([`default_chunk_size`](crate::default_chunk_size)), within [`CHUNK_BYTES`] (one row at
+/// ([`default_chunk_size`](corepool::default_chunk_size)), within [`CHUNK_BYTES`] (one row at
 /// the least).
 pub fn default_chunk_rows(rows: usize, workers: usize, row_bytes: usize) -> usize {
-    crate::default_chunk_size(rows, workers).min((CHUNK_BYTES / row_bytes.max(1)).max(1))
+    corepool::default_chunk_size(rows, workers).min((CHUNK_BYTES / row_bytes.max(1)).max(1))
 }
 
 /// The endless stream of integers in `low..high` behind [`Matrix::random`]: row after row,
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn default_chunks_hold_a_bounded_number_of_bytes() {
         // The tutorial's rows keep Python's rule (capped at 65,536 rows).
-        assert_eq!(default_chunk_rows(20_000_000, 2, 5), crate::default_chunk_size(20_000_000, 2));
+        assert_eq!(default_chunk_rows(20_000_000, 2, 5), corepool::default_chunk_size(20_000_000, 2));
         assert_eq!(default_chunk_rows(1000, 2, 1 << 20), 8);
         assert_eq!(default_chunk_rows(1000, 2, 1 << 30), 1, "at least one row");
         assert_eq!(Matrix::random(2, 2, 0, 1000, 1).value_bytes(), 2);

@@ -9,7 +9,7 @@
 
 use std::io::Read;
 
-use corepool_worker::{
+use crate::{
     text::{
         CountText, SEPARATOR_LOOKING, Separator, TextFormat, TextPiece, ValueKind, is_blank_line, is_integer,
         is_number, visit_cells,

@@ -1,10 +1,8 @@
 //! corepool's own tasks: the tutorial's count in range (per row, and starmap-style with
 //! per-row bounds) and its "normalize each row" exercise.
 
-use corepool_protocol::codec::CodecError;
+use corepool::{Task, codec::CodecError};
 use serde::{Deserialize, Serialize};
-
-use crate::Task;
 
 /// How many bytes each value takes in a [`RowBlock`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,23 +308,20 @@ fn narrow_to_bytes_portable(values: &[i64], data: &mut Vec<u8>) -> bool {
 /// ([`encode_counts`]), for every task whose output is a `u32` count a row.
 macro_rules! counts_as_raw_bytes {
     () => {
-        fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), corepool_protocol::codec::CodecError> {
+        fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), corepool::codec::CodecError> {
             $crate::tasks::encode_counts(outputs, out);
             Ok(())
         }
 
-        fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool_protocol::codec::CodecError> {
+        fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool::codec::CodecError> {
             $crate::tasks::decode_counts(bytes)
         }
 
-        fn decode_outputs_into(
-            bytes: &[u8],
-            outputs: &mut Vec<u32>,
-        ) -> Result<(), corepool_protocol::codec::CodecError> {
+        fn decode_outputs_into(bytes: &[u8], outputs: &mut Vec<u32>) -> Result<(), corepool::codec::CodecError> {
             $crate::tasks::decode_counts_into(bytes, outputs)
         }
 
-        fn decode_output(bytes: &[u8]) -> Result<u32, corepool_protocol::codec::CodecError> {
+        fn decode_output(bytes: &[u8]) -> Result<u32, corepool::codec::CodecError> {
             $crate::tasks::decode_count(bytes)
         }
     };
@@ -372,6 +367,11 @@ pub(crate) fn decode_counts_into(bytes: &[u8], counts: &mut Vec<u32>) -> Result<
     Ok(())
 }
 
+/// The error for the answer to a one-item chunk that holds `outputs` outputs.
+fn not_one_output(outputs: usize) -> CodecError {
+    CodecError::Decode(bincode::error::DecodeError::OtherString(format!("{outputs} outputs for one item")))
+}
+
 /// Reads back what [`encode_counts`] wrote for one count.
 pub(crate) fn decode_count(bytes: &[u8]) -> Result<u32, CodecError> {
     match bytes {
@@ -380,7 +380,7 @@ pub(crate) fn decode_count(bytes: &[u8]) -> Result<u32, CodecError> {
         [4, a, b, c, d] => Ok(u32::from_le_bytes([*a, *b, *c, *d])),
         _ => decode_counts(bytes).and_then(|counts| match counts[..] {
             [count] => Ok(count),
-            _ => Err(crate::task::not_one_output(counts.len())),
+            _ => Err(not_one_output(counts.len())),
         }),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! A file held whole (`demo --input`) is read by the same code as a streamed one: the
 //! first lines by [`csv::open_csv`] (byte-order mark, header, separator, width), the rows
-//! by the workers' parser ([`corepool_worker::text::TextFormat::read_integers`]), so both
+//! by the workers' parser ([`crate::text::TextFormat::read_integers`]), so both
 //! follow one set of rules and name a bad cell alike. Parsing works on the raw bytes, and
 //! the file need not be valid UTF-8 as a whole, since only a bad cell should be blamed, at
 //! its own line and column.
@@ -62,7 +62,7 @@ pub fn parse_matrix(text: &[u8], source: &str) -> Result<Matrix, DataError> {
 
 /// [`parse_matrix`], and the line number of the header it skipped, if any.
 pub fn parse_matrix_and_header(text: &[u8], source: &str) -> Result<(Matrix, Option<u64>), DataError> {
-    use corepool_worker::text::ValueKind;
+    use crate::text::ValueKind;
     let options = csv::CsvOptions { kind: Some(ValueKind::Int), ..csv::CsvOptions::default() };
     let (layout, mut pieces) = csv::open_csv(text, source, options)?;
     let format = layout.format();

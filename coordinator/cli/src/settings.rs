@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use corepool_worker::values::ValueRange;
+use corepool_tutorial::values::ValueRange;
 
 use super::args::{
     CountArgs, DataArgs, DemoArgs, GeneratorArgs, InputFormat, MAX_TASK_TIMEOUT_S, MIN_TASK_TIMEOUT_S, MatrixArgs,
@@ -15,15 +15,15 @@ use super::args::{
 #[derive(Debug, Clone)]
 pub struct StreamInput {
     /// The file, or standard input.
-    pub origin: corepool::input::source::Origin,
+    pub origin: corepool_tutorial::input::source::Origin,
     /// Its format.
-    pub format: corepool::input::source::Format,
+    pub format: corepool_tutorial::input::source::Format,
     /// The header rule.
-    pub header: corepool::input::csv::HeaderRule,
+    pub header: corepool_tutorial::input::csv::HeaderRule,
     /// How values are read, if forced.
-    pub kind: Option<corepool_worker::text::ValueKind>,
+    pub kind: Option<corepool_tutorial::text::ValueKind>,
     /// How cells are separated, if named.
-    pub separator: Option<corepool_worker::text::Separator>,
+    pub separator: Option<corepool_tutorial::text::Separator>,
     /// Leading cells of every line to skip.
     pub skip_cols: u64,
     /// Longest line read.
@@ -172,7 +172,7 @@ impl CountArgs {
             }
             Some(seconds) => bail!(
                 "--task-timeout {}: must be a number of seconds from {MIN_TASK_TIMEOUT_S} to {MAX_TASK_TIMEOUT_S} (a year)",
-                corepool_worker::values::Readable(seconds)
+                corepool_tutorial::values::Readable(seconds)
             ),
         };
         let pool = PoolOptions {
@@ -208,11 +208,11 @@ impl CountArgs {
 impl DataArgs {
     /// How `--input` (if given) is streamed.
     fn check(&self, input: Option<&std::path::Path>, repeat: u32) -> anyhow::Result<Option<StreamInput>> {
-        use corepool::input::{
+        use corepool_tutorial::input::{
             csv::HeaderRule,
             source::{Format, Origin},
         };
-        use corepool_worker::text::ValueKind;
+        use corepool_tutorial::text::ValueKind;
         let Some(path) = input else { return Ok(None) };
         let origin = Origin::from_arg(path);
         let format = match (self.format, &origin) {
@@ -251,7 +251,7 @@ impl DataArgs {
         let separator = self.delimiter.as_deref().map(parse_delimiter).transpose()?;
         let max_line_bytes = match self.max_line_bytes.as_deref() {
             Some(text) => parse_line_limit(text)?,
-            None => corepool::input::csv::DEFAULT_MAX_LINE_BYTES,
+            None => corepool_tutorial::input::csv::DEFAULT_MAX_LINE_BYTES,
         };
         Ok(Some(StreamInput { origin, format, header, kind, separator, skip_cols: self.skip_cols, max_line_bytes }))
     }
@@ -259,8 +259,8 @@ impl DataArgs {
 
 /// `--delimiter`: one ASCII byte that cannot be part of a number or a quote, `tab`, or a
 /// space for runs of blanks.
-fn parse_delimiter(text: &str) -> anyhow::Result<corepool_worker::text::Separator> {
-    use corepool_worker::text::Separator;
+fn parse_delimiter(text: &str) -> anyhow::Result<corepool_tutorial::text::Separator> {
+    use corepool_tutorial::text::Separator;
     match text {
         "tab" | "\\t" | "\t" => return Ok(Separator::Char(b'\t')),
         " " | "space" => return Ok(Separator::Blanks),
@@ -276,7 +276,7 @@ fn parse_delimiter(text: &str) -> anyhow::Result<corepool_worker::text::Separato
 
 /// `--max-line-bytes`: a number of bytes, maybe with a K, M or G suffix (powers of 1024).
 fn parse_line_limit(text: &str) -> anyhow::Result<usize> {
-    use corepool::input::csv::MAX_LINE_BYTES_LIMIT;
+    use corepool_tutorial::input::csv::MAX_LINE_BYTES_LIMIT;
     let upper = text.trim().to_ascii_uppercase();
     let digits = upper.trim_end_matches("IB").trim_end_matches('B');
     let (number, shift) = match digits.as_bytes().last() {

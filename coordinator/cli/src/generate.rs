@@ -143,8 +143,8 @@ fn least_file_bytes(values: u64, low: i64, high: i64, dtype: Dtype, format: Form
 pub fn generate(settings: &GenSettings) -> anyhow::Result<()> {
     let count = settings.rows * settings.cols;
     let (low, high, seed) = (settings.low, settings.high, settings.seed);
-    let integers = || corepool::matrix::random_integers(low, high, seed).take(count);
-    let reals = || corepool::matrix::random_reals(low as f64, high as f64, seed).take(count);
+    let integers = || corepool_tutorial::matrix::random_integers(low, high, seed).take(count);
+    let reals = || corepool_tutorial::matrix::random_reals(low as f64, high as f64, seed).take(count);
     let shape = [settings.rows as u64, settings.cols as u64];
     super::pending::write_whole("--output", &settings.output, |out| match settings.format {
         Format::Csv => match settings.dtype {

@@ -7,8 +7,6 @@ use std::{
 
 use indicatif::TermLike;
 
-use super::platform;
-
 /// Standard error as the live view draws on it. `indicatif` ends each line by padding it
 /// with spaces to the terminal's width, so that the terminal wraps to the next one: the
 /// cursor then rests in the last column, where the `^C` that the terminal echoes for a
@@ -52,11 +50,11 @@ impl LineBreakingStderr {
 
 impl TermLike for LineBreakingStderr {
     fn width(&self) -> u16 {
-        platform::terminal_size(2).map_or(80, |(cols, _)| cols)
+        terminal_size(2).map_or(80, |(cols, _)| cols)
     }
 
     fn height(&self) -> u16 {
-        platform::terminal_size(2).map_or(24, |(_, rows)| rows)
+        terminal_size(2).map_or(24, |(_, rows)| rows)
     }
 
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
@@ -111,6 +109,14 @@ impl TermLike for LineBreakingStderr {
         stderr.write_all(text.as_bytes())?;
         stderr.flush()
     }
+}
+
+/// Columns and rows of the terminal on file descriptor `fd`, if it is one.
+pub(super) fn terminal_size(fd: i32) -> Option<(u16, u16)> {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer, which is valid for it.
+    let done = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
+    (done == 0 && size.ws_col > 0 && size.ws_row > 0).then_some((size.ws_col, size.ws_row))
 }
 
 #[cfg(test)]

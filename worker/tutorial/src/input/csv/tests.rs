@@ -179,7 +179,7 @@ fn fixed_rows_per_piece_and_long_lines() {
 
 mod written_and_read_back {
     use super::*;
-    use corepool_worker::values::Number;
+    use crate::values::Number;
     use proptest::prelude::*;
 
     /// How a matrix is written, as people and programs write CSV.

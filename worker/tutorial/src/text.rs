@@ -13,7 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Task, values::ValueRange};
+use corepool::Task;
+
+use crate::values::ValueRange;
 
 mod quoted;
 

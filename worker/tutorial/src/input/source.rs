@@ -80,7 +80,7 @@ pub enum DataError {
         line: u64,
     },
     /// A first line whose quoted cell is not closed on it.
-    #[error("{file}:{line}: {}", corepool_worker::text::SPANS_LINES)]
+    #[error("{file}:{line}: {}", crate::text::SPANS_LINES)]
     UnclosedQuote {
         /// The input's name.
         file: String,

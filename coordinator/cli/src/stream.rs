@@ -15,17 +15,13 @@ use std::{
 };
 
 use anyhow::anyhow;
-use corepool::{
-    ChunkLen, OneChunk, Pool, PoolError, WorkerStats,
+use corepool::{ChunkLen, FailureKind, OneChunk, Pool, PoolError, Task, WorkerStats};
+use corepool_tutorial::{
     input::{
         csv::{CsvLayout, CsvOptions, CsvPieces, open_csv},
         npy::{NpyLayout, open_npy},
         source::{DataError, Format, Origin},
     },
-};
-use corepool_protocol::FailureKind;
-use corepool_worker::{
-    Task,
     tasks::{CountInRange, RowBlock},
     text::TextPiece,
     values::{CountNpyRows, FileRows},
@@ -99,7 +95,7 @@ fn open(input: Option<&StreamInput>, settings: &CountSettings, per_row: bool) ->
                 Origin::Stdin => (Box::new(std::io::stdin().lock()), None),
                 Origin::File(path) => {
                     let file = std::fs::File::open(path)
-                        .map_err(|source| corepool::input::InputError::Read { path: path.clone(), source })?;
+                        .map_err(|source| corepool_tutorial::input::InputError::Read { path: path.clone(), source })?;
                     let size = file.metadata().ok().map(|meta| meta.len());
                     (Box::new(file), size)
                 }
@@ -160,8 +156,8 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
             .workers(settings.pool.workers)
             .task_timeout(settings.pool.task_timeout)
             .max_retries(settings.pool.max_retries)
-            .monitor(settings.monitor)
             .self_serving()
+            .map(|builder| crate::monitor::shown_if(builder, settings.monitor))
             .and_then(|builder| super::signals::while_starting_or_stopping(|| builder.build()))
             .map_err(|e| failed(anyhow!("starting the pool: {e}")))?;
         (Some(pool), started.elapsed())
@@ -266,7 +262,7 @@ fn run_once(
             }
             let totals = result.map_err(|error| text_failure(error, &name))?;
             if totals.rows == 0 {
-                return Err(bad_input(corepool::input::InputError::Empty { file: name }.into()));
+                return Err(bad_input(corepool_tutorial::input::InputError::Empty { file: name }.into()));
             }
             let chunk_size = reported_chunk_size(settings, totals.rows, chunks);
             Ok((totals, chunk_size))
@@ -276,12 +272,11 @@ fn run_once(
             let per_chunk = match settings.mode {
                 Mode::Apply | Mode::ApplyAsync => 1,
                 // Chunks are made as 8-byte values before they are narrowed.
-                _ => settings
-                    .pool
-                    .chunk_size
-                    .unwrap_or_else(|| corepool::matrix::default_chunk_rows(rows, settings.pool.workers, cols * 8)),
+                _ => settings.pool.chunk_size.unwrap_or_else(|| {
+                    corepool_tutorial::matrix::default_chunk_rows(rows, settings.pool.workers, cols * 8)
+                }),
             };
-            let mut values = corepool::matrix::random_integers(low, high, seed);
+            let mut values = corepool_tutorial::matrix::random_integers(low, high, seed);
             let (min, max) = (settings.min, settings.max);
             let mut next_row = 0usize;
             let source = (0..rows).step_by(per_chunk.max(1)).map(move |start| {
@@ -354,7 +349,7 @@ fn text_failure(error: anyhow::Error, name: &str) -> Failure {
             bad_input(DataError::Cell { file: name.to_owned(), fault: failure.message }.into())
         }
         Ok(other) => failed(other.into()),
-        Err(other) => match other.downcast::<corepool_worker::text::TextFault>() {
+        Err(other) => match other.downcast::<corepool_tutorial::text::TextFault>() {
             Ok(fault) => bad_input(DataError::Cell { file: name.to_owned(), fault: fault.to_string() }.into()),
             Err(other) => failed(other),
         },
@@ -382,7 +377,7 @@ where
             let rows = chunk.items();
             let counts = task.run(chunk).map_err(|message| PoolError::Task {
                 rows: first as u64..(first + rows) as u64,
-                failure: corepool_protocol::TaskFailure { kind: FailureKind::Error, message, location: None },
+                failure: corepool::TaskFailure { kind: FailureKind::Error, message, location: None },
             })?;
             sink.add(first, counts)?;
             first += rows;

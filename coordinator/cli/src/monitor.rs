@@ -24,7 +24,7 @@ use std::{
 use indicatif::{HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use super::{PoolObserver, platform};
+use corepool::{PoolBuilder, PoolObserver};
 
 mod terminal;
 
@@ -35,6 +35,11 @@ pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_millis(500);
 /// can come a few milliseconds after the one before, and a rate over so short a time says
 /// little. Until this much time has passed, the line keeps the rate it showed.
 const MIN_RATE_WINDOW: Duration = Duration::from_millis(250);
+
+/// `builder`, with a monitor shown for the pool's life when `on`.
+pub fn shown_if(builder: PoolBuilder, on: bool) -> PoolBuilder {
+    if on { builder.watch(|observer| Monitor::start(observer, DEFAULT_MONITOR_INTERVAL)) } else { builder }
+}
 
 /// A running monitor. Stopping it (or dropping it) draws one last refresh.
 pub struct Monitor {
@@ -77,11 +82,6 @@ impl Monitor {
             };
             MultiProgress::with_draw_target(target)
         })
-    }
-
-    /// Draws a last refresh and stops.
-    pub fn stop(mut self) {
-        self.finish();
     }
 
     fn finish(&mut self) {
@@ -186,7 +186,7 @@ impl View {
             }
             Style::Live => {
                 // Two columns spare, where a Ctrl-C's echoed `^C` fits.
-                let width = platform::terminal_size(2).map_or(80, |(cols, _)| usize::from(cols)).saturating_sub(2);
+                let width = terminal::terminal_size(2).map_or(80, |(cols, _)| usize::from(cols)).saturating_sub(2);
                 let table = table(&lines, elapsed, width);
                 let view = Monitor::live_view();
                 while self.lines.len() < table.len() {

@@ -1,22 +1,26 @@
-//! The `corepool` command: flags in, checked settings, runs, results out.
+//! `corepool`: the command-line face of the pool. See `corepool --help`.
+//!
+//! Flags in, checked settings, runs, results out.
 
 mod args;
 mod count;
 mod generate;
 mod limits;
+mod monitor;
 mod output;
 mod pending;
 mod progress;
 mod reference;
 mod report;
 mod settings;
-pub mod signals;
+mod signals;
 mod sink;
 mod stream;
 mod summary;
 
 use std::{
     io::{IsTerminal, Write},
+    process::ExitCode,
     sync::Arc,
     time::Instant,
 };
@@ -24,12 +28,55 @@ use std::{
 use anyhow::Context;
 pub use args::Cli;
 use args::{Command, GeneratorArgs, Mode, Order};
+use clap::Parser;
 use count::{
     Counted, RunOptions, count_in_pool, count_serially, count_serially_repeated, count_with, first_difference,
     load_matrix, start_pool,
 };
 use indicatif::HumanCount;
 use settings::{CountSettings, MatrixSource, PoolOptions, ReportTarget};
+fn main() -> ExitCode {
+    // Started by a pool as one of its workers? Then serve, and never reach the CLI.
+    corepool::init_with(corepool_tutorial::registry);
+    // Before anything else, so that no signal finds a half-done run without its handler.
+    if let Err(error) = signals::install() {
+        eprintln!("corepool: cannot handle signals: {error}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version.
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            eprintln!("corepool: {}", one_line(&error.render().to_string()));
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A signal is stopping the run; its handler exits with the signal's code.
+        Err(_) if signals::interrupted() => loop {
+            std::thread::park();
+        },
+        Err(failure) => {
+            eprintln!("corepool: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// clap's multi-line message as one line: what is wrong, and the hints, without the
+/// usage block.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// Exit code of a run that went wrong after it started (a worker failed for good, a
 /// result disagreed with `--verify`, an output could not be written).
