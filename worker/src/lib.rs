@@ -62,7 +62,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         // The coordinator went away (it stopped, or was killed): nothing to report.
         Err(error) if error.is_disconnect() => ExitCode::from(EXIT_CONNECTION_FAILED),
         Err(error) => {
-            eprintln!("corepool-w{}: {error}", config.index);
+            eprintln!("{}: {error}", config.name);
             ExitCode::from(EXIT_CONNECTION_FAILED)
         }
     }

@@ -21,6 +21,8 @@ pub const ENDPOINT_ENV: &str = "COREPOOL_WORKER_ENDPOINT";
 pub const INDEX_ENV: &str = "COREPOOL_WORKER_INDEX";
 /// Environment variable holding the coordinator's process id.
 pub const PARENT_ENV: &str = "COREPOOL_PARENT_PID";
+/// Environment variable holding the worker's process name, such as `corepool-w0`.
+pub const NAME_ENV: &str = "COREPOOL_WORKER_NAME";
 /// How a worker was told to run, read from its environment and standard input.
 #[derive(Debug)]
 pub struct WorkerConfig {
@@ -28,6 +30,8 @@ pub struct WorkerConfig {
     pub endpoint: PathBuf,
     /// This worker's index in the pool.
     pub index: u32,
+    /// This worker's process name (`corepool-w0` unless the pool names it otherwise).
+    pub name: String,
     /// The coordinator's process id, if given.
     pub parent: Option<u32>,
     /// The run's secret, and the challenge this worker was started with.
@@ -98,6 +102,7 @@ impl WorkerConfig {
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| WorkerError::Config(format!("{INDEX_ENV} is not a worker index")))?;
         let parent = std::env::var(PARENT_ENV).ok().and_then(|text| text.parse().ok());
+        let name = std::env::var(NAME_ENV).unwrap_or_else(|_| format!("corepool-w{index}"));
         let mut line = String::new();
         std::io::stdin()
             .read_line(&mut line)
@@ -112,7 +117,7 @@ impl WorkerConfig {
             WorkerError::Config("standard input does not start with the run's secret and challenge".into())
         })?;
         let knobs = TestKnobs::from_env(index);
-        Ok(Self { endpoint: endpoint.into(), index, parent, credentials, knobs })
+        Ok(Self { endpoint: endpoint.into(), index, name, parent, credentials, knobs })
     }
 }
 
@@ -122,7 +127,7 @@ const WARM_HEAP_BYTES: usize = 512 << 10;
 
 /// Serves tasks from `registry` until the coordinator says stop or goes away.
 pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerError> {
-    platform::set_process_name(&format!("corepool-w{}", config.index));
+    platform::set_process_name(&config.name);
     platform::ignore_terminal_interrupts();
     if !platform::die_with_parent(config.parent) {
         return Err(WorkerError::CoordinatorGone);

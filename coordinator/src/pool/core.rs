@@ -61,6 +61,10 @@ pub(crate) struct Settings {
     pub start_timeout: Duration,
     pub task_timeout: Option<Duration>,
     pub respawn: bool,
+    /// Chunks a worker is sent before it is replaced (Python's `maxtasksperchild`).
+    pub max_tasks_per_worker: Option<u64>,
+    /// Workers are named `{prefix}-w{index}`.
+    pub worker_name_prefix: String,
     /// How long a blocking one-item call polls for its answer before it sleeps.
     pub answer_poll: Duration,
 }
@@ -107,6 +111,7 @@ impl Shared {
         let endpoint = socket_dir.path().join(SOCKET_NAME);
         let listener = Listener::bind(&endpoint).map_err(PoolError::Socket)?;
         let secret = Secret::generate().map_err(PoolError::Socket)?;
+        let max_tasks_per_worker = settings.max_tasks_per_worker;
         let slots = (0..settings.workers)
             .map(|_| Slot {
                 state: SlotState::Waiting,
@@ -121,6 +126,8 @@ impl Shared {
                 in_flight: 0,
                 stats: WorkerStats::default(),
                 since: Instant::now(),
+                sent: 0,
+                retiring: false,
                 last_progress: Instant::now(),
                 start_failures: 0,
                 kill_reason: None,
@@ -144,6 +151,7 @@ impl Shared {
                 gathering: 0,
                 batch_buffers: Vec::new(),
                 broken: None,
+                max_tasks_per_worker,
             }),
             changed: Signal::default(),
             batch_sealed: Signal::default(),

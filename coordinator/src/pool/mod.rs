@@ -21,7 +21,7 @@ use std::{
 use corepool_protocol::{TaskId, ToWorker};
 use corepool_worker::{Task, decode_output, decode_outputs_into};
 
-pub use self::builder::{PoolBuilder, logical_cpus};
+pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, logical_cpus};
 pub use self::core::terminate_all;
 pub use error::PoolError;
 pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
@@ -44,8 +44,11 @@ pub struct WorkerStats {
     pub chunks: u64,
     /// Items in the chunks answered.
     pub rows: u64,
-    /// Times the slot's worker died and was replaced.
+    /// Times the slot's worker died (or failed to start) and was replaced.
     pub restarts: u64,
+    /// Times the slot's worker was replaced as planned, having run its
+    /// [`PoolBuilder::max_tasks_per_worker`] chunks: not a fault, and not in `restarts`.
+    pub retired: u64,
     /// Chunks that were sent again because the slot's worker died holding them.
     pub retried_chunks: u64,
     /// What the slot is doing now.

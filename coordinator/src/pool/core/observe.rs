@@ -45,7 +45,7 @@ impl Slot {
             SlotState::Ready => WorkerState::Idle,
             // Not joined: before the slot's first worker has joined, that is starting;
             // after, the slot is between a worker that died and its replacement.
-            _ if self.stats.restarts == 0 => WorkerState::Starting,
+            _ if self.stats.restarts == 0 && self.stats.retired == 0 => WorkerState::Starting,
             _ => WorkerState::Restarting,
         }
     }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use corepool_protocol::handshake::{Challenge, Credentials};
-use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
+use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, NAME_ENV, PARENT_ENV};
 
 use super::{Shared, state::SlotState};
 use crate::pool::{PoolError, error::with_causes};
@@ -64,8 +64,10 @@ impl Shared {
     pub(super) fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
         let challenge = Challenge::generate().map_err(PoolError::Socket)?;
         let mut command = Command::new(&self.settings.program);
+        let name = format!("{}-w{index}", self.settings.worker_name_prefix);
         command
-            .arg0(format!("corepool-w{index}"))
+            .arg0(&name)
+            .env(NAME_ENV, &name)
             .env(ENDPOINT_ENV, &self.endpoint)
             .env(INDEX_ENV, index.to_string())
             .env(PARENT_ENV, std::process::id().to_string())
@@ -96,6 +98,7 @@ impl Shared {
         slot.child = Some(child);
         slot.challenge = Some(challenge);
         slot.since = Instant::now();
+        slot.sent = 0;
         slot.kill_reason = None;
         drop(state);
         // At once: the pipe holds the line until the child, still loading, reads it.
@@ -157,6 +160,15 @@ impl Shared {
                         } else {
                             slot.state = SlotState::Waiting;
                             to_start.push(index);
+                        }
+                    }
+                    SlotState::Ready if slot.retiring => {
+                        // Told to stop with nothing in flight: one that lingers is killed.
+                        if slot.kill_reason.is_none() && slot.since.elapsed() > self.settings.start_timeout {
+                            slot.kill_reason = Some("did not stop when told to".into());
+                            if let Some(child) = slot.child.as_mut() {
+                                let _ = child.kill();
+                            }
                         }
                     }
                     SlotState::Ready => {

@@ -84,6 +84,11 @@ pub(super) struct Slot {
     pub(super) stats: WorkerStats,
     /// When the slot entered its state (for the start timeout).
     pub(super) since: Instant,
+    /// Chunks sent to the current worker, against the pool's `max_tasks_per_worker`.
+    pub(super) sent: u64,
+    /// The current worker has run its share and was told to stop: its end is a planned
+    /// retirement, not a death.
+    pub(super) retiring: bool,
     /// When the worker last answered, or was handed work while idle (for the task timeout).
     pub(super) last_progress: Instant,
     /// Starts in a row that died or timed out before joining.
@@ -132,6 +137,8 @@ pub(crate) struct State {
     pub(super) batch_buffers: Vec<Arc<Vec<u8>>>,
     /// Why the pool cannot go on, once it cannot.
     pub(super) broken: Option<String>,
+    /// Chunks a worker is sent before it retires (see [`quota_spent`](super::dispatch::quota_spent)).
+    pub(super) max_tasks_per_worker: Option<u64>,
 }
 
 /// The chunks in flight, by id.
