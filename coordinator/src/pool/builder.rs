@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use super::{
     Pool, PoolError, PoolObserver, WORKER_PROGRAM_ENV,
     core::{Settings, Shared},
-    platform, socket_dir,
+    platform, transport,
 };
 
 /// Starts a watcher of a pool: given the pool's observer, returns what lives as long as the pool.
@@ -170,8 +170,8 @@ impl PoolBuilder {
             // Polling needs a core of its own to be worth it.
             answer_poll: if platform::may_run_on_several_cpus() { ANSWER_POLL } else { Duration::ZERO },
         };
-        let socket_dir = socket_dir::SocketDir::create()?;
-        let (shared, listener) = Shared::start(settings, socket_dir)?;
+        let engine = transport::Engine::open()?;
+        let shared = Shared::start(settings, engine);
         // From here on, a failed start drops `pool`, which stops whatever did start.
         let pool = Pool { shared };
         if platform::on_main_thread() {
@@ -195,10 +195,10 @@ impl PoolBuilder {
             let watcher = start(PoolObserver { shared: Arc::clone(&pool.shared) }).map_err(PoolError::Thread)?;
             *pool.shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         }
-        pool.shared.admit_until_ready(&listener)?;
+        pool.shared.admit_until_ready()?;
         // The acceptor, which admits the workers that replace those that die, is started
         // by the supervisor.
-        pool.shared.hand_over_listener(listener);
+        pool.shared.start_acceptor_later();
         Ok(pool)
     }
 }

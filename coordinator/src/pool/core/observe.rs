@@ -17,6 +17,7 @@ use crate::pool::{
     WorkerStats,
     observer::{CodecTime, WorkerState},
     platform::{ProcessUsage, process_usage},
+    transport::Transport,
 };
 
 impl Slot {
@@ -164,9 +165,10 @@ impl Shared {
         (stats, state.rejected_peers)
     }
 
-    /// The private directory holding the socket, until the pool stops.
+    /// Where the engine lives on the file system (the socket's private directory), until
+    /// the pool stops.
     pub(crate) fn socket_dir(&self) -> Option<PathBuf> {
-        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|dir| dir.path().to_path_buf())
+        self.engine.location()
     }
 
     /// Process ids of the live workers.
