@@ -9,6 +9,7 @@
 //! with the [`Registry`] of [`Task`]s it runs by name) first thing in `main` turns that
 //! process into a worker, and returns at once in any other.
 
+pub mod connection;
 mod platform;
 pub mod serve;
 pub mod task;
@@ -18,6 +19,7 @@ mod test_knobs;
 
 use std::process::ExitCode;
 
+pub use connection::{CoordinatorConnection, SocketConnection};
 pub use serve::{WorkerConfig, WorkerError};
 pub use task::{Registry, Task, decode_output, decode_outputs, decode_outputs_into, encode_payload};
 
@@ -62,7 +64,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         // The coordinator went away (it stopped, or was killed): nothing to report.
         Err(error) if error.is_disconnect() => ExitCode::from(EXIT_CONNECTION_FAILED),
         Err(error) => {
-            eprintln!("corepool-w{}: {error}", config.index);
+            eprintln!("{}: {error}", config.name);
             ExitCode::from(EXIT_CONNECTION_FAILED)
         }
     }

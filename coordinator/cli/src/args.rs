@@ -163,6 +163,11 @@ pub struct CountArgs {
     /// How many workers a chunk may take down before the run fails.
     #[arg(long, value_name = "N", default_value_t = 3, help_heading = HEADING_POOL)]
     pub max_retries: u32,
+    /// Replace each worker with a fresh one once it has run N chunks (Python's
+    /// `maxtasksperchild`; `--maxtasksperchild` works too). Not a fault: nothing is sent
+    /// again [default: workers live as long as the run].
+    #[arg(long, value_name = "N", alias = "maxtasksperchild", help_heading = HEADING_POOL)]
+    pub max_tasks_per_worker: Option<u64>,
     #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub data: DataArgs,
 }

@@ -156,6 +156,7 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
             .workers(settings.pool.workers)
             .task_timeout(settings.pool.task_timeout)
             .max_retries(settings.pool.max_retries)
+            .max_tasks_per_worker(settings.pool.max_tasks_per_worker)
             .self_serving()
             .map(|builder| crate::monitor::shown_if(builder, settings.monitor))
             .and_then(|builder| super::signals::while_starting_or_stopping(|| builder.build()))

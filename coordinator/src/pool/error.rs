@@ -24,6 +24,15 @@ pub enum PoolError {
          corepool::init() first thing in main (and start no pool inside a task)"
     )]
     InsideWorker,
+    /// The worker name prefix given to [`crate::PoolBuilder::worker_name_prefix`] cannot
+    /// name a process.
+    #[error("worker name prefix {prefix:?}: {reason}")]
+    BadWorkerName {
+        /// The prefix as given.
+        prefix: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No worker program was found or given.
     #[error("cannot find the worker program: {0}")]
     NoWorkerProgram(String),

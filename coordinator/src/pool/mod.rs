@@ -22,7 +22,7 @@ use std::{
 use corepool_protocol::{TaskId, ToWorker};
 use corepool_worker::{Task, decode_output, decode_outputs_into};
 
-pub use self::builder::{PoolBuilder, logical_cpus};
+pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, logical_cpus};
 pub use self::core::terminate_all;
 pub use error::PoolError;
 pub use observer::PoolObserver;

@@ -12,8 +12,12 @@ pub struct WorkerStats {
     pub chunks: u64,
     /// Items in the chunks answered.
     pub rows: u64,
-    /// Times the slot's worker died and was replaced.
+    /// Times the slot's worker died (or failed to start) and was replaced.
     pub restarts: u64,
+    /// Times the slot's worker was replaced as planned, having run its
+    /// [`PoolBuilder::max_tasks_per_worker`](super::PoolBuilder::max_tasks_per_worker) chunks:
+    /// not a fault, and not in `restarts`.
+    pub retired: u64,
     /// Chunks that were sent again because the slot's worker died holding them.
     pub retried_chunks: u64,
     /// What the slot is doing now.
