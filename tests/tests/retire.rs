@@ -89,6 +89,12 @@ fn workers_are_new_processes_after_their_share_and_pythons_spelling_works_too() 
     }
     let run = wait_with_watchdog(child, WATCHDOG).assert_success();
     assert!(run.stdout.contains("faults: 0 worker restarts"), "{}", run.stdout);
+    let retired: u64 = run
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("retired: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no retired line: {}", run.stdout));
+    assert!(retired >= 100, "120 chunks of one row each retire about 120 workers, not {retired}");
     assert_eq!(read_counts(&output), expected_counts(&matrix, 4, 8));
     let pids: BTreeSet<u32> = seen.iter().map(|(pid, _)| *pid).collect();
     assert!(pids.len() > 10, "only {} worker processes seen for 120 chunks: {seen:?}", pids.len());
