@@ -57,6 +57,8 @@ pub(crate) trait Order<A>: Send + 'static {
 /// waits its turn too (as Python's `imap` raises it in its place), unless the order fails
 /// fast: then the first failure comes out at once, for a job that fails whole.
 pub(crate) struct InTurn<A> {
+    /// The arrival whose turn it is, when it came in its turn: most do, and need no map.
+    due: Option<A>,
     early: BTreeMap<u64, A>,
     next: u64,
     fail_fast: bool,
@@ -66,7 +68,7 @@ pub(crate) struct InTurn<A> {
 impl<A> InTurn<A> {
     /// Failures in their turn.
     pub(crate) fn new() -> Self {
-        Self { early: BTreeMap::new(), next: 0, fail_fast: false, failure: None }
+        Self { due: None, early: BTreeMap::new(), next: 0, fail_fast: false, failure: None }
     }
 
     /// The first failure at once.
@@ -84,6 +86,8 @@ impl<A: Arrival> Order<A> for InTurn<A> {
     fn push(&mut self, arrival: A) {
         if self.fail_fast && arrival.failed() {
             self.failure.get_or_insert(arrival);
+        } else if arrival.chunk() == self.next {
+            self.due = Some(arrival);
         } else {
             self.early.insert(arrival.chunk(), arrival);
         }
@@ -93,7 +97,10 @@ impl<A: Arrival> Order<A> for InTurn<A> {
         if let Some(failure) = self.failure.take() {
             return Some(failure);
         }
-        let arrival = self.early.remove(&self.next)?;
+        let arrival = match self.due.take() {
+            Some(arrival) => arrival,
+            None => self.early.remove(&self.next)?,
+        };
         self.next += 1;
         Some(arrival)
     }

@@ -133,3 +133,68 @@ pub(crate) fn submit_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
         return;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::atomic::Ordering, time::Duration};
+
+    use corepool_protocol::TaskId;
+
+    use super::*;
+    use crate::pool::{
+        AsyncResult, Callbacks,
+        core::testing::FakePool,
+        job::tests::{CountInRange, counts_of},
+    };
+
+    fn gathered(chunks: u64, callbacks: Callbacks<Vec<u32>>) -> (Gathered<CountInRange>, AsyncResult<Vec<u32>>) {
+        let (result, completer) = AsyncResult::new(callbacks);
+        (Gathered::new(1, 2 * chunks as usize, chunks, completer), result)
+    }
+
+    #[test]
+    fn answers_are_put_in_item_order_and_the_last_completes_the_result() {
+        let pool = FakePool::default();
+        let (gather, result) = gathered(3, Callbacks::none());
+        gather.take(counts_of(2, 4, &[5, 6]), &pool);
+        gather.take(counts_of(0, 0, &[1, 2]), &pool);
+        assert!(!result.ready(), "chunk 1 is still out");
+        gather.take(counts_of(1, 2, &[3, 4]), &pool);
+        assert_eq!(*pool.closed.lock().unwrap(), [1], "the job is forgotten once complete");
+        assert_eq!(pool.callbacks.load(Ordering::SeqCst), 0, "no callbacks: completed on the reader");
+        assert_eq!(result.get(Some(Duration::ZERO)).expect("complete"), [1, 2, 3, 4, 5, 6]);
+
+        gather.take(counts_of(1, 2, &[9, 9]), &pool);
+        assert_eq!(*pool.closed.lock().unwrap(), [1], "a late answer changes nothing");
+    }
+
+    #[test]
+    fn a_failure_mid_job_completes_the_result_at_once() {
+        let pool = FakePool::default();
+        let (gather, result) = gathered(3, Callbacks::none());
+        gather.take(counts_of(0, 0, &[1, 2]), &pool);
+        let id = TaskId { job: 1, chunk: 2, first_row: 4 };
+        gather.take(Outcome { id, rows: 2, result: Err(PoolError::Protocol("chunk 2 went wrong".into())) }, &pool);
+        let error = result.get(Some(Duration::ZERO)).unwrap_err();
+        assert!(error.to_string().contains("chunk 2 went wrong"), "{error}");
+        gather.take(counts_of(1, 2, &[3, 4]), &pool);
+        gather.stop(PoolError::Terminated, &pool);
+        assert_eq!(*pool.closed.lock().unwrap(), [1]);
+    }
+
+    #[test]
+    fn callbacks_run_on_the_callback_thread_and_a_stop_fails_the_result() {
+        let pool = FakePool::default();
+        let seen = Arc::new(Mutex::new(None));
+        let noted = Arc::clone(&seen);
+        let callbacks = Callbacks::on_result(move |result: Result<&Vec<u32>, &PoolError>| {
+            *noted.lock().unwrap() = Some(result.map(Vec::len).map_err(PoolError::to_string));
+        });
+        let (gather, result) = gathered(2, callbacks);
+        gather.take(counts_of(1, 2, &[3, 4]), &pool);
+        gather.stop(PoolError::Terminated, &pool);
+        assert_eq!(pool.callbacks.load(Ordering::SeqCst), 1);
+        assert!(seen.lock().unwrap().as_ref().is_some_and(Result::is_err));
+        assert!(matches!(result.get(Some(Duration::ZERO)), Err(PoolError::Terminated)));
+    }
+}

@@ -178,7 +178,7 @@ impl JobRun<InTurn<Outcome>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use corepool_protocol::TaskId;
     use serde::{Deserialize, Serialize};
 
@@ -187,7 +187,7 @@ mod tests {
 
     /// A task whose outputs are counts in the codec's own form.
     #[derive(Serialize, Deserialize)]
-    struct CountInRange;
+    pub(crate) struct CountInRange;
 
     impl Task for CountInRange {
         const NAME: &'static str = "count";
@@ -207,6 +207,11 @@ mod tests {
         let mut bytes = Vec::new();
         CountInRange::encode_outputs(counts, &mut bytes).expect("counts encode");
         answer(rows, bytes)
+    }
+
+    /// Chunk `chunk` of job 1 answered with `outputs`, one per item.
+    pub(crate) fn counts_of(chunk: u64, first_row: u64, outputs: &[u32]) -> Outcome {
+        Outcome { id: TaskId { job: 1, chunk, first_row }, ..counts(outputs.len(), outputs) }
     }
 
     #[test]

@@ -315,3 +315,27 @@ impl Pool {
 pub fn own_peak_rss() -> u64 {
     super::platform::process_usage(std::process::id()).map_or(0, |usage| usage.peak_rss)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{
+        arrivals::Inbox,
+        core::{Delivery, testing::FakePool},
+        job::tests::{CountInRange, counts_of},
+    };
+
+    #[test]
+    fn a_streamed_answer_is_decoded_on_arrival_and_taken_in_turn() {
+        let pool = FakePool::default();
+        let inbox = Inbox::<Decoded<CountInRange>, _>::new(InTurn::new());
+        inbox.take(counts_of(1, 2, &[3]), &pool);
+        assert!(inbox.try_next().is_none(), "chunk 0 is still out");
+        assert!(!pool.meters.codec_time().decode.is_zero(), "decoded on arrival, and timed");
+        inbox.take(counts_of(0, 0, &[1, 2]), &pool);
+        let taken: Vec<(usize, Vec<u32>)> = std::iter::from_fn(|| inbox.try_next())
+            .map(|next| next.map(|decoded| (decoded.first, decoded.outputs.expect("decoded"))).expect("in turn"))
+            .collect();
+        assert_eq!(taken, [(0, vec![1, 2]), (2, vec![3])]);
+    }
+}
