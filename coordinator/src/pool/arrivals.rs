@@ -196,12 +196,15 @@ impl<A: Arrival, Q: Order<A>> Inbox<A, Q> {
         }
     }
 
-    /// Adds to the inbox under its lock, and wakes the caller if it sleeps.
+    /// Adds to the inbox under its lock, and wakes the caller if it sleeps (once the lock
+    /// is let go, so that the caller does not wake only to wait for it).
     fn add(&self, add: impl FnOnce(&mut Waiting<Q>)) {
         let mut waiting = self.lock();
         add(&mut waiting);
         self.arrived.fetch_add(1, Ordering::Release);
-        if waiting.sleeping {
+        let sleeping = waiting.sleeping;
+        drop(waiting);
+        if sleeping {
             self.ready.notify_one();
         }
     }

@@ -73,7 +73,7 @@ impl<T: Task> Delivery for Gathered<T> {
         gathering.in_turn.push(outcome);
         let mut placed = Ok(());
         while let Some(outcome) = gathering.in_turn.pop() {
-            placed = pool.meters().decoding(|| outputs_into::<T>(outcome, &mut gathering.outputs));
+            placed = pool.decoding(|| outputs_into::<T>(outcome, &mut gathering.outputs));
             if placed.is_err() {
                 break;
             }

@@ -12,7 +12,7 @@ use std::{
 
 use corepool_protocol::{TaskId, batch};
 
-use super::{Shared, observe::Meters};
+use super::Shared;
 use crate::pool::{PoolError, error::with_causes};
 
 /// What a finished chunk delivers to its job.
@@ -43,8 +43,9 @@ pub(crate) trait Delivery: Send + Sync {
 
 /// What a [`Delivery`] may ask of its pool.
 pub(crate) trait PoolSide {
-    /// The pool's encode and decode meters, for decoding done on arrival.
-    fn meters(&self) -> &Meters;
+    /// Runs `decode`, adding its time to the pool's decoding meter (see
+    /// [`decoding`](Self::decoding), the form to call).
+    fn timed_decoding(&self, decode: &mut dyn FnMut());
 
     /// Runs `job`, which runs the user's code, on the pool's callback thread.
     fn run_callback(&self, job: Job);
@@ -54,9 +55,18 @@ pub(crate) trait PoolSide {
     fn close_job(&self, job: u64);
 }
 
+impl dyn PoolSide + '_ {
+    /// Runs `decode`, timed as decoding.
+    pub(crate) fn decoding<R>(&self, decode: impl FnOnce() -> R) -> R {
+        let (mut decode, mut decoded) = (Some(decode), None);
+        self.timed_decoding(&mut || decoded = decode.take().map(|decode| decode()));
+        decoded.expect("timed_decoding runs its work once")
+    }
+}
+
 impl PoolSide for Shared {
-    fn meters(&self) -> &Meters {
-        &self.meters
+    fn timed_decoding(&self, decode: &mut dyn FnMut()) {
+        self.meters.decoding(decode);
     }
 
     fn run_callback(&self, job: Job) {
@@ -246,19 +256,20 @@ pub(crate) mod testing {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use super::{Job, Meters, PoolSide};
+    use super::{Job, PoolSide};
 
     /// Runs callbacks at once, on the calling thread, and lists the jobs closed.
     #[derive(Default)]
     pub(crate) struct FakePool {
-        pub(crate) meters: Meters,
+        pub(crate) decodings: AtomicUsize,
         pub(crate) closed: Mutex<Vec<u64>>,
         pub(crate) callbacks: AtomicUsize,
     }
 
     impl PoolSide for FakePool {
-        fn meters(&self) -> &Meters {
-            &self.meters
+        fn timed_decoding(&self, decode: &mut dyn FnMut()) {
+            self.decodings.fetch_add(1, Ordering::SeqCst);
+            decode();
         }
 
         fn run_callback(&self, job: Job) {
