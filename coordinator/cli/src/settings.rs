@@ -11,6 +11,23 @@ use super::args::{
     Mode, Order, ReportFormat, ValuesArg,
 };
 
+impl GeneratorArgs {
+    /// Checks the flags against each other.
+    pub fn check(self) -> anyhow::Result<Self> {
+        if self.low >= self.high {
+            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
+        }
+        if self.cols == 0 {
+            bail!("--cols must be at least 1");
+        }
+        super::limits::check_row_width("--cols", self.cols as u64)?;
+        if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
+            bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
+        }
+        Ok(self)
+    }
+}
+
 /// How a file or standard input is streamed, checked.
 #[derive(Debug, Clone)]
 pub struct StreamInput {

@@ -14,9 +14,8 @@ use super::{
     state::{Slot, SlotState},
 };
 use crate::pool::{
-    WorkerStats,
-    observer::{CodecTime, WorkerState},
     platform::{ProcessUsage, process_usage},
+    stats::{CodecTime, WorkerState, WorkerStats},
 };
 
 impl Slot {
