@@ -34,11 +34,10 @@ mod stop;
 mod submission;
 
 #[cfg(test)]
-pub(crate) use self::delivery::Payload;
+pub(crate) use self::delivery::{Payload, testing};
 use self::{delivery::CallbackRunner, signal::Signal, state::State};
 pub(crate) use self::{
-    delivery::{Gatherer, ItemCall, ItemError, Outcome, Sink},
-    observe::Meters,
+    delivery::{Delivery, ItemCall, ItemError, Outcome, PoolSide},
     state::Chunk,
 };
 

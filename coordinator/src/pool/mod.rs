@@ -1,9 +1,11 @@
 //! The pool: worker processes, and the calls that hand them work.
 
+mod arrivals;
 mod builder;
 mod core;
 mod error;
 mod gather;
+mod job;
 mod observer;
 mod platform;
 mod results;
@@ -12,15 +14,10 @@ mod stats;
 mod stream;
 mod transport;
 
-use std::{
-    ops::Range,
-    path::PathBuf,
-    sync::{Arc, mpsc},
-    time::{Duration, Instant},
-};
+use std::{ops::Range, path::PathBuf, sync::Arc};
 
 use corepool_protocol::{TaskId, ToWorker};
-use corepool_worker::{Task, decode_output, decode_outputs_into};
+use corepool_worker::{Task, decode_output};
 
 pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, logical_cpus};
 pub use self::core::terminate_all;
@@ -30,8 +27,10 @@ pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 pub use stats::{Balance, CodecTime, WorkerState, WorkerStats};
 pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk, own_peak_rss};
 
-use self::core::{Chunk, Outcome, Shared, Sink};
-use self::gather::{AsyncGather, InOrder};
+use self::arrivals::{AsArrived, InTurn, Order};
+use self::core::{Chunk, Delivery, Outcome, Shared};
+use self::gather::Gathered;
+pub(crate) use self::job::{ChunkResult, JobRun};
 use crate::Items;
 
 /// Environment variable naming the worker program, when the builder is not told one.
@@ -125,11 +124,11 @@ impl Pool {
         index: usize,
     ) -> Result<T::Output, PoolError> {
         check_index(index, items.len())?;
-        let mut run = JobRun::open(&self.shared, index..index + 1, 1)?;
+        let mut run = JobRun::open(&self.shared, index..index + 1, 1, AsArrived::new())?;
         run.poll_first = self.shared.settings.answer_poll;
         run.reads_own_answers = true;
         run.submit_next(task, items)?;
-        let (_, outputs) = run.next_outcome::<T>()?;
+        let outputs = run.next_outcome::<T>()?;
         Ok(outputs.into_iter().next().expect("one output per item is checked"))
     }
 
@@ -141,7 +140,7 @@ impl Pool {
         items: &I,
         chunk_size: Option<usize>,
     ) -> Result<Vec<T::Output>, PoolError> {
-        self.open_run(items.len(), chunk_size)?.run_to_end(task, items)
+        self.open_run(items.len(), chunk_size, InTurn::failing_fast())?.run_to_end(task, items)
     }
 
     /// [`map`](Pool::map) over items that are argument tuples, such as
@@ -164,7 +163,7 @@ impl Pool {
         items: &'p I,
         chunk_size: Option<usize>,
     ) -> Result<IMap<'p, T, I>, PoolError> {
-        let run = self.open_run(items.len(), chunk_size)?;
+        let run = self.open_run(items.len(), chunk_size, InTurn::new())?;
         Ok(IMap::new(run, task, items, self.window()))
     }
 
@@ -176,7 +175,7 @@ impl Pool {
         items: &'p I,
         chunk_size: Option<usize>,
     ) -> Result<IMapUnordered<'p, T, I>, PoolError> {
-        let run = self.open_run(items.len(), chunk_size)?;
+        let run = self.open_run(items.len(), chunk_size, AsArrived::new())?;
         Ok(IMapUnordered::new(run, task, items, self.window()))
     }
 
@@ -226,8 +225,8 @@ impl Pool {
         // fresh memory for its own heap.
         let mut gather = None;
         self.shared.open_job_with(|job| {
-            let made = Arc::new(AsyncGather::<T>::new(&self.shared, job, items.len(), chunks, completer));
-            Sink::Gather(Arc::clone(gather.insert(made)) as Arc<dyn core::Gatherer>)
+            let made = Arc::new(Gathered::<T>::new(job, items.len(), chunks, completer));
+            Arc::clone(gather.insert(made)) as Arc<dyn Delivery>
         })?;
         let gather = gather.expect("set when the job opened");
         gather::submit_async(&self.shared, gather, task, items, chunk_size);
@@ -272,9 +271,15 @@ impl Pool {
         self.shared.stop(graceful);
     }
 
-    /// A job over `items` items in chunks of `chunk_size` (`None`: [`default_chunk_size`]).
-    fn open_run(&self, items: usize, chunk_size: Option<usize>) -> Result<JobRun, PoolError> {
-        JobRun::open(&self.shared, 0..items, self.chunk_size_for(items, chunk_size))
+    /// A job over `items` items in chunks of `chunk_size` (`None`: [`default_chunk_size`]),
+    /// its answers taken in `order`.
+    fn open_run<Q: Order<Outcome>>(
+        &self,
+        items: usize,
+        chunk_size: Option<usize>,
+        order: Q,
+    ) -> Result<JobRun<Q>, PoolError> {
+        JobRun::open(&self.shared, 0..items, self.chunk_size_for(items, chunk_size), order)
     }
 
     /// The chunk size of a job over `items` items: `chunk_size`, or [`default_chunk_size`].
@@ -326,240 +331,4 @@ fn encode_nth_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
     let start = range.start + chunk as usize * chunk_size;
     let end = (start + chunk_size).min(range.end);
     shared.meters.encoding(|| encode_chunk(job, chunk, start..end, task, items))
-}
-
-/// Appends the outputs of `outcome`'s chunk to `outputs`, checking that there is one per
-/// item; on error, `outputs` is left as it was.
-fn outputs_into<T: Task>(outcome: Outcome, outputs: &mut Vec<T::Output>) -> Result<(), PoolError> {
-    let first_row = outcome.id.first_row;
-    let before = outputs.len();
-    let checked = decode_outputs_into::<T>(&outcome.result?, outputs)
-        .map_err(|e| PoolError::Protocol(format!("chunk at item {first_row}: {e}")))
-        .and_then(|()| match outputs.len() - before {
-            returned if returned == outcome.rows => Ok(()),
-            returned => Err(PoolError::Protocol(format!(
-                "chunk at item {first_row} has {} items but the worker returned {returned} outputs",
-                outcome.rows
-            ))),
-        });
-    if checked.is_err() {
-        outputs.truncate(before);
-    }
-    checked
-}
-
-/// The outputs of `outcome`'s chunk, one per item.
-fn outputs_of<T: Task>(outcome: Outcome) -> ChunkResult<T> {
-    let mut outputs = Vec::new();
-    outputs_into::<T>(outcome, &mut outputs).map(|()| outputs)
-}
-
-/// One chunk's outputs, or why it failed.
-pub(crate) type ChunkResult<T> = Result<Vec<<T as Task>::Output>, PoolError>;
-
-/// One job's chunks: submitted lazily by the caller's thread, answered through a channel.
-/// Dropping it forgets the job, so late answers are ignored.
-pub(crate) struct JobRun {
-    shared: Arc<Shared>,
-    job: u64,
-    outcomes: mpsc::Receiver<Outcome>,
-    range: Range<usize>,
-    chunk_size: usize,
-    submitted: u64,
-    received: u64,
-    /// How long to poll for an outcome before sleeping until it comes.
-    poll_first: Duration,
-    /// Whether the caller reads a chunk's answer from its worker's connection itself,
-    /// where it can (see [`Shared::enqueue_and_read`]): for a blocking call of one chunk.
-    reads_own_answers: bool,
-}
-
-impl JobRun {
-    fn open(shared: &Arc<Shared>, range: Range<usize>, chunk_size: usize) -> Result<Self, PoolError> {
-        let (sender, outcomes) = mpsc::channel();
-        let job = shared.open_job(Sink::channel(sender))?;
-        Ok(Self {
-            shared: Arc::clone(shared),
-            job,
-            outcomes,
-            range,
-            chunk_size: chunk_size.max(1),
-            submitted: 0,
-            received: 0,
-            poll_first: Duration::ZERO,
-            reads_own_answers: false,
-        })
-    }
-
-    /// How many chunks the job has in all.
-    pub(crate) fn total_chunks(&self) -> u64 {
-        self.range.len().div_ceil(self.chunk_size) as u64
-    }
-
-    /// Whether every chunk of the job has been received.
-    pub(crate) fn all_received(&self) -> bool {
-        self.received == self.total_chunks()
-    }
-
-    /// Chunks submitted and not yet received.
-    pub(crate) fn outstanding(&self) -> u64 {
-        self.submitted - self.received
-    }
-
-    /// Submits the next chunk, if any is left; waits while the pool's queue is full.
-    pub(crate) fn submit_next<T: Task, I: Items<T::Chunk> + ?Sized>(
-        &mut self,
-        task: &T,
-        items: &I,
-    ) -> Result<bool, PoolError> {
-        if self.submitted == self.total_chunks() {
-            return Ok(false);
-        }
-        let chunk =
-            encode_nth_chunk(&self.shared, (self.job, self.submitted), &self.range, self.chunk_size, task, items)?;
-        if self.reads_own_answers {
-            self.shared.enqueue_and_read(chunk)?;
-        } else {
-            self.shared.enqueue(chunk)?;
-        }
-        self.submitted += 1;
-        Ok(true)
-    }
-
-    /// The next chunk's outputs to arrive, with the chunk's index.
-    pub(crate) fn next_outcome<T: Task>(&mut self) -> Result<(u64, Vec<T::Output>), PoolError> {
-        let (chunk, outputs) = self.next_chunk_result::<T>()?;
-        Ok((chunk, outputs?))
-    }
-
-    /// The next chunk to arrive, with its index, whether it succeeded or failed; the outer
-    /// error is for the whole job (the pool was terminated or cannot go on).
-    pub(crate) fn next_chunk_result<T: Task>(&mut self) -> Result<(u64, ChunkResult<T>), PoolError> {
-        let outcome = self.next_arrival()?;
-        let chunk = outcome.id.chunk;
-        Ok((chunk, self.shared.meters.decoding(|| outputs_of::<T>(outcome))))
-    }
-
-    /// The next chunk's answer to arrive, undecoded, whether it succeeded or failed; the
-    /// error is for the whole job (the pool was terminated or cannot go on).
-    pub(crate) fn next_arrival(&mut self) -> Result<Outcome, PoolError> {
-        let outcome = self.receive()?;
-        self.accept(outcome)
-    }
-
-    /// Counts `outcome` as received if it belongs to this job.
-    fn accept(&mut self, outcome: Outcome) -> Result<Outcome, PoolError> {
-        if outcome.id.job != self.job {
-            // Not about one chunk: the pool stopped every job at once.
-            return Err(outcome.result.err().unwrap_or(PoolError::Terminated));
-        }
-        self.received += 1;
-        Ok(outcome)
-    }
-
-    /// Appends the outputs of `outcome`'s chunk to `outputs` (see [`outputs_into`]), timed
-    /// as decoding.
-    pub(crate) fn decode_into<T: Task>(&self, outcome: Outcome, outputs: &mut Vec<T::Output>) -> Result<(), PoolError> {
-        self.shared.meters.decoding(|| outputs_into::<T>(outcome, outputs))
-    }
-
-    /// The next outcome to arrive, polled for up to `poll_first`, then waited for.
-    fn receive(&self) -> Result<Outcome, PoolError> {
-        if !self.poll_first.is_zero() {
-            let deadline = Instant::now() + self.poll_first;
-            loop {
-                match self.outcomes.try_recv() {
-                    Ok(outcome) => return Ok(outcome),
-                    Err(mpsc::TryRecvError::Disconnected) => return Err(PoolError::Terminated),
-                    Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => std::hint::spin_loop(),
-                    Err(mpsc::TryRecvError::Empty) => break,
-                }
-            }
-        }
-        self.outcomes.recv().map_err(|_| PoolError::Terminated)
-    }
-
-    /// Index of the first item of chunk `chunk`.
-    pub(crate) fn first_item(&self, chunk: u64) -> usize {
-        self.range.start + chunk as usize * self.chunk_size
-    }
-
-    fn run_to_end<T: Task, I: Items<T::Chunk> + ?Sized>(
-        mut self,
-        task: &T,
-        items: &I,
-    ) -> Result<Vec<T::Output>, PoolError> {
-        let total = self.total_chunks();
-        let mut gathered = InOrder::with_capacity(self.range.len());
-        let shared = Arc::clone(&self.shared);
-        while self.received < total {
-            // Submitting waits only while the pool's queue is full; answers pile up in the
-            // channel meanwhile, so no chunk waits on this loop.
-            if !self.submit_next(task, items)? || self.outstanding() > 0 {
-                while let Ok(outcome) = self.outcomes.try_recv() {
-                    let outcome = self.accept(outcome)?;
-                    gathered.place::<T>(outcome, &shared.meters)?;
-                }
-                if self.submitted == total && self.received < total {
-                    let outcome = self.next_arrival()?;
-                    gathered.place::<T>(outcome, &shared.meters)?;
-                }
-            }
-        }
-        Ok(gathered.outputs)
-    }
-}
-
-impl Drop for JobRun {
-    fn drop(&mut self) {
-        self.shared.close_job(self.job);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde::{Deserialize, Serialize};
-
-    use super::*;
-    use crate::pool::core::Payload;
-
-    /// A task whose outputs are counts in the codec's own form.
-    #[derive(Serialize, Deserialize)]
-    struct CountInRange;
-
-    impl Task for CountInRange {
-        const NAME: &'static str = "count";
-        type Chunk = Vec<u32>;
-        type Output = u32;
-
-        fn run(&self, chunk: Vec<u32>) -> Result<Vec<u32>, String> {
-            Ok(chunk)
-        }
-    }
-
-    fn answer(rows: usize, bytes: Vec<u8>) -> Outcome {
-        Outcome { id: TaskId { job: 0, chunk: 0, first_row: 40 }, rows, result: Ok(Payload::from_bytes(bytes)) }
-    }
-
-    fn counts(rows: usize, counts: &[u32]) -> Outcome {
-        let mut bytes = Vec::new();
-        CountInRange::encode_outputs(counts, &mut bytes).expect("counts encode");
-        answer(rows, bytes)
-    }
-
-    #[test]
-    fn a_chunks_outputs_are_appended_only_when_there_is_one_per_item() {
-        let mut outputs = vec![7];
-        outputs_into::<CountInRange>(counts(3, &[1, 2, 3]), &mut outputs).expect("one output per item");
-        assert_eq!(outputs, [7, 1, 2, 3]);
-
-        let short = outputs_into::<CountInRange>(counts(3, &[4, 5]), &mut outputs).unwrap_err();
-        assert!(
-            short.to_string().contains("chunk at item 40 has 3 items but the worker returned 2 outputs"),
-            "{short}"
-        );
-        let junk = outputs_into::<CountInRange>(answer(1, vec![9, 9]), &mut outputs).unwrap_err();
-        assert!(junk.to_string().contains("chunk at item 40"), "{junk}");
-        assert_eq!(outputs, [7, 1, 2, 3], "a rejected answer leaves the result as it was");
-    }
 }

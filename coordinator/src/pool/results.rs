@@ -1,7 +1,6 @@
 //! Handles on results that arrive later: [`AsyncResult`] and the `imap` iterators.
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Arc, Condvar, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -15,6 +14,7 @@ use corepool_protocol::codec::CodecError;
 
 use super::{
     ChunkOutputs, JobRun, PoolError,
+    arrivals::{AsArrived, InTurn, Order},
     core::{ItemCall, ItemError, Outcome},
 };
 use crate::Items;
@@ -243,14 +243,11 @@ impl<R: Send + 'static> ItemCall for Slot<R> {
 /// whole chunk's outputs at once, which is cheaper for many items. At most a bounded
 /// window of chunks is submitted ahead of the consumer. After an error, the iterator ends.
 pub struct IMap<'p, T: Task, I: ?Sized> {
-    run: JobRun,
+    /// Its answers, taken in chunk order (an answer that comes early waits, undecoded).
+    run: JobRun<InTurn<Outcome>>,
     task: &'p T,
     items: &'p I,
     window: u64,
-    /// The chunk whose turn it is to be handed out.
-    turn: u64,
-    /// Answers that came before their turn, undecoded.
-    early: BTreeMap<u64, Outcome>,
     /// The outputs of the chunk at hand not yet taken, last first (see [`refill`]).
     current: Vec<T::Output>,
     /// One past the item index of the last output of the chunk at hand.
@@ -259,10 +256,9 @@ pub struct IMap<'p, T: Task, I: ?Sized> {
 }
 
 impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
-    pub(crate) fn new(run: JobRun, task: &'p T, items: &'p I, window: usize) -> Self {
-        let (early, current) = (BTreeMap::new(), Vec::new());
+    pub(crate) fn new(run: JobRun<InTurn<Outcome>>, task: &'p T, items: &'p I, window: usize) -> Self {
         let window = window.max(1) as u64;
-        Self { run, task, items, window, turn: 0, early, current, current_end: 0, failed: false }
+        Self { run, task, items, window, current: Vec::new(), current_end: 0, failed: false }
     }
 
     /// The next chunk's first item index and outputs, in item order; `None` at the end.
@@ -280,27 +276,14 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
             return None;
         }
         let next = self.next_in_turn();
-        decoded_in_order::<T>(&self.run, next, &mut self.failed)
+        decoded_in_order::<T, _>(&self.run, next, &mut self.failed)
     }
 
-    /// The answer of the chunk whose turn it is, waiting for it; `None` after the last.
+    /// The answer of the chunk whose turn it is, waiting for it; `None` after the last. A
+    /// failed chunk raises its error in its place in item order, as Python's `imap` does:
+    /// the items before it come out first.
     fn next_in_turn(&mut self) -> Result<Option<Outcome>, PoolError> {
-        loop {
-            if self.turn == self.run.total_chunks() {
-                return Ok(None);
-            }
-            while self.run.outstanding() + (self.early.len() as u64) < self.window
-                && self.run.submit_next(self.task, self.items)?
-            {}
-            // A failed chunk raises its error in its place in item order, as Python's
-            // `imap` does: the items before it come out first.
-            if let Some(outcome) = self.early.remove(&self.turn) {
-                self.turn += 1;
-                return Ok(Some(outcome));
-            }
-            let outcome = self.run.next_arrival()?;
-            self.early.insert(outcome.id.chunk, outcome);
-        }
+        self.run.next_within(self.window, self.task, self.items)
     }
 
     fn advance(&mut self) -> Result<Option<T::Output>, PoolError> {
@@ -310,7 +293,7 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
             }
             let Some(outcome) = self.next_in_turn()? else { return Ok(None) };
             self.current_end = self.run.first_item(outcome.id.chunk) + outcome.rows;
-            refill::<T>(&self.run, &mut self.current, outcome)?;
+            refill::<T, _>(&self.run, &mut self.current, outcome)?;
         }
     }
 }
@@ -319,7 +302,11 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMap<'p, T, I> {
 /// last output first: taking them one at a time is then a `pop`, the cheapest way out of a
 /// vector, which matters when millions are taken (turning a chunk round costs a pass over
 /// it, about a microsecond per 10,000 counts).
-fn refill<T: Task>(run: &JobRun, current: &mut Vec<T::Output>, outcome: Outcome) -> Result<(), PoolError> {
+fn refill<T: Task, Q: Order<Outcome>>(
+    run: &JobRun<Q>,
+    current: &mut Vec<T::Output>,
+    outcome: Outcome,
+) -> Result<(), PoolError> {
     run.decode_into::<T>(outcome, current)?;
     current.reverse();
     Ok(())
@@ -327,8 +314,8 @@ fn refill<T: Task>(run: &JobRun, current: &mut Vec<T::Output>, outcome: Outcome)
 
 /// The first item index and outputs, in item order, of the answer `next` gave, if any;
 /// after an error, the iterator is `failed`.
-fn decoded_in_order<T: Task>(
-    run: &JobRun,
+fn decoded_in_order<T: Task, Q: Order<Outcome>>(
+    run: &JobRun<Q>,
     next: Result<Option<Outcome>, PoolError>,
     failed: &mut bool,
 ) -> Option<Result<ChunkOutputs<T>, PoolError>> {
@@ -382,7 +369,7 @@ impl<T: Task, I: Items<T::Chunk> + ?Sized> IMap<'_, T, I> {
 /// Iterating yields one output at a time; [`next_chunk`](Self::next_chunk) hands over a
 /// whole chunk's outputs at once. After an error, the iterator ends.
 pub struct IMapUnordered<'p, T: Task, I: ?Sized> {
-    run: JobRun,
+    run: JobRun<AsArrived<Outcome>>,
     task: &'p T,
     items: &'p I,
     window: u64,
@@ -394,7 +381,7 @@ pub struct IMapUnordered<'p, T: Task, I: ?Sized> {
 }
 
 impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'p, T, I> {
-    pub(crate) fn new(run: JobRun, task: &'p T, items: &'p I, window: usize) -> Self {
+    pub(crate) fn new(run: JobRun<AsArrived<Outcome>>, task: &'p T, items: &'p I, window: usize) -> Self {
         let window = window.max(1) as u64;
         Self { run, task, items, window, current: Vec::new(), next_item: 0, failed: false }
     }
@@ -413,16 +400,12 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'p, T, I> {
             return None;
         }
         let next = self.next_arrival();
-        decoded_in_order::<T>(&self.run, next, &mut self.failed)
+        decoded_in_order::<T, _>(&self.run, next, &mut self.failed)
     }
 
     /// The next answer to arrive, waiting for it; `None` after the last.
     fn next_arrival(&mut self) -> Result<Option<Outcome>, PoolError> {
-        if self.run.all_received() {
-            return Ok(None);
-        }
-        while self.run.outstanding() < self.window && self.run.submit_next(self.task, self.items)? {}
-        self.run.next_arrival().map(Some)
+        self.run.next_within(self.window, self.task, self.items)
     }
 
     fn advance(&mut self) -> Result<Option<(usize, T::Output)>, PoolError> {
@@ -432,7 +415,7 @@ impl<'p, T: Task, I: Items<T::Chunk> + ?Sized> IMapUnordered<'p, T, I> {
             }
             let Some(outcome) = self.next_arrival()? else { return Ok(None) };
             self.next_item = self.run.first_item(outcome.id.chunk);
-            refill::<T>(&self.run, &mut self.current, outcome)?;
+            refill::<T, _>(&self.run, &mut self.current, outcome)?;
         }
     }
 

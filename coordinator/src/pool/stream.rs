@@ -2,14 +2,16 @@
 //! generator), without collecting them first: at most a bounded window of chunks is read
 //! ahead of the consumer, so memory stays flat however long the stream.
 
-use std::{cell::Cell, collections::BTreeMap, iter::Fuse, ops::Range, sync::mpsc};
+use std::{cell::Cell, iter::Fuse, ops::Range, time::Duration};
 
 use corepool_worker::Task;
 
 use super::{
     ChunkResult, Pool, PoolError,
-    core::{Outcome, Sink},
-    encode_chunk, outputs_of,
+    arrivals::{Arrival, AsArrived, InTurn, Order, Receiving},
+    core::{Outcome, PoolSide},
+    encode_chunk,
+    job::outputs_of,
 };
 use crate::Items;
 
@@ -56,71 +58,56 @@ impl<C> Items<C> for OneChunk<C> {
     }
 }
 
-/// The submitting half of a streamed job: reads chunks from the source and hands them to
-/// the pool, numbering items as it goes.
-struct Feed<'p, T: Task, S: Iterator<Item = T::Chunk>> {
-    pool: &'p Pool,
+/// A streamed chunk's answer, decoded on the thread that received it, so that the
+/// caller's thread only reads the source and hands out chunks: the two overlap.
+struct Decoded<T: Task> {
+    chunk: u64,
+    first: usize,
+    outputs: ChunkResult<T>,
+}
+
+impl<T: Task> Arrival for Decoded<T> {
+    fn chunk(&self) -> u64 {
+        self.chunk
+    }
+
+    fn failed(&self) -> bool {
+        self.outputs.is_err()
+    }
+
+    fn from_outcome(outcome: Outcome, pool: &dyn PoolSide) -> Self {
+        let (chunk, first) = (outcome.id.chunk, outcome.id.first_row as usize);
+        Self { chunk, first, outputs: pool.decoding(|| outputs_of::<T>(outcome)) }
+    }
+}
+
+/// A streamed job: reads chunks from the source and hands them to the pool, numbering
+/// items as it goes; their answers come in order `Q`, decoded.
+struct Feed<'p, T: Task, S: Iterator<Item = T::Chunk>, Q> {
     task: &'p T,
     source: Fuse<S>,
-    job: u64,
-    outcomes: mpsc::Receiver<Decoded<T>>,
-    decoder: Option<std::thread::JoinHandle<()>>,
+    receiving: Receiving<Decoded<T>, Q>,
     window: u64,
     next_item: usize,
     submitted: u64,
-    received: u64,
 }
 
-impl<'p, T: Task, S: Iterator<Item = T::Chunk>> Feed<'p, T, S>
+impl<'p, T: Task, S: Iterator<Item = T::Chunk>, Q: Order<Decoded<T>>> Feed<'p, T, S, Q>
 where
     T::Chunk: ChunkLen,
 {
-    fn open(pool: &'p Pool, task: &'p T, source: S) -> Result<Self, PoolError> {
-        let (sender, raw) = mpsc::channel::<Outcome>();
-        let job = pool.shared.open_job(Sink::channel(sender))?;
-        // Answers are decoded on a thread of their own, so that the caller's thread only
-        // reads the source and hands out chunks: the two overlap.
-        let (decoded, outcomes) = mpsc::channel();
-        let shared = std::sync::Arc::clone(&pool.shared);
-        let decoder = std::thread::Builder::new()
-            .name("corepool-decode".into())
-            .spawn(move || {
-                for outcome in raw {
-                    let message = if outcome.id.job != job {
-                        // Not about one chunk: the pool stopped every job at once.
-                        Decoded::Stopped(outcome.result.err().unwrap_or(PoolError::Terminated))
-                    } else {
-                        let (chunk, first) = (outcome.id.chunk, outcome.id.first_row as usize);
-                        Decoded::Chunk(chunk, first, shared.meters.decoding(|| outputs_of::<T>(outcome)))
-                    };
-                    if decoded.send(message).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(PoolError::Thread)?;
+    fn open(pool: &'p Pool, task: &'p T, source: S, order: Q) -> Result<Self, PoolError> {
+        let receiving = Receiving::open(&pool.shared, order)?;
         let window = pool.window().max(1) as u64;
-        let source = source.fuse();
-        Ok(Self {
-            pool,
-            task,
-            source,
-            job,
-            outcomes,
-            decoder: Some(decoder),
-            window,
-            next_item: 0,
-            submitted: 0,
-            received: 0,
-        })
+        Ok(Self { task, source: source.fuse(), receiving, window, next_item: 0, submitted: 0 })
     }
 
     fn outstanding(&self) -> u64 {
-        self.submitted - self.received
+        self.submitted - self.receiving.taken()
     }
 
     /// Submits chunks while the source has more and the window has room beside the
-    /// `held` chunks the consumer has received but not yet taken.
+    /// `held` chunks the consumer has taken but keeps back.
     fn fill(&mut self, held: u64) -> Result<(), PoolError> {
         while self.outstanding() + held < self.window {
             let Some(chunk) = self.source.next() else { return Ok(()) };
@@ -130,10 +117,9 @@ where
             }
             let first = self.next_item;
             let one = OneChunk::new(chunk, first);
-            let shared = &self.pool.shared;
-            let encoded = shared
-                .meters
-                .encoding(|| encode_chunk(self.job, self.submitted, first..first + items, self.task, &one))?;
+            let (shared, job) = (&self.receiving.shared, self.receiving.job);
+            let encoded =
+                shared.meters.encoding(|| encode_chunk(job, self.submitted, first..first + items, self.task, &one))?;
             shared.enqueue(encoded)?;
             self.submitted += 1;
             self.next_item += items;
@@ -141,34 +127,15 @@ where
         Ok(())
     }
 
-    /// The next chunk to arrive: its index, first item, and outputs or error.
-    fn receive(&mut self) -> Result<(u64, usize, ChunkResult<T>), PoolError> {
-        match self.outcomes.recv().map_err(|_| PoolError::Terminated)? {
-            Decoded::Stopped(error) => Err(error),
-            Decoded::Chunk(chunk, first, outputs) => {
-                self.received += 1;
-                Ok((chunk, first, outputs))
-            }
+    /// The next chunk in turn, with its first item, and outputs or error; `None` once
+    /// every chunk submitted is taken.
+    fn next(&mut self) -> Result<Option<(usize, ChunkResult<T>)>, PoolError> {
+        if self.outstanding() == 0 {
+            return Ok(None);
         }
+        let Decoded { first, outputs, .. } = self.receiving.next(Duration::ZERO)?;
+        Ok(Some((first, outputs)))
     }
-}
-
-impl<T: Task, S: Iterator<Item = T::Chunk>> Drop for Feed<'_, T, S> {
-    fn drop(&mut self) {
-        // Closing the job drops its channel's sender, which ends the decoder's loop.
-        self.pool.shared.close_job(self.job);
-        if let Some(decoder) = self.decoder.take() {
-            let _ = decoder.join();
-        }
-    }
-}
-
-/// What the decoder thread passes on.
-enum Decoded<T: Task> {
-    /// One chunk's index, first item, and outputs or error.
-    Chunk(u64, usize, ChunkResult<T>),
-    /// The pool stopped every job.
-    Stopped(PoolError),
 }
 
 /// The outputs of [`Pool::imap_iter`], in item order.
@@ -177,9 +144,9 @@ enum Decoded<T: Task> {
 /// whole chunk's outputs at once, which is cheaper for millions of items. After an error
 /// the iterator ends.
 pub struct IMapIter<'p, T: Task, S: Iterator<Item = T::Chunk>> {
-    feed: Feed<'p, T, S>,
-    early: BTreeMap<u64, (usize, ChunkResult<T>)>,
-    next_chunk: u64,
+    /// Its answers in chunk order: a failed chunk raises its error in its place in item
+    /// order, as `imap` does.
+    feed: Feed<'p, T, S, InTurn<Decoded<T>>>,
     current: std::vec::IntoIter<T::Output>,
     failed: bool,
 }
@@ -198,19 +165,9 @@ where
     }
 
     fn advance_chunk(&mut self) -> Result<Option<ChunkOutputs<T>>, PoolError> {
-        loop {
-            self.feed.fill(self.early.len() as u64)?;
-            // A failed chunk raises its error in its place in item order, as `imap` does.
-            if let Some((first, outputs)) = self.early.remove(&self.next_chunk) {
-                self.next_chunk += 1;
-                return outputs.map(|outputs| Some((first, outputs)));
-            }
-            if self.feed.outstanding() == 0 {
-                return Ok(None);
-            }
-            let (chunk, first, outputs) = self.feed.receive()?;
-            self.early.insert(chunk, (first, outputs));
-        }
+        self.feed.fill(0)?;
+        let Some((first, outputs)) = self.feed.next()? else { return Ok(None) };
+        outputs.map(|outputs| Some((first, outputs)))
     }
 }
 
@@ -236,7 +193,7 @@ where
 /// The outputs of [`Pool::imap_unordered_iter`], each with its item index, in the order
 /// they arrive. After an error the iterator ends.
 pub struct IMapUnorderedIter<'p, T: Task, S: Iterator<Item = T::Chunk>> {
-    feed: Feed<'p, T, S>,
+    feed: Feed<'p, T, S, AsArrived<Decoded<T>>>,
     current: std::iter::Zip<std::ops::RangeFrom<usize>, std::vec::IntoIter<T::Output>>,
     failed: bool,
 }
@@ -265,10 +222,7 @@ where
         // Chunks are submitted in order, so a consumer holding chunks back waits for one
         // that is still outstanding: holding never stalls the stream.
         self.feed.fill(held)?;
-        if self.feed.outstanding() == 0 {
-            return Ok(None);
-        }
-        let (_, first, outputs) = self.feed.receive()?;
+        let Some((first, outputs)) = self.feed.next()? else { return Ok(None) };
         Ok(Some((first, outputs?)))
     }
 }
@@ -337,8 +291,8 @@ impl Pool {
     where
         T::Chunk: ChunkLen,
     {
-        let feed = Feed::open(self, task, chunks.into_iter())?;
-        Ok(IMapIter { feed, early: BTreeMap::new(), next_chunk: 0, current: Vec::new().into_iter(), failed: false })
+        let feed = Feed::open(self, task, chunks.into_iter(), InTurn::new())?;
+        Ok(IMapIter { feed, current: Vec::new().into_iter(), failed: false })
     }
 
     /// Like [`imap_iter`](Pool::imap_iter), but yields `(item index, output)` in the
@@ -351,7 +305,7 @@ impl Pool {
     where
         T::Chunk: ChunkLen,
     {
-        let feed = Feed::open(self, task, chunks.into_iter())?;
+        let feed = Feed::open(self, task, chunks.into_iter(), AsArrived::new())?;
         Ok(IMapUnorderedIter { feed, current: (0..).zip(Vec::new()), failed: false })
     }
 }
@@ -360,4 +314,30 @@ impl Pool {
 /// cannot say.
 pub fn own_peak_rss() -> u64 {
     super::platform::process_usage(std::process::id()).map_or(0, |usage| usage.peak_rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::pool::{
+        arrivals::Inbox,
+        core::{Delivery, testing::FakePool},
+        job::tests::{CountInRange, counts_of},
+    };
+
+    #[test]
+    fn a_streamed_answer_is_decoded_on_arrival_and_taken_in_turn() {
+        let pool = FakePool::default();
+        let inbox = Inbox::<Decoded<CountInRange>, _>::new(InTurn::new());
+        inbox.take(counts_of(1, 2, &[3]), &pool);
+        assert!(inbox.try_next().is_none(), "chunk 0 is still out");
+        assert_eq!(pool.decodings.load(Ordering::SeqCst), 1, "decoded on arrival, and timed");
+        inbox.take(counts_of(0, 0, &[1, 2]), &pool);
+        let taken: Vec<(usize, Vec<u32>)> = std::iter::from_fn(|| inbox.try_next())
+            .map(|next| next.map(|decoded| (decoded.first, decoded.outputs.expect("decoded"))).expect("in turn"))
+            .collect();
+        assert_eq!(taken, [(0, vec![1, 2]), (2, vec![3])]);
+    }
 }

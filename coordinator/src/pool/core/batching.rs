@@ -10,7 +10,7 @@ use corepool_protocol::{TaskId, ToWorker, batch, codec};
 
 use super::{
     Shared,
-    delivery::{ItemCompletion, Sink},
+    delivery::{Batch, ItemCompletion},
     dispatch::{BATCH_GATHER, dispatch},
     state::{Chunk, OpenBatch, State},
 };
@@ -35,12 +35,12 @@ pub(super) const BATCH_GATHER_WAIT: Duration = Duration::from_micros(200);
 /// Splits a batch chunk that took down its worker into one-item batches, each a job of its
 /// own and a suspect, so that the culprit alone fails and its batch-mates still run.
 pub(super) fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>> {
-    if chunk.rows < 2 || !matches!(state.jobs.get(&chunk.id.job), Some(Sink::Batch(_))) {
+    if chunk.rows < 2 || !state.is_batch(chunk.id.job) {
         return None;
     }
     // A batch of two calls or more was sealed with its calls as its frame's tail.
     let entries: Vec<(&str, &[u8])> = batch::tasks(chunk.frame.tail()).collect::<Result<_, _>>().ok()?;
-    let Some(Sink::Batch(completions)) = state.jobs.remove(&chunk.id.job) else { return None };
+    let completions = state.jobs.remove(&chunk.id.job)?.as_batch()?.take_calls();
     let mut pieces = Vec::with_capacity(entries.len());
     for ((task, payload), completion) in entries.into_iter().zip(completions) {
         let job = state.next_job;
@@ -53,7 +53,7 @@ pub(super) fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>
             Ok(())
         })
         .expect("one task of a batch fits a frame");
-        state.jobs.insert(job, Sink::Batch(vec![completion]));
+        state.jobs.insert(job, Batch::new(vec![completion]));
         let frame = Arc::new(Outgoing::encoded(frame));
         pieces.push(Chunk { id, rows: 1, frame, attempts: chunk.attempts, suspect: true });
     }
@@ -132,7 +132,7 @@ impl State {
         let id = TaskId { job: open.job, chunk: 0, first_row: 0 };
         let head = codec::encode_frame_head_before(&ToWorker::Batch { id, tasks: tasks as u32 }, open.tasks.len())
             .expect("a batch stays far below the frame limit");
-        self.jobs.insert(open.job, Sink::Batch(open.completions));
+        self.jobs.insert(open.job, Batch::new(open.completions));
         // The calls go out from the buffer they were gathered in, which comes back once the
         // frame is gone (see `State::free_batch_buffer`).
         let buffer = Arc::new(open.tasks);

@@ -1,9 +1,10 @@
-//! How a finished chunk reaches whoever waits for it: the outcome, the job's sink, and
-//! the callback thread that answers `apply_async` calls.
+//! How a finished chunk reaches whoever waits for it: the [`Delivery`] a job registers
+//! when it opens, the batch of `apply_async` calls (the one delivery the supervisor makes
+//! itself), and the callback thread that runs the user's code.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         mpsc::{self, Sender},
     },
     thread::JoinHandle,
@@ -21,36 +22,99 @@ pub(crate) struct Outcome {
     pub result: Result<Payload, PoolError>,
 }
 
-/// Where a job's outcomes go.
-pub(crate) enum Sink {
-    /// To a gatherer that takes each outcome on the thread that received it: a channel
-    /// read by the caller that submitted the job ([`Sink::channel`]), or a result that
-    /// fills itself.
-    Gather(Arc<dyn Gatherer>),
-    /// To the items of a batch of one-item calls (`apply_async`), each answered on the
-    /// pool's callback thread. The batch's one outcome ends the job.
-    Batch(Vec<ItemCompletion>),
-}
+/// Where a job's outcomes go: registered with the supervisor when the job opens, and the
+/// one thing the supervisor knows of how results reach a caller. Its methods run on the
+/// thread that received the outcome (a worker's reader, a caller reading its own answer,
+/// or a thread that saw a worker die, the pool break or stop): they must not block, and
+/// run the user's code only through [`PoolSide::run_callback`].
+pub(crate) trait Delivery: Send + Sync {
+    /// Takes one outcome of the job: a chunk's answer, or why the chunk failed.
+    fn take(&self, outcome: Outcome, pool: &dyn PoolSide);
 
-impl Sink {
-    /// To a channel, read by the caller that submitted the job.
-    pub(crate) fn channel(sender: Sender<Outcome>) -> Self {
-        Self::Gather(Arc::new(sender))
+    /// Ends the job with `error`: the pool stopped before the job was done.
+    fn stop(&self, error: PoolError, pool: &dyn PoolSide);
+
+    /// The batch of one-item calls this is, if it is one: its one outcome ends its job,
+    /// and a batch that took its worker down is split into its calls.
+    fn as_batch(&self) -> Option<&Batch> {
+        None
     }
 }
 
-/// Takes a job's outcomes as they arrive, on the thread that received each (a worker's
-/// reader, or one stopping the pool): it must not block, and must not run a user's code.
-pub(crate) trait Gatherer: Send + Sync {
-    /// Takes one outcome of the job, or one for every job (`id.job` is another) when the
-    /// pool stops them all.
-    fn take(&self, outcome: Outcome);
+/// What a [`Delivery`] may ask of its pool.
+pub(crate) trait PoolSide {
+    /// Runs `decode`, adding its time to the pool's decoding meter (see
+    /// [`decoding`](Self::decoding), the form to call).
+    fn timed_decoding(&self, decode: &mut dyn FnMut());
+
+    /// Runs `job`, which runs the user's code, on the pool's callback thread.
+    fn run_callback(&self, job: Job);
+
+    /// Forgets job `job`, which has all it needs: its queued chunks are dropped and late
+    /// answers ignored.
+    fn close_job(&self, job: u64);
 }
 
-impl Gatherer for Sender<Outcome> {
-    fn take(&self, outcome: Outcome) {
-        // A closed channel means the caller stopped listening: nothing to do.
-        let _ = self.send(outcome);
+impl dyn PoolSide + '_ {
+    /// Runs `decode`, timed as decoding.
+    pub(crate) fn decoding<R>(&self, decode: impl FnOnce() -> R) -> R {
+        let (mut decode, mut decoded) = (Some(decode), None);
+        self.timed_decoding(&mut || decoded = decode.take().map(|decode| decode()));
+        decoded.expect("timed_decoding runs its work once")
+    }
+}
+
+impl PoolSide for Shared {
+    fn timed_decoding(&self, decode: &mut dyn FnMut()) {
+        self.meters.decoding(decode);
+    }
+
+    fn run_callback(&self, job: Job) {
+        Shared::run_callback(self, job);
+    }
+
+    fn close_job(&self, job: u64) {
+        Shared::close_job(self, job);
+    }
+}
+
+/// A batch of one-item calls (`apply_async`) that went out as one chunk: its one outcome
+/// holds an answer for each call, handed to each on the pool's callback thread.
+pub(crate) struct Batch {
+    /// Taken by the one outcome, or by a split.
+    calls: Mutex<Vec<ItemCompletion>>,
+}
+
+impl Batch {
+    /// A batch of `calls`, in the order of their answers.
+    pub(crate) fn new(calls: Vec<ItemCompletion>) -> Arc<Self> {
+        Arc::new(Self { calls: Mutex::new(calls) })
+    }
+
+    /// Takes the calls out, to go again one by one.
+    pub(super) fn take_calls(&self) -> Vec<ItemCompletion> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn finish(&self, result: Result<Payload, PoolError>, pool: &dyn PoolSide) {
+        let calls = self.take_calls();
+        if !calls.is_empty() {
+            pool.run_callback(Box::new(move || complete_batch(result, calls)));
+        }
+    }
+}
+
+impl Delivery for Batch {
+    fn take(&self, outcome: Outcome, pool: &dyn PoolSide) {
+        self.finish(outcome.result, pool);
+    }
+
+    fn stop(&self, error: PoolError, pool: &dyn PoolSide) {
+        self.finish(Err(error), pool);
+    }
+
+    fn as_batch(&self) -> Option<&Batch> {
+        Some(self)
     }
 }
 
@@ -138,8 +202,8 @@ impl CallbackRunner {
 }
 
 /// Hands each item of a batch its answer, in order.
-pub(super) fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>) {
-    match outcome.result {
+fn complete_batch(result: Result<Payload, PoolError>, completions: Vec<ItemCompletion>) {
+    match result {
         Ok(payload) => {
             let mut answers = batch::answers(&payload);
             for completion in completions {
@@ -159,16 +223,12 @@ pub(super) fn complete_batch(outcome: Outcome, completions: Vec<ItemCompletion>)
 }
 
 impl Shared {
-    /// Hands `outcome` to its job's sink (taken under the lock with
+    /// Hands `outcome` to its job's delivery (taken under the lock with
     /// [`State::take_delivery`](super::state::State::take_delivery), used here without it);
     /// none if the job is over.
-    pub(super) fn deliver(&self, sink: Option<Sink>, outcome: Outcome) {
-        match sink {
-            Some(Sink::Gather(gatherer)) => gatherer.take(outcome),
-            Some(Sink::Batch(completions)) => {
-                self.run_callback(Box::new(move || complete_batch(outcome, completions)));
-            }
-            None => {}
+    pub(super) fn deliver(&self, delivery: Option<Arc<dyn Delivery>>, outcome: Outcome) {
+        if let Some(delivery) = delivery {
+            delivery.take(outcome, self);
         }
     }
 
@@ -185,5 +245,124 @@ impl Shared {
                 job();
             }
         }
+    }
+}
+
+/// A pool side for deliveries tested without a pool.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::{Job, PoolSide};
+
+    /// Runs callbacks at once, on the calling thread, and lists the jobs closed.
+    #[derive(Default)]
+    pub(crate) struct FakePool {
+        pub(crate) decodings: AtomicUsize,
+        pub(crate) closed: Mutex<Vec<u64>>,
+        pub(crate) callbacks: AtomicUsize,
+    }
+
+    impl PoolSide for FakePool {
+        fn timed_decoding(&self, decode: &mut dyn FnMut()) {
+            self.decodings.fetch_add(1, Ordering::SeqCst);
+            decode();
+        }
+
+        fn run_callback(&self, job: Job) {
+            self.callbacks.fetch_add(1, Ordering::SeqCst);
+            job();
+        }
+
+        fn close_job(&self, job: u64) {
+            self.closed.lock().unwrap().push(job);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use corepool_protocol::{FailureKind, TaskFailure, batch};
+
+    use super::{testing::FakePool, *};
+
+    /// A call that notes the answer it finished with.
+    #[derive(Default)]
+    struct Noted(Mutex<Option<Result<Vec<u8>, String>>>);
+
+    impl ItemCall for Noted {
+        fn finish(&self, answer: Result<&[u8], ItemError>) {
+            let noted = match answer {
+                Ok(bytes) => Ok(bytes.to_vec()),
+                Err(ItemError::Failed(failure)) => Err(format!("failed: {}", failure.message)),
+                Err(ItemError::Pool(error)) => Err(format!("pool: {error}")),
+            };
+            *self.0.lock().unwrap() = Some(noted);
+        }
+    }
+
+    fn noted(calls: &[Arc<Noted>]) -> Vec<Option<Result<Vec<u8>, String>>> {
+        calls.iter().map(|call| call.0.lock().unwrap().clone()).collect()
+    }
+
+    fn batch_of(calls: &[Arc<Noted>]) -> Arc<Batch> {
+        Batch::new(calls.iter().map(|call| Arc::clone(call) as ItemCompletion).collect())
+    }
+
+    fn outcome(result: Result<Payload, PoolError>) -> Outcome {
+        Outcome { id: TaskId { job: 7, chunk: 0, first_row: 0 }, rows: 3, result }
+    }
+
+    #[test]
+    fn each_call_of_a_batch_gets_its_own_answer_on_the_callback_thread() {
+        let pool = FakePool::default();
+        let calls: Vec<Arc<Noted>> = (0..3).map(|_| Arc::default()).collect();
+        let batch = batch_of(&calls);
+        let mut answers = Vec::new();
+        batch::push_answer(&mut answers, |out| {
+            out.extend_from_slice(&[1, 2]);
+            Ok(())
+        })
+        .unwrap();
+        let failure = TaskFailure { kind: FailureKind::Error, message: "bad row".into(), location: None };
+        batch::push_answer(&mut answers, |_| Err(failure)).unwrap();
+        batch.take(outcome(Ok(Payload::from_bytes(answers))), &pool);
+        assert_eq!(pool.callbacks.load(Ordering::SeqCst), 1, "one callback job for the whole batch");
+        let [first, second, third] = noted(&calls).try_into().unwrap();
+        assert_eq!(first, Some(Ok(vec![1, 2])));
+        assert!(second.unwrap().unwrap_err().contains("bad row"));
+        assert!(third.unwrap().unwrap_err().contains("missing or malformed"), "the third has no answer");
+
+        batch.take(outcome(Ok(Payload::from_bytes(Vec::new()))), &pool);
+        assert_eq!(pool.callbacks.load(Ordering::SeqCst), 1, "a batch finishes once");
+    }
+
+    #[test]
+    fn a_failed_or_stopped_batch_fails_every_call() {
+        let pool = FakePool::default();
+        let calls: Vec<Arc<Noted>> = (0..2).map(|_| Arc::default()).collect();
+        batch_of(&calls).take(outcome(Err(PoolError::Broken("gone".into()))), &pool);
+        assert!(noted(&calls).into_iter().all(|call| call.unwrap().unwrap_err().contains("gone")));
+
+        let stopped: Vec<Arc<Noted>> = (0..2).map(|_| Arc::default()).collect();
+        batch_of(&stopped).stop(PoolError::Terminated, &pool);
+        assert!(noted(&stopped).into_iter().all(|call| call.is_some_and(|call| call.is_err())));
+    }
+
+    #[test]
+    fn a_split_batch_gives_its_calls_back_and_finishes_no_one() {
+        let pool = FakePool::default();
+        let calls: Vec<Arc<Noted>> = (0..2).map(|_| Arc::default()).collect();
+        let batch = batch_of(&calls);
+        assert!(batch.as_batch().is_some());
+        assert_eq!(batch.take_calls().len(), 2);
+        batch.stop(PoolError::Terminated, &pool);
+        assert_eq!(pool.callbacks.load(Ordering::SeqCst), 0);
+        assert_eq!(noted(&calls), [None, None]);
     }
 }

@@ -6,7 +6,7 @@ use corepool_protocol::TaskId;
 use super::{
     Shared,
     batching::split_batch,
-    delivery::{Outcome, Sink},
+    delivery::Outcome,
     dispatch::dispatch,
     spawning::reap,
     state::{SlotState, row_range},
@@ -52,7 +52,7 @@ impl Shared {
         let mut failed = Vec::new();
         for (_, id) in lost {
             let mut chunk = state.in_flight.remove(&id).expect("listed above").chunk;
-            let batch_of_several = chunk.rows >= 2 && matches!(state.jobs.get(&id.job), Some(Sink::Batch(_)));
+            let batch_of_several = chunk.rows >= 2 && state.is_batch(id.job);
             let facts = LostChunk { attempts: chunk.attempts, suspect: chunk.suspect, batch_of_several };
             let Retry { attempts, suspect, mut fate } = on_death(facts, held, max_retries, stopping);
             (chunk.attempts, chunk.suspect) = (attempts, suspect);

@@ -12,7 +12,7 @@ use std::{
 use corepool_protocol::TaskId;
 
 use super::{
-    delivery::{ItemCompletion, Sink},
+    delivery::{Delivery, ItemCompletion},
     outbox::Outbox,
     signal::Signal,
 };
@@ -122,7 +122,7 @@ pub(crate) struct State {
     pub(super) slots: Vec<Slot>,
     pub(super) queue: VecDeque<Chunk>,
     pub(super) in_flight: HashMap<TaskId, InFlight>,
-    pub(super) jobs: HashMap<u64, Sink>,
+    pub(super) jobs: HashMap<u64, Arc<dyn Delivery>>,
     pub(super) next_job: u64,
     pub(super) closed: bool,
     pub(super) stopping: bool,
@@ -228,13 +228,16 @@ impl Slot {
 }
 
 impl State {
-    /// Where an outcome of `job` goes: a batch's sink is taken out (its one outcome ends
-    /// the job); a gatherer is shared.
-    pub(super) fn take_delivery(&mut self, job: u64) -> Option<Sink> {
-        match self.jobs.get(&job)? {
-            Sink::Gather(gatherer) => Some(Sink::Gather(Arc::clone(gatherer))),
-            Sink::Batch(_) => self.jobs.remove(&job),
-        }
+    /// Where an outcome of `job` goes: a batch is taken out (its one outcome ends the job);
+    /// any other delivery is shared.
+    pub(super) fn take_delivery(&mut self, job: u64) -> Option<Arc<dyn Delivery>> {
+        let delivery = self.jobs.get(&job)?;
+        if delivery.as_batch().is_some() { self.jobs.remove(&job) } else { Some(Arc::clone(delivery)) }
+    }
+
+    /// Whether `job` is a batch of one-item calls.
+    pub(super) fn is_batch(&self, job: u64) -> bool {
+        self.jobs.get(&job).is_some_and(|delivery| delivery.as_batch().is_some())
     }
 }
 

@@ -2,11 +2,11 @@
 
 use std::{process::Child, sync::Arc, time::Duration};
 
-use corepool_protocol::{TaskId, ToWorker, codec};
+use corepool_protocol::{ToWorker, codec};
 
 use super::{
     Shared,
-    delivery::{Outcome, Sink},
+    delivery::{Batch, Delivery, Outcome},
     state::{Chunk, SlotState},
 };
 use crate::{
@@ -69,8 +69,8 @@ impl Shared {
             children.extend(slot.child.take().map(|child| (index, child)));
         }
         let threads = std::mem::take(&mut state.threads);
-        let mut jobs: Vec<Sink> = state.jobs.drain().map(|(_, sink)| sink).collect();
-        jobs.extend(state.open_batch.take().map(|batch| Sink::Batch(batch.completions)));
+        let mut jobs: Vec<Arc<dyn Delivery>> = state.jobs.drain().map(|(_, delivery)| delivery).collect();
+        jobs.extend(state.open_batch.take().map(|batch| Batch::new(batch.completions) as Arc<dyn Delivery>));
         state.queue.clear();
         state.in_flight.clear();
         drop(state);
@@ -86,13 +86,8 @@ impl Shared {
             }
             outbox.close();
         }
-        for sink in jobs {
-            let outcome = Outcome {
-                id: TaskId { job: u64::MAX, chunk: 0, first_row: 0 },
-                rows: 0,
-                result: Err(PoolError::Terminated),
-            };
-            self.deliver(Some(sink), outcome);
+        for delivery in jobs {
+            delivery.stop(PoolError::Terminated, self);
         }
         // The last callbacks are queued: the callback thread ends once it has run them.
         let callback_thread = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).stop();

@@ -1,13 +1,13 @@
 //! Jobs and the queue: opening and closing a job, queueing its chunks with the queue kept
 //! bounded, and dispatching on the caller's own thread.
 
-use std::sync::MutexGuard;
+use std::sync::{Arc, MutexGuard};
 
 use corepool_protocol::TaskId;
 
 use super::{
     Shared,
-    delivery::Sink,
+    delivery::Delivery,
     dispatch::{ByCaller, dispatch},
     state::{Borrowed, Chunk, State},
 };
@@ -21,12 +21,13 @@ pub(super) fn must_wait_for_room(state: &State, limit: usize, chunk: &Chunk) -> 
 
 impl Shared {
     /// Registers a new job, returning its id.
-    pub(crate) fn open_job(&self, sink: Sink) -> Result<u64, PoolError> {
-        self.open_job_with(|_| sink)
+    pub(crate) fn open_job(&self, delivery: Arc<dyn Delivery>) -> Result<u64, PoolError> {
+        self.open_job_with(|_| delivery)
     }
 
-    /// Registers a new job whose sink `make_sink` makes from the job's id, returning the id.
-    pub(crate) fn open_job_with(&self, make_sink: impl FnOnce(u64) -> Sink) -> Result<u64, PoolError> {
+    /// Registers a new job whose delivery `make_delivery` makes from the job's id, returning
+    /// the id.
+    pub(crate) fn open_job_with(&self, make_delivery: impl FnOnce(u64) -> Arc<dyn Delivery>) -> Result<u64, PoolError> {
         let mut state = self.lock();
         if let Some(reason) = &state.broken {
             return Err(PoolError::Broken(reason.clone()));
@@ -36,7 +37,7 @@ impl Shared {
         }
         let job = state.next_job;
         state.next_job += 1;
-        state.jobs.insert(job, make_sink(job));
+        state.jobs.insert(job, make_delivery(job));
         Ok(job)
     }
 
