@@ -4,6 +4,8 @@ mod builder;
 mod core;
 mod error;
 mod gather;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod observer;
 mod platform;
 mod results;
