@@ -2,10 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-/// Polls that spin before the first yield: a reply that is already on its way comes sooner.
-const SPINS: u32 = 64;
-/// Polls that yield the core before the first sleep.
-const YIELDS: u32 = 256;
+/// How long after the last progress a rank spins: a reply already on its way comes sooner.
+const SPIN_FOR: Duration = Duration::from_micros(10);
+/// How long after the last progress a rank yields its core between polls, before it sleeps:
+/// about a round trip over TCP, so a rank in a conversation does not oversleep its answer.
+const YIELD_FOR: Duration = Duration::from_micros(200);
 /// The first sleep; each one after it doubles, up to [`LONGEST_SLEEP`].
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
 /// The longest sleep: how late an idle rank may notice its next message.
@@ -29,7 +30,8 @@ pub enum Pause {
 /// almost no CPU and a busy one answers at once. Progress calls [`Backoff::reset`].
 #[derive(Clone, Debug, Default)]
 pub struct Backoff {
-    empty_polls: u32,
+    idle_since: Option<Instant>,
+    sleeps: u32,
 }
 
 impl Backoff {
@@ -40,21 +42,17 @@ impl Backoff {
 
     /// Something arrived or left: the next wait starts by spinning again.
     pub fn reset(&mut self) {
-        self.empty_polls = 0;
+        *self = Self::default();
     }
 
     /// The pause after one more poll that found nothing.
     pub fn next_pause(&mut self) -> Pause {
-        let polls = self.empty_polls;
-        self.empty_polls = self.empty_polls.saturating_add(1);
-        if polls < SPINS {
-            Pause::Spin
-        } else if polls < SPINS + YIELDS {
-            Pause::Yield
-        } else {
-            let doublings = (polls - SPINS - YIELDS).min(16);
-            Pause::Sleep(FIRST_SLEEP.saturating_mul(1 << doublings).min(LONGEST_SLEEP))
+        let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
+        let pause = pause_after(idle_since.elapsed(), self.sleeps);
+        if matches!(pause, Pause::Sleep(_)) {
+            self.sleeps = self.sleeps.saturating_add(1);
         }
+        pause
     }
 
     /// Waits one idle step, sleeping at most `longest` (zero: yield instead of sleeping,
@@ -73,44 +71,42 @@ impl Backoff {
     }
 }
 
+/// The pause for a rank idle for `idle` that has slept `sleeps` times since.
+fn pause_after(idle: Duration, sleeps: u32) -> Pause {
+    if idle < SPIN_FOR {
+        Pause::Spin
+    } else if idle < YIELD_FOR {
+        Pause::Yield
+    } else {
+        Pause::Sleep(FIRST_SLEEP.saturating_mul(1 << sleeps.min(16)).min(LONGEST_SLEEP))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn spins_then_yields_then_sleeps_longer_up_to_the_cap() {
-        let mut backoff = Backoff::new();
-        let pauses: Vec<Pause> = (0..SPINS + YIELDS + 10).map(|_| backoff.next_pause()).collect();
-        assert!(pauses[..SPINS as usize].iter().all(|p| *p == Pause::Spin));
-        assert!(pauses[SPINS as usize..(SPINS + YIELDS) as usize].iter().all(|p| *p == Pause::Yield));
-        let sleeps: Vec<Duration> = pauses[(SPINS + YIELDS) as usize..]
-            .iter()
-            .map(|p| match p {
-                Pause::Sleep(d) => *d,
-                other => panic!("expected a sleep, got {other:?}"),
-            })
-            .collect();
-        assert_eq!(sleeps[0], FIRST_SLEEP);
-        assert!(sleeps.windows(2).all(|w| w[1] >= w[0]));
-        assert_eq!(*sleeps.last().unwrap(), LONGEST_SLEEP);
+        assert_eq!(pause_after(Duration::ZERO, 0), Pause::Spin);
+        assert_eq!(pause_after(SPIN_FOR, 0), Pause::Yield);
+        assert_eq!(pause_after(YIELD_FOR, 0), Pause::Sleep(FIRST_SLEEP));
+        let sleeps: Vec<Pause> = (0..20).map(|slept| pause_after(YIELD_FOR, slept)).collect();
+        assert!(sleeps.windows(2).all(|w| matches!(w, [Pause::Sleep(a), Pause::Sleep(b)] if b >= a)));
+        assert_eq!(sleeps.last(), Some(&Pause::Sleep(LONGEST_SLEEP)));
     }
 
     #[test]
     fn progress_starts_the_wait_over() {
-        let mut backoff = Backoff::new();
-        for _ in 0..1000 {
-            backoff.next_pause();
-        }
+        let mut backoff = Backoff { idle_since: Some(Instant::now() - YIELD_FOR), sleeps: 9 };
+        assert!(matches!(backoff.next_pause(), Pause::Sleep(_)));
         backoff.reset();
         assert_eq!(backoff.next_pause(), Pause::Spin);
     }
 
     #[test]
     fn a_sleep_never_passes_the_deadline() {
-        let mut backoff = Backoff::new();
-        for _ in 0..SPINS + YIELDS + 20 {
-            backoff.next_pause();
-        }
+        let mut backoff = Backoff { idle_since: Some(Instant::now() - YIELD_FOR), sleeps: 20 };
         let started = Instant::now();
         backoff.wait(Some(started), LONGEST_SLEEP);
         assert!(started.elapsed() < LONGEST_SLEEP * 20);
