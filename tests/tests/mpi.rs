@@ -18,6 +18,7 @@ fn probe_on_one_host(ranks: usize) {
     let probe = probe_binary();
     let mut command = mpirun_command();
     command.args(["-np", &ranks.to_string()]).arg(&probe).args(["--sizes", "1,16,64", "--round-trips", "500"]);
+    command.args(["--idle", "1"]);
     let mut job = Job::start(command);
     let succeeded = job.finish(Duration::from_secs(90));
     let output = job.output();
@@ -34,8 +35,20 @@ fn probe_on_one_host(ranks: usize) {
         assert!(output.contains(&line), "missing {line:?}:\n{output}");
     }
     assert!(output.contains(&format!("probe: all {ranks} ranks exact")), "{output}");
+    assert_idle_ranks_rest(&output, ranks);
     eprintln!("{output}");
     assert!(wait_until_gone(&probe, Duration::from_secs(10)).is_empty(), "probe processes left behind");
+}
+
+/// Checks the probe's `idle` line: no rank, rank 0 included, spins while nothing comes.
+fn assert_idle_ranks_rest(output: &str, ranks: usize) {
+    let line =
+        output.lines().find(|line| line.starts_with("idle ")).unwrap_or_else(|| panic!("no idle line:\n{output}"));
+    let shares: Vec<f64> =
+        line.split(", ").filter_map(|part| part.rsplit(' ').next()?.strip_suffix('%')?.parse().ok()).collect();
+    assert_eq!(shares.len(), ranks, "{line}");
+    // A spinning rank shows near 100%; a resting one a few percent, even on a busy host.
+    assert!(shares.iter().all(|share| *share < 25.0), "an idle rank used a core: {line}");
 }
 
 #[test]
@@ -82,6 +95,32 @@ fn a_rank_that_stops_answering_ends_the_job_in_bounded_time_naming_it() {
     assert!(wait_until_gone(&probe, Duration::from_secs(10)).is_empty(), "probe processes left behind");
 }
 
+#[test]
+fn a_killed_rank_ends_the_job_in_bounded_time_naming_it() {
+    if !mpi_available("a_killed_rank_ends_the_job_in_bounded_time_naming_it") {
+        return;
+    }
+    let _turn = one_job_at_a_time();
+    let probe = probe_binary();
+    let mut command = mpirun_command();
+    command.args(["-np", "3"]).arg(&probe);
+    command.args(["--sizes", "1", "--round-trips", "10", "--hold", "40", "--deadline", "20"]);
+    let mut job = Job::start(command);
+    let holding = job.wait_for_line(Duration::from_secs(30), |line| line.starts_with("holding"));
+    assert!(holding.is_some(), "the probe never got to holding:\n{}", job.output());
+    let victim = rank_lines(&job.output()).into_iter().find(|r| r.rank == 2).expect("rank 2 said where it runs");
+    // SAFETY: kill(2) on a pid the probe reported as its own rank.
+    assert_eq!(unsafe { libc::kill(victim.pid as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let succeeded = job.finish(Duration::from_secs(20));
+    let took = killed.elapsed();
+    let output = job.output();
+    assert_eq!(succeeded, Some(false), "the job must end, and fail, once a rank is killed:\n{output}");
+    assert!(took < Duration::from_secs(15), "the job took {took:?} to end");
+    assert!(output.contains("rank 2") && output.contains("signal 9"), "mpirun names the rank:\n{output}");
+    assert!(wait_until_gone(&probe, Duration::from_secs(10)).is_empty(), "probe processes left behind");
+}
+
 /// Three hosts made of network namespaces, or `None` after one line saying why not.
 fn three_hosts(test: &str) -> Option<Hosts> {
     if !mpi_available(test) {
@@ -105,7 +144,7 @@ fn three_hosts_in_network_namespaces_exchange_exact_frames_over_their_private_ne
     let probe = probe_binary();
     let before: Vec<(u64, u64)> = (0..3).map(|host| hosts.link_bytes(host)).collect();
     let mut command = hosts.mpirun_command(60);
-    command.arg(&probe).args(["--sizes", "1,16", "--round-trips", "200"]);
+    command.arg(&probe).args(["--sizes", "1,16", "--round-trips", "200", "--idle", "1"]);
     let mut job = Job::start(command);
     let succeeded = job.finish(Duration::from_secs(90));
     let output = job.output();
@@ -118,6 +157,7 @@ fn three_hosts_in_network_namespaces_exchange_exact_frames_over_their_private_ne
         assert!(output.contains(&format!("frames {mib} MiB both ways with 2 ranks: exact")), "{output}");
     }
     assert!(output.contains("probe: all 3 ranks exact"), "{output}");
+    assert_idle_ranks_rest(&output, 3);
     eprintln!("{output}");
     // The frames crossed the hosts' own links, the only way out of each host.
     let frame_bytes = 17 << 20;
