@@ -42,8 +42,14 @@ pub fn mpi_available(test: &str) -> bool {
     false
 }
 
-/// The probe binary, built on first use (once for every test of this process).
+/// The probe binary (the `mpi_probe` example), built on first use.
 pub fn probe_binary() -> PathBuf {
+    mpi_example("mpi_probe")
+}
+
+/// The MPI example `name` of corepool; all of them are built on first use (once for every
+/// test of this process).
+pub fn mpi_example(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -52,19 +58,19 @@ pub fn probe_binary() -> PathBuf {
             let output = Command::new(cargo)
                 .current_dir(workspace_root())
                 .args(["build", "--quiet", "--release", "-p", "corepool", "--features", "mpi"])
-                .args(["--example", "mpi_probe", "--target-dir"])
+                .args(["--examples", "--target-dir"])
                 .arg(&target)
                 .stdin(Stdio::null())
                 .output()
                 .expect("cargo runs");
             assert!(
                 output.status.success(),
-                "building the MPI probe failed:\n{}",
+                "building the MPI examples failed:\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            target.join("release").join("examples").join("mpi_probe")
+            target.join("release").join("examples")
         })
-        .clone()
+        .join(name)
 }
 
 /// One MPI job at a time in this process: a 2-core machine runs them in turn, not at once.

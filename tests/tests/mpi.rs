@@ -8,7 +8,9 @@ use std::{
 };
 
 use corepool_tests::{
-    mpi::{Job, mpi_available, mpirun_command, one_job_at_a_time, probe_binary, rank_lines, wait_until_gone},
+    mpi::{
+        Job, mpi_available, mpi_example, mpirun_command, one_job_at_a_time, probe_binary, rank_lines, wait_until_gone,
+    },
     netns::{self, Hosts},
 };
 
@@ -63,6 +65,27 @@ fn four_ranks_exchange_exact_frames_both_ways() {
     if mpi_available("four_ranks_exchange_exact_frames_both_ways") {
         probe_on_one_host(4);
     }
+}
+
+#[test]
+fn threads_of_rank_0_each_echo_frames_with_a_worker_through_the_hub() {
+    if !mpi_available("threads_of_rank_0_each_echo_frames_with_a_worker_through_the_hub") {
+        return;
+    }
+    let _turn = one_job_at_a_time();
+    let echo = mpi_example("mpi_hub_echo");
+    let mut command = mpirun_command();
+    command.args(["-np", "4"]).arg(&echo);
+    let mut job = Job::start(command);
+    let succeeded = job.finish(Duration::from_secs(90));
+    let output = job.output();
+    assert_eq!(succeeded, Some(true), "the hub check failed:\n{output}");
+    for rank in 1..4 {
+        assert!(output.contains(&format!("hub: rank {rank} echoed 36 frames")), "{output}");
+    }
+    assert!(output.contains("hub: all ranks exact"), "{output}");
+    eprintln!("{output}");
+    assert!(wait_until_gone(&echo, Duration::from_secs(10)).is_empty(), "processes left behind");
 }
 
 #[test]

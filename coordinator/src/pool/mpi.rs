@@ -14,15 +14,21 @@
 //! `MPI_Imrecv`). Waiting spins briefly, then yields, then sleeps ([`Backoff`]), so an idle
 //! rank does not hold a core.
 //!
+//! [`Hub`] runs an [`Endpoint`] on a progress thread of its own, and gives each rank a
+//! [`RankSender`] and a [`RankReceiver`], so that many threads use MPI while one makes
+//! every MPI call (MPI then needs no thread support).
+//!
 //! The pool does not use this layer yet: docs/mpi.md says what runs on it today.
 
 mod endpoint;
+mod hub;
 mod idle;
 mod raw;
 
 use std::time::Duration;
 
 pub use endpoint::{Endpoint, OutgoingFrame, Received, init};
+pub use hub::{Hub, LinkError, RankReceiver, RankSender};
 pub use idle::{Backoff, LONGEST_SLEEP, LONGEST_SLEEP_SENDING, Pause};
 
 /// The coordinator's rank.

@@ -42,6 +42,12 @@ impl OutgoingFrame for Arc<[u8]> {
     }
 }
 
+impl OutgoingFrame for Box<dyn OutgoingFrame> {
+    fn pieces(&self) -> [&[u8]; 2] {
+        (**self).pieces()
+    }
+}
+
 impl OutgoingFrame for Arc<Vec<u8>> {
     fn pieces(&self) -> [&[u8]; 2] {
         [self, &[]]
@@ -177,6 +183,23 @@ impl Endpoint {
             if self.step_receive()? { idle.reset() } else { idle.wait(None, self.longest_sleep()) }
         }
         self.start_send(rank, kind.tag(), Box::new(frame))
+    }
+
+    /// Sends `frame` to `rank` if fewer than [`Options::sends_in_flight_per_rank`] sends to
+    /// it are on their way; else gives the frame back, untouched.
+    pub fn try_send<F: OutgoingFrame>(&mut self, rank: usize, kind: Kind, frame: F) -> Result<Result<(), F>, MpiError> {
+        self.check_rank(rank)?;
+        self.complete_sends(rank)?;
+        if self.sending[rank].len() >= self.sends_in_flight_per_rank {
+            return Ok(Err(frame));
+        }
+        self.start_send(rank, kind.tag(), Box::new(frame))?;
+        Ok(Ok(()))
+    }
+
+    /// Whether any send, to any rank, is still on its way.
+    pub fn sending(&self) -> bool {
+        self.sending.iter().any(|queue| !queue.is_empty())
     }
 
     /// Sends on their way to `rank` that have not completed yet.

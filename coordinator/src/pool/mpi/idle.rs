@@ -45,6 +45,11 @@ impl Backoff {
         *self = Self::default();
     }
 
+    /// Whether the next pause would be a sleep: the rank has been idle past its yields.
+    pub fn sleeping(&self) -> bool {
+        self.idle_since.is_some_and(|since| since.elapsed() >= YIELD_FOR)
+    }
+
     /// The pause after one more poll that found nothing.
     pub fn next_pause(&mut self) -> Pause {
         let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
