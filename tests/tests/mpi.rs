@@ -14,6 +14,20 @@ use corepool_tests::{
     netns::{self, Hosts},
 };
 
+#[test]
+fn a_default_build_of_the_library_needs_no_mpi() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(corepool_tests::mpi::workspace_root())
+        .args(["tree", "-p", "corepool", "-e", "normal", "--prefix", "none"])
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(tree.lines().any(|line| line.starts_with("corepool ")), "{tree}");
+    assert!(!tree.lines().any(|line| line.starts_with("mpi")), "a default build pulls in MPI:\n{tree}");
+}
+
 /// Runs the probe on `ranks` ranks of this host and checks what it printed.
 fn probe_on_one_host(ranks: usize) {
     let _turn = one_job_at_a_time();
