@@ -2,6 +2,7 @@
 //! reached through a pair of queues to it (so MPI needs no thread support of its own).
 
 use std::{
+    cell::RefCell,
     collections::VecDeque,
     sync::mpsc,
     thread::JoinHandle,
@@ -106,7 +107,7 @@ impl Hub {
     pub fn link(&mut self, rank: usize) -> Option<(RankSender, RankReceiver)> {
         let inbox = self.inboxes.get_mut(rank)?.take()?;
         let sender = RankSender { rank, commands: self.commands.clone() };
-        Some((sender, RankReceiver { inbox, waiting: None }))
+        Some((sender, RankReceiver { inbox, waiting: RefCell::new(None) }))
     }
 
     /// Ends the whole job, every rank on every host, with exit code `code`.
@@ -150,7 +151,8 @@ impl RankSender {
 /// The receiving end of a link to one rank.
 pub struct RankReceiver {
     inbox: Inbox,
-    waiting: Option<Delivery>,
+    // A delivery taken in by `input_waiting` (which takes `&self`), kept for `receive`.
+    waiting: RefCell<Option<Delivery>>,
 }
 
 impl RankReceiver {
@@ -160,29 +162,30 @@ impl RankReceiver {
         if !self.input_waiting(timeout) {
             return Ok(None);
         }
-        self.waiting.take().expect("input is waiting").map(Some)
+        self.waiting.get_mut().take().expect("input is waiting").map(Some)
     }
 
     /// Whether a frame (or the link's failure) has already been taken in on this side.
     pub fn holds_input(&self) -> bool {
-        self.waiting.is_some()
+        self.waiting.borrow().is_some()
     }
 
     /// Waits at most `timeout` (`None`: for as long as it takes) until a receive would not
     /// wait.
-    pub fn input_waiting(&mut self, timeout: Option<Duration>) -> bool {
-        if self.waiting.is_none() {
+    pub fn input_waiting(&self, timeout: Option<Duration>) -> bool {
+        let mut waiting = self.waiting.borrow_mut();
+        if waiting.is_none() {
             let next = match timeout {
                 None => self.inbox.recv().map_err(|_| ()),
                 Some(timeout) => self.inbox.recv_timeout(timeout).map_err(|_| ()),
             };
-            self.waiting = match next {
+            *waiting = match next {
                 Ok(item) => Some(item),
                 Err(()) if self.inbox_closed() => Some(Err(LinkError::Stopped)),
                 Err(()) => None,
             };
         }
-        self.waiting.is_some()
+        waiting.is_some()
     }
 
     fn inbox_closed(&self) -> bool {
