@@ -8,6 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod mpi;
+pub mod netns;
+
 /// How long any one run of a binary may take before the test fails as hung.
 pub const WATCHDOG: Duration = Duration::from_secs(120);
 

@@ -6,6 +6,8 @@ mod core;
 mod error;
 mod gather;
 mod job;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod observer;
 mod platform;
 mod results;
