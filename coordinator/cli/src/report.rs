@@ -247,7 +247,7 @@ impl Report {
             balance,
             restarts: run.workers.iter().map(|w| w.restarts).sum(),
             result,
-            coordinator_peak_rss_bytes: corepool::pool::own_peak_rss(),
+            coordinator_peak_rss_bytes: corepool::task::own_peak_rss(),
         }
     }
 }

@@ -24,9 +24,9 @@ pub enum PoolError {
          corepool::init() first thing in main (and start no pool inside a task)"
     )]
     InsideWorker,
-    /// No worker program was found or given.
-    #[error("cannot find the worker program: {0}")]
-    NoWorkerProgram(String),
+    /// The pool's settings cannot be used (an initializer's arguments that do not encode).
+    #[error("invalid pool settings: {0}")]
+    Settings(String),
     /// A worker process could not be started.
     #[error("cannot start worker {index} ({}): {error}", program.display())]
     Spawn {
