@@ -33,7 +33,20 @@
 //! The function is a plain `fn`, or a closure that captures nothing (the compiler says so
 //! otherwise), over any serde types. It reaches a worker as an address within this
 //! program, which a worker trusts only after checking that it runs the very same
-//! executable file. Set-up each worker needs once goes in
+//! executable file. A closure that captures a variable does not compile:
+//!
+//! ```compile_fail,E0080
+//! fn main() -> Result<(), corepool::PoolError> {
+//!     corepool::init();
+//!     let pool = corepool::Pool::new()?;
+//!     let offset = 10;
+//!     // "a function sent to workers must capture nothing": pass `offset` in the items.
+//!     let shifted = pool.map(move |x: i64| x + offset, 0..100)?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Set-up each worker needs once goes in
 //! [`PoolBuilder::initializer`]; the chunk size of a call in [`Pool::chunksize`].
 //!
 //! **Call [`init`] first thing in `main`.** A worker runs `main` from the start; `init`

@@ -176,42 +176,6 @@ macro_rules! function_calls {
             self.calls().call_map::<Spread<F>, T, X>(items)
         }
 
-        /// Like [`map`](Pool::map), but lazy: reads `items` a bounded window ahead of the
-        /// results, and yields each result in item order as soon as it is ready, like
-        /// Python's `Pool.imap` (one item to a chunk unless [`chunksize`](Pool::chunksize)
-        /// says otherwise). After an error, the iterator ends.
-        $(#[doc = $doc_suffix])?
-        pub fn imap<'i, F, A, R, X: IntoItem<A> + 'i>(
-            &'i self,
-            f: F,
-            items: impl IntoIterator<Item = X, IntoIter: 'i> + 'i,
-        ) -> Result<impl Iterator<Item = Result<R, PoolError>> + 'i, PoolError>
-        where
-            F: Fn(A) -> R + Copy + 'static,
-            A: Wire,
-            R: Wire,
-        {
-            let _ = f;
-            self.calls().call_imap::<Single<F>, A, X>(items)
-        }
-
-        /// Like [`imap`](Pool::imap), but yields the results in the order they arrive from
-        /// the workers, like Python's `Pool.imap_unordered`.
-        $(#[doc = $doc_suffix])?
-        pub fn imap_unordered<'i, F, A, R, X: IntoItem<A> + 'i>(
-            &'i self,
-            f: F,
-            items: impl IntoIterator<Item = X, IntoIter: 'i> + 'i,
-        ) -> Result<impl Iterator<Item = Result<R, PoolError>> + 'i, PoolError>
-        where
-            F: Fn(A) -> R + Copy + 'static,
-            A: Wire,
-            R: Wire,
-        {
-            let _ = f;
-            self.calls().call_imap_unordered::<Single<F>, A, X>(items)
-        }
-
         /// Starts `f(arg)` in a worker and returns at once, like Python's
         /// `Pool.apply_async`. When the result arrives, `callbacks` run on the pool's
         /// callback thread, then the returned handle is ready.
@@ -266,6 +230,39 @@ macro_rules! function_calls {
 
 impl Pool {
     function_calls!();
+    /// Like [`map`](Pool::map), but lazy: reads `items` a bounded window ahead of the
+    /// results, and yields each result in item order as soon as it is ready, like
+    /// Python's `Pool.imap` (one item to a chunk unless [`chunksize`](Pool::chunksize)
+    /// says otherwise). After an error, the iterator ends.
+    pub fn imap<'i, F, A, R, X: IntoItem<A> + 'i>(
+        &'i self,
+        f: F,
+        items: impl IntoIterator<Item = X, IntoIter: 'i> + 'i,
+    ) -> Result<impl Iterator<Item = Result<R, PoolError>> + 'i, PoolError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Wire,
+        R: Wire,
+    {
+        let _ = f;
+        self.calls().call_imap::<Single<F>, A, X>(items)
+    }
+
+    /// Like [`imap`](Pool::imap), but yields the results in the order they arrive from
+    /// the workers, like Python's `Pool.imap_unordered`.
+    pub fn imap_unordered<'i, F, A, R, X: IntoItem<A> + 'i>(
+        &'i self,
+        f: F,
+        items: impl IntoIterator<Item = X, IntoIter: 'i> + 'i,
+    ) -> Result<impl Iterator<Item = Result<R, PoolError>> + 'i, PoolError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Wire,
+        R: Wire,
+    {
+        let _ = f;
+        self.calls().call_imap_unordered::<Single<F>, A, X>(items)
+    }
 
     /// The same calls with `chunk_size` items to a chunk (Python's `chunksize`): larger
     /// chunks cost fewer messages, smaller ones spread uneven work better.
@@ -279,8 +276,37 @@ impl Pool {
     }
 }
 
-impl Chunked<'_> {
+impl<'p> Chunked<'p> {
     function_calls!("With the chunk size given to [`Pool::chunksize`].");
+    /// [`Pool::imap`] with the chunk size given to [`Pool::chunksize`].
+    pub fn imap<F, A, R, X: IntoItem<A> + 'p>(
+        self,
+        f: F,
+        items: impl IntoIterator<Item = X, IntoIter: 'p> + 'p,
+    ) -> Result<impl Iterator<Item = Result<R, PoolError>> + 'p, PoolError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Wire,
+        R: Wire,
+    {
+        let _ = f;
+        self.calls().call_imap::<Single<F>, A, X>(items)
+    }
+
+    /// [`Pool::imap_unordered`] with the chunk size given to [`Pool::chunksize`].
+    pub fn imap_unordered<F, A, R, X: IntoItem<A> + 'p>(
+        self,
+        f: F,
+        items: impl IntoIterator<Item = X, IntoIter: 'p> + 'p,
+    ) -> Result<impl Iterator<Item = Result<R, PoolError>> + 'p, PoolError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Wire,
+        R: Wire,
+    {
+        let _ = f;
+        self.calls().call_imap_unordered::<Single<F>, A, X>(items)
+    }
 
     fn calls(&self) -> Self {
         *self

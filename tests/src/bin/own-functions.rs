@@ -5,6 +5,8 @@
 //! `own-functions init DIR`: each worker's initializer records its pid in a file of DIR,
 //! and the tasks report what the initializer set up.
 //! `own-functions init-fails`: the initializer fails; the pool must not start.
+//! `own-functions replace-self`: replaces its own executable file with another program
+//! before it starts its pool, as a rebuild during a run would.
 
 use std::{
     process::ExitCode,
@@ -124,6 +126,13 @@ fn main() -> ExitCode {
             ["init", dir] => {
                 let pool = Pool::builder().workers(2).initializer(record_pid, dir.to_owned()).build()?;
                 println!("pids\t{:?}", pool.worker_pids());
+                for pid in pool.worker_pids() {
+                    // What `top` shows (the process name) and what `ps` shows (argv[0]).
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let argv0 = String::from_utf8_lossy(cmdline.split(|&b| b == 0).next().unwrap_or_default());
+                    println!("names\t{}\t{argv0}", comm.trim_end());
+                }
                 print_all("greeting", &pool.map(greeting, 0..20)?);
                 Ok(())
             }
@@ -131,7 +140,17 @@ fn main() -> ExitCode {
                 Pool::builder().workers(2).initializer(no_model, "/nowhere/model.bin".to_owned()).build()?;
                 Ok(())
             }
-            _ => panic!("usage: own-functions [init DIR | init-fails]"),
+            ["replace-self"] => {
+                let me = std::env::current_exe().expect("own path");
+                std::fs::remove_file(&me).expect("own file removed");
+                std::fs::write(&me, "#!/bin/sh\nexit 7\n").expect("another program written");
+                let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+                std::fs::set_permissions(&me, executable).expect("another program made executable");
+                let pool = Pool::builder().workers(2).build()?;
+                print_all("after-replace", &pool.map(norm, points())?);
+                Ok(())
+            }
+            _ => panic!("usage: own-functions [init DIR | init-fails | replace-self]"),
         }
     };
     match run() {
