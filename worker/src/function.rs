@@ -20,8 +20,16 @@ pub const IMAGE_ENV: &str = "COREPOOL_WORKER_IMAGE";
 /// encoded arguments, both in hexadecimal, as `offset:arguments`.
 pub const INITIALIZER_ENV: &str = "COREPOOL_WORKER_INITIALIZER";
 
+/// Only the wrappers of this module are [`Call`]s: a trampoline makes its call's value out
+/// of nothing, which only a function type may allow.
+mod sealed {
+    pub trait Sealed {}
+    impl<F> Sealed for super::Single<F> {}
+    impl<F> Sealed for super::Spread<F> {}
+}
+
 /// A function a worker can call on one decoded input: what a trampoline runs.
-pub trait Call<In>: Copy + 'static {
+pub trait Call<In>: sealed::Sealed + Copy + 'static {
     /// What the function returns.
     type Out;
     /// Calls the function on `input`.
@@ -70,8 +78,9 @@ spread!(A, B, C, D);
 spread!(A, B, C, D, E);
 spread!(A, B, C, D, E, G);
 
-/// The one value of a function type that captures nothing.
-pub fn conjure<F: Copy>() -> F {
+/// The one value of a function type that captures nothing: `F` is a [`Call`] (a wrapper of
+/// a function, which only closures and `fn` items are) or an initializer (`Fn`).
+fn conjure<F: Copy>() -> F {
     const {
         assert!(
             size_of::<F>() == 0,

@@ -8,7 +8,7 @@ use std::{marker::PhantomData, ops::Range, sync::Mutex};
 use corepool_protocol::TaskRef;
 use corepool_worker::{
     Task,
-    function::{Call, Single, Spread, conjure, offset_of, run_chunk},
+    function::{Call, Single, Spread, offset_of, run_chunk},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -86,10 +86,9 @@ where
     type Chunk = Vec<In>;
     type Output = C::Out;
 
-    /// Runs the function here (workers use its trampoline instead).
-    fn run(&self, chunk: Vec<In>) -> Result<Vec<C::Out>, String> {
-        let call = conjure::<C>();
-        Ok(chunk.into_iter().map(|input| call.call(input)).collect())
+    /// Not used: workers run the function's trampoline, never this.
+    fn run(&self, _chunk: Vec<In>) -> Result<Vec<C::Out>, String> {
+        Err("a function is run by its trampoline in a worker".to_owned())
     }
 
     fn task_ref() -> TaskRef<&'static str> {
