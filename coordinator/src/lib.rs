@@ -86,14 +86,15 @@ pub use pool::{
     WorkerStats, logical_cpus, terminate_all,
 };
 
-/// The advanced path: tasks that choose the wire form of their chunks, and worker programs
-/// that find tasks by name.
-///
-/// A [`Task`] is a type whose value travels with each chunk (its parameters), with a
-/// `run` over a whole chunk; a worker finds it by [`Task::NAME`] in the [`Registry`] given
-/// to [`init_with`]. The pool's `*_task` calls ([`Pool::map_task`](crate::Pool::map_task),
-/// ...) cut [`Items`] into chunks for it.
 pub mod task {
+    //! The advanced path: tasks that choose the wire form of their chunks, and worker programs
+    //! that find tasks by name.
+    //!
+    //! A [`Task`] is a type whose value travels with each chunk (its parameters), with a
+    //! `run` over a whole chunk; a worker finds it by [`Task::NAME`] in the [`Registry`] given
+    //! to [`init_with`]. The pool's `*_task` calls ([`Pool::map_task`](crate::Pool::map_task),
+    //! ...) cut [`Items`] into chunks for it.
+
     pub use crate::items::{Items, whole_frame};
     pub use crate::outgoing::{AsBytes, Outgoing, SharedBytes};
     pub use crate::pool::{

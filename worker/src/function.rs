@@ -2,7 +2,7 @@
 //!
 //! A worker is a copy of the coordinator's own program, so every function has the same
 //! place in both, relative to any symbol of the program: the coordinator sends a
-//! monomorphized trampoline's offset from [`anchor`], the worker adds its own `anchor`'s
+//! monomorphized trampoline's offset from a base function, the worker adds its own base function's
 //! address and calls it. That holds only if the worker runs the very same executable file,
 //! which it checks against the identity the coordinator sent (see [`program_identity`]);
 //! a worker of another program refuses every function.
@@ -99,7 +99,7 @@ fn anchor() -> u64 {
     0x636f_7265_706f_6f6c
 }
 
-/// The offset of `runner` from this program's [`anchor`].
+/// The offset of `runner` from this program's base function.
 pub fn offset_of(runner: Runner) -> u64 {
     (runner as usize).wrapping_sub(anchor as fn() -> u64 as usize) as u64
 }

@@ -78,7 +78,7 @@ impl PoolBuilder {
         self
     }
 
-    /// Another program for the workers to run, one that calls [`crate::init_with`] with
+    /// Another program for the workers to run, one that calls [`init_with`](crate::task::init_with) with
     /// the [`Task`](crate::task::Task)s it runs by name. Without it (the usual case), each
     /// worker is a copy of this very program, which alone can run plain functions.
     pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {

@@ -5,7 +5,7 @@ use std::{ops::Range, path::PathBuf};
 use corepool_protocol::TaskFailure;
 
 /// An error from a [`crate::Pool`].
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum PoolError {
     // The I/O errors below are part of their variant's text, and not also its `source()`:
     // a caller that prints the chain of causes would name them twice.
@@ -87,6 +87,14 @@ pub enum PoolError {
     /// A wait with a time limit ran out.
     #[error("timed out")]
     Timeout,
+}
+
+/// The message itself, so that a `main` returning `Result<(), PoolError>` prints it when it
+/// fails, not the variant's fields.
+impl std::fmt::Debug for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl PoolError {
