@@ -67,15 +67,23 @@ fn every_call_runs_the_users_own_functions_over_their_own_types() {
 }
 
 #[test]
-fn the_initializer_runs_once_in_each_worker_before_its_tasks() {
+fn the_initializer_runs_once_in_each_worker_and_each_replacement_before_its_tasks() {
     let tmp = tempfile::tempdir().unwrap();
     let records = tmp.path().join("pids");
     std::fs::create_dir(&records).unwrap();
     let run = run_own_functions(tmp.path(), &["init", records.to_str().unwrap()]).assert_success();
     let pids_line = run.stdout.lines().find_map(|line| line.strip_prefix("pids\t")).expect("pids line");
-    let pids: BTreeSet<u32> =
-        pids_line.trim_matches(['[', ']']).split(", ").map(|pid| pid.parse().expect("a pid")).collect();
-    assert_eq!(pids.len(), 2, "{}", run.stdout);
+    let parse_pids = |list: &str| -> BTreeSet<u32> {
+        list.trim_matches(['[', ']']).split(", ").map(|pid| pid.parse().expect("a pid")).collect()
+    };
+    let first_pids = parse_pids(pids_line);
+    assert_eq!(first_pids.len(), 2, "{}", run.stdout);
+    let replaced = run.stdout.lines().find_map(|line| line.strip_prefix("replaced\t")).expect("replaced line");
+    let (victim, after) = replaced.split_once('\t').unwrap();
+    let after = parse_pids(after);
+    assert!(first_pids.contains(&victim.parse().unwrap()) && !after.contains(&victim.parse().unwrap()));
+    let pids: BTreeSet<u32> = first_pids.union(&after).copied().collect();
+    assert_eq!(pids.len(), 3, "two workers, then one replacement: {}", run.stdout);
     let mut recorded = BTreeSet::new();
     for entry in std::fs::read_dir(&records).unwrap() {
         let path = entry.unwrap().path();
@@ -83,15 +91,15 @@ fn the_initializer_runs_once_in_each_worker_before_its_tasks() {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{pid}\n"), "one run of the initializer");
         recorded.insert(pid);
     }
-    assert_eq!(recorded, pids, "each worker ran the initializer, and only the workers did");
+    assert_eq!(recorded, pids, "each worker, the replacement too, ran the initializer, and only the workers did");
     let names: Vec<&str> = run.stdout.lines().filter_map(|line| line.strip_prefix("names\t")).collect();
     assert_eq!(names.len(), 2, "{}", run.stdout);
     for name in names {
         let (comm, argv0) = name.split_once('\t').unwrap();
         assert!(comm.starts_with("corepool-w") && comm == argv0, "top and ps show the worker's name: {name}");
     }
-    let greetings: Vec<&str> = run.stdout.lines().filter(|line| line.starts_with("greeting\t")).collect();
-    assert_eq!(greetings.len(), 20);
+    let greetings: Vec<&str> = run.stdout.lines().filter(|line| line.starts_with("greeting")).collect();
+    assert_eq!(greetings.len(), 40);
     for line in greetings {
         let pid: u32 = line.rsplit("set up in ").next().unwrap().trim_end_matches('"').parse().expect(line);
         assert!(pids.contains(&pid), "every task saw its worker's set-up: {line}");

@@ -134,6 +134,14 @@ fn main() -> ExitCode {
                     println!("names\t{}\t{argv0}", comm.trim_end());
                 }
                 print_all("greeting", &pool.map(greeting, 0..20)?);
+                // A worker that dies is replaced by one that runs the initializer too.
+                let victim = pool.worker_pids()[0];
+                std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().expect("kill runs");
+                while pool.worker_pids().contains(&victim) || pool.worker_pids().len() < 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                println!("replaced\t{victim}\t{:?}", pool.worker_pids());
+                print_all("greeting-after", &pool.map(greeting, 0..20)?);
                 Ok(())
             }
             ["init-fails"] => {
