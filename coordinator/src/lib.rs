@@ -82,8 +82,8 @@ mod pool;
 pub use corepool_protocol::{FailureKind, TaskFailure};
 pub use corepool_worker::{function::InitOutcome, init};
 pub use pool::{
-    AsyncResult, Balance, Callbacks, Chunked, IntoItem, Pool, PoolBuilder, PoolError, PoolObserver, Wire, WorkerState,
-    WorkerStats, logical_cpus, terminate_all,
+    AsyncResult, Balance, Callbacks, Chunked, DEFAULT_WORKER_NAME_PREFIX, IntoItem, MAX_WORKER_NAME_PREFIX, Pool,
+    PoolBuilder, PoolError, PoolObserver, Wire, WorkerState, WorkerStats, logical_cpus, terminate_all,
 };
 
 pub mod task {

@@ -1,8 +1,10 @@
 //! How bytes reach a worker: the one module that knows the transport.
 //!
-//! Today it is a local socket (a Unix domain socket) at a filesystem path inside a
-//! private directory; the rest of corepool sees only [`Listener`], [`Link`] and its two
-//! halves, so another transport (MPI, TCP) can take its place here.
+//! A local socket (a Unix domain socket) at a filesystem path inside a private
+//! directory. Only the Unix socket engines use it: the coordinator's
+//! (`corepool::pool::transport::socket`) and the worker's
+//! (`corepool_worker::connection::SocketConnection`); the supervisor and the serve loop
+//! see only their transport traits, so another engine (MPI, TCP) sits beside these.
 
 use std::{
     io::{self, Read, Write},

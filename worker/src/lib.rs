@@ -9,6 +9,7 @@
 //! with the [`Registry`] of [`Task`]s it runs by name) first thing in `main` turns that
 //! process into a worker, and returns at once in any other.
 
+pub mod connection;
 pub mod function;
 mod platform;
 pub mod serve;
@@ -19,6 +20,7 @@ mod test_knobs;
 
 use std::process::ExitCode;
 
+pub use connection::{CoordinatorConnection, SocketConnection};
 pub use serve::{WorkerConfig, WorkerError};
 pub use task::{Registry, Task, decode_output, decode_outputs, decode_outputs_into, encode_payload};
 
@@ -30,10 +32,10 @@ pub const EXIT_CONNECTION_FAILED: u8 = 3;
 /// [`initializer_failure_file`] names.
 pub const EXIT_INITIALIZER_FAILED: u8 = 4;
 
-/// Where worker `index` of the pool listening at `endpoint` leaves the message of its
-/// failed initializer: beside the socket, in the pool's private folder.
-pub fn initializer_failure_file(endpoint: &std::path::Path, index: u32) -> std::path::PathBuf {
-    endpoint.with_file_name(format!("initializer-failed-{index}"))
+/// Where worker `index` leaves the message of its failed initializer: in the pool's private
+/// folder `folder`, beside its socket.
+pub fn initializer_failure_file(folder: &std::path::Path, index: u32) -> std::path::PathBuf {
+    folder.join(format!("initializer-failed-{index}"))
 }
 
 /// Whether this process was started by a coordinator to be a worker.
@@ -78,13 +80,14 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Err(error) if error.is_disconnect() => ExitCode::from(EXIT_CONNECTION_FAILED),
         Err(WorkerError::Initializer(message)) => {
             // The coordinator reads it from there when it sees this exit code.
-            if std::fs::write(initializer_failure_file(&config.endpoint, config.index), &message).is_err() {
+            let folder = config.endpoint.parent().unwrap_or(std::path::Path::new("."));
+            if std::fs::write(initializer_failure_file(folder, config.index), &message).is_err() {
                 eprintln!("corepool-w{}: the initializer failed: {message}", config.index);
             }
             ExitCode::from(EXIT_INITIALIZER_FAILED)
         }
         Err(error) => {
-            eprintln!("corepool-w{}: {error}", config.index);
+            eprintln!("{}: {error}", config.name);
             ExitCode::from(EXIT_CONNECTION_FAILED)
         }
     }

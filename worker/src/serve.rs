@@ -1,20 +1,15 @@
 //! The worker's life: connect, prove the secret, then run tasks until told to stop or
 //! until the connection closes.
 
-use std::{
-    io::{BufReader, BufWriter, Write},
-    path::PathBuf,
-};
+use std::path::PathBuf;
 
 use corepool_protocol::{
-    TaskFailure, ToCoordinator, ToWorker, batch, codec,
-    frame::{MAX_FRAME_LEN, read_frame},
-    handshake::{Credentials, worker_handshake},
-    transport::Link,
+    TaskFailure, ToCoordinator, ToWorker, batch, codec, frame::MAX_FRAME_LEN, handshake::Credentials,
 };
 
 use crate::{
     Registry,
+    connection::{CoordinatorConnection, SocketConnection},
     function::Functions,
     platform,
     task::{Runner, find_runner},
@@ -27,6 +22,8 @@ pub const ENDPOINT_ENV: &str = "COREPOOL_WORKER_ENDPOINT";
 pub const INDEX_ENV: &str = "COREPOOL_WORKER_INDEX";
 /// Environment variable holding the coordinator's process id.
 pub const PARENT_ENV: &str = "COREPOOL_PARENT_PID";
+/// Environment variable holding the worker's process name, such as `corepool-w0`.
+pub const NAME_ENV: &str = "COREPOOL_WORKER_NAME";
 /// How a worker was told to run, read from its environment and standard input.
 #[derive(Debug)]
 pub struct WorkerConfig {
@@ -34,6 +31,8 @@ pub struct WorkerConfig {
     pub endpoint: PathBuf,
     /// This worker's index in the pool.
     pub index: u32,
+    /// This worker's process name (`corepool-w0` unless the pool names it otherwise).
+    pub name: String,
     /// The coordinator's process id, if given.
     pub parent: Option<u32>,
     /// The run's secret, and the challenge this worker was started with.
@@ -109,6 +108,7 @@ impl WorkerConfig {
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| WorkerError::Config(format!("{INDEX_ENV} is not a worker index")))?;
         let parent = std::env::var(PARENT_ENV).ok().and_then(|text| text.parse().ok());
+        let name = std::env::var(NAME_ENV).unwrap_or_else(|_| format!("corepool-w{index}"));
         let mut line = String::new();
         std::io::stdin()
             .read_line(&mut line)
@@ -123,7 +123,15 @@ impl WorkerConfig {
             WorkerError::Config("standard input does not start with the run's secret and challenge".into())
         })?;
         let knobs = TestKnobs::from_env(index);
-        Ok(Self { endpoint: endpoint.into(), index, parent, credentials, knobs, functions: Functions::from_env() })
+        Ok(Self {
+            endpoint: endpoint.into(),
+            index,
+            name,
+            parent,
+            credentials,
+            knobs,
+            functions: Functions::from_env(),
+        })
     }
 }
 
@@ -133,7 +141,7 @@ const WARM_HEAP_BYTES: usize = 512 << 10;
 
 /// Serves tasks from `registry` until the coordinator says stop or goes away.
 pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerError> {
-    platform::set_process_name(&format!("corepool-w{}", config.index));
+    platform::set_process_name(&config.name);
     platform::ignore_terminal_interrupts();
     if !platform::die_with_parent(config.parent) {
         return Err(WorkerError::CoordinatorGone);
@@ -142,45 +150,29 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
     config.functions.run_initializer_from_env().map_err(WorkerError::Initializer)?;
     config.knobs.before_connect();
 
-    let link = Link::connect(&config.endpoint).map_err(|source| {
-        // The coordinator removes its socket when its pool stops, and before it exits: a
-        // worker started by one that finds no socket, or no listener, started too late.
-        use std::io::ErrorKind::{ConnectionRefused, NotFound};
-        let pool_stopped = config.parent.is_some() && matches!(source.kind(), NotFound | ConnectionRefused);
-        if pool_stopped || config.parent.is_some_and(platform::parent_is_gone) {
-            WorkerError::CoordinatorGone
-        } else {
-            WorkerError::Connect { path: config.endpoint.clone(), source }
-        }
-    })?;
-    let (reader, writer) = link.split();
-    let mut reader = BufReader::with_capacity(1 << 16, reader);
-    let mut writer = BufWriter::with_capacity(1 << 16, writer);
-    worker_handshake(&mut reader, &mut writer, &config.credentials, config.index, std::process::id())?;
+    let mut connection = SocketConnection::join(config)?;
     // The coordinator is still sending or making the first chunk: fault in the pages its
     // buffers will need meanwhile (half a megabyte covers a tutorial chunk's three).
     platform::warm_heap(WARM_HEAP_BYTES);
+    serve_on(&mut connection, config, registry)
+}
 
+/// Runs the tasks that come on `connection` until the coordinator says stop or ends it.
+pub(crate) fn serve_on(
+    connection: &mut impl CoordinatorConnection,
+    config: &WorkerConfig,
+    registry: &Registry,
+) -> Result<(), WorkerError> {
     let mut frame = Vec::new();
     let mut answer = Vec::new();
     loop {
-        // Answers wait in the buffer while more tasks are already here, so that a burst of
-        // small tasks costs one write; before blocking on a read, they must go out.
-        if !holds_complete_frame(reader.buffer()) {
-            writer.flush().map_err(corepool_protocol::frame::FrameError::Io)?;
-            if reader.buffer().is_empty() {
-                // Waiting for the next task in a poll, not in the read, spares the
-                // coordinator a wake-up of this worker each time it takes an answer.
-                reader.get_ref().wait_readable(None).map_err(corepool_protocol::frame::FrameError::Io)?;
-            }
-        }
-        if !read_frame(&mut reader, &mut frame, MAX_FRAME_LEN)? {
+        if !connection.receive(&mut frame)? {
             return Ok(());
         }
         let (message, payload) = codec::decode_prefix::<ToWorker>(&frame)?;
         match message {
             ToWorker::Shutdown => {
-                writer.flush().map_err(corepool_protocol::frame::FrameError::Io)?;
+                connection.flush()?;
                 return Ok(());
             }
             ToWorker::Task { id, task } => {
@@ -196,7 +188,7 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
                     answer.truncate(4);
                     codec::encode_into(&ToCoordinator::Failed { id, failure }, &mut answer)?;
                 }
-                send_answer(&mut writer, &mut answer)?;
+                send_answer(connection, &mut answer)?;
             }
             ToWorker::Batch { id, tasks } => {
                 config.knobs.before_chunk(None);
@@ -218,23 +210,19 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
                 if ran != tasks {
                     return Err(WorkerError::Batch(format!("announced {tasks} tasks, held {ran}")));
                 }
-                send_answer(&mut writer, &mut answer)?;
+                send_answer(connection, &mut answer)?;
             }
         }
     }
 }
 
-/// Fills in the length of the whole frame in `answer` and queues it for writing.
-fn send_answer(writer: &mut impl Write, answer: &mut [u8]) -> Result<(), WorkerError> {
+/// Fills in the length of the whole frame in `answer` and sends it.
+fn send_answer(connection: &mut impl CoordinatorConnection, answer: &mut [u8]) -> Result<(), WorkerError> {
     let len = u32::try_from(answer.len() - 4)
         .ok()
         .filter(|&len| len <= MAX_FRAME_LEN)
         .ok_or(codec::CodecError::TooLarge(answer.len() - 4))?;
     answer[..4].copy_from_slice(&len.to_le_bytes());
-    writer.write_all(answer).map_err(corepool_protocol::frame::FrameError::Io)?;
+    connection.send(answer)?;
     Ok(())
-}
-
-fn holds_complete_frame(buffered: &[u8]) -> bool {
-    buffered.len() >= 4 && (u32::from_le_bytes(buffered[..4].try_into().unwrap()) as usize) <= buffered.len() - 4
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use corepool_tutorial::values::Number;
 
@@ -85,23 +84,6 @@ pub struct GeneratorArgs {
     pub seed: u64,
 }
 
-impl GeneratorArgs {
-    /// Checks the flags against each other.
-    pub fn check(self) -> anyhow::Result<Self> {
-        if self.low >= self.high {
-            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
-        }
-        if self.cols == 0 {
-            bail!("--cols must be at least 1");
-        }
-        super::limits::check_row_width("--cols", self.cols as u64)?;
-        if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
-            bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
-        }
-        Ok(self)
-    }
-}
-
 /// Longest `--task-timeout`, in seconds: a year (longer is no limit at all, in practice).
 pub const MAX_TASK_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -181,6 +163,11 @@ pub struct CountArgs {
     /// How many workers a chunk may take down before the run fails.
     #[arg(long, value_name = "N", default_value_t = 3, help_heading = HEADING_POOL)]
     pub max_retries: u32,
+    /// Replace each worker with a fresh one once it has run N chunks (Python's
+    /// `maxtasksperchild`; `--maxtasksperchild` works too). Not a fault: nothing is sent
+    /// again [default: workers live as long as the run].
+    #[arg(long, value_name = "N", alias = "maxtasksperchild", help_heading = HEADING_POOL)]
+    pub max_tasks_per_worker: Option<u64>,
     #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub data: DataArgs,
 }
@@ -241,11 +228,11 @@ pub struct GenArgs {
     #[command(flatten, next_help_heading = "The matrix")]
     pub generator: GeneratorArgs,
     /// Element type, with numpy's names.
-    #[arg(long, value_enum, default_value_t = super::generate::Dtype::Int64, help_heading = HEADING_OUTPUT)]
-    pub dtype: super::generate::Dtype,
+    #[arg(long, value_enum, default_value_t = Dtype::Int64, help_heading = HEADING_OUTPUT)]
+    pub dtype: Dtype,
     /// File format [default: from the extension, .csv or .npy].
     #[arg(long, value_enum, help_heading = HEADING_OUTPUT)]
-    pub format: Option<super::generate::Format>,
+    pub format: Option<Format>,
     /// The file to write (whole or not at all); `-` is standard output.
     #[arg(long, short = 'o', value_name = "FILE", help_heading = HEADING_OUTPUT)]
     pub output: PathBuf,
@@ -338,4 +325,36 @@ pub enum Order {
 pub enum ReportFormat {
     /// One JSON document.
     Json,
+}
+
+/// Element types `gen` writes, with numpy's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// 8-bit signed integers.
+    Int8,
+    /// 16-bit signed integers.
+    Int16,
+    /// 32-bit signed integers.
+    Int32,
+    /// 64-bit signed integers.
+    Int64,
+    /// 8-bit unsigned integers.
+    Uint8,
+    /// 16-bit unsigned integers.
+    Uint16,
+    /// 32-bit unsigned integers.
+    Uint32,
+    /// 32-bit floats: reals drawn uniformly from low..high.
+    Float32,
+    /// 64-bit floats: reals drawn uniformly from low..high.
+    Float64,
+}
+
+/// The file formats `gen` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Comma-separated text, one row a line.
+    Csv,
+    /// numpy's `.npy`: a 2-D array in C order.
+    Npy,
 }

@@ -5,42 +5,9 @@
 use std::io::Write;
 
 use anyhow::bail;
-use clap::ValueEnum;
 use npyz::WriterBuilder;
 
-use super::args::{GenArgs, GeneratorArgs};
-
-/// Element types `gen` writes, with numpy's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Dtype {
-    /// 8-bit signed integers.
-    Int8,
-    /// 16-bit signed integers.
-    Int16,
-    /// 32-bit signed integers.
-    Int32,
-    /// 64-bit signed integers.
-    Int64,
-    /// 8-bit unsigned integers.
-    Uint8,
-    /// 16-bit unsigned integers.
-    Uint16,
-    /// 32-bit unsigned integers.
-    Uint32,
-    /// 32-bit floats: reals drawn uniformly from low..high.
-    Float32,
-    /// 64-bit floats: reals drawn uniformly from low..high.
-    Float64,
-}
-
-/// The file formats `gen` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Comma-separated text, one row a line.
-    Csv,
-    /// numpy's `.npy`: a 2-D array in C order.
-    Npy,
-}
+use super::args::{Dtype, Format, GenArgs, GeneratorArgs};
 
 impl Dtype {
     /// The range of values the type holds, for integer types.

@@ -150,8 +150,8 @@ fn count(settings: &CountSettings) -> Result<(), Failure> {
     if stream::streams(settings) {
         return stream::count_stream(settings, settings.stream.as_ref());
     }
-    // The workers start first: making the matrix first would make every spawn slower
-    // (with a 100 MB matrix in memory, a pool's start took 4.6 ms instead of 3.0 ms).
+    // The workers start first: forking copies the page tables of a matrix already made
+    // (docs/performance.md).
     let pool = match settings.mode {
         Mode::Serial => None,
         _ => Some(start_pool(&settings.pool, settings.monitor).map_err(failed)?),

@@ -143,6 +143,8 @@ pub struct WorkerReport {
     pub peak_rss_bytes: u64,
     /// Times the slot's worker died and was replaced.
     pub restarts: u64,
+    /// Times the slot's worker was replaced as planned (`--max-tasks-per-worker`).
+    pub retired: u64,
     /// Chunks sent again because the worker died holding them.
     pub retried_chunks: u64,
 }
@@ -274,6 +276,7 @@ impl WorkerReport {
             cpu_system_s: w.cpu_system.as_secs_f64(),
             peak_rss_bytes: w.peak_rss,
             restarts: w.restarts,
+            retired: w.retired,
             retried_chunks: w.retried_chunks,
         }
     }

@@ -11,6 +11,23 @@ use super::args::{
     Mode, Order, ReportFormat, ValuesArg,
 };
 
+impl GeneratorArgs {
+    /// Checks the flags against each other.
+    pub fn check(self) -> anyhow::Result<Self> {
+        if self.low >= self.high {
+            bail!("--low {} must be below --high {} (values are drawn from low..high)", self.low, self.high);
+        }
+        if self.cols == 0 {
+            bail!("--cols must be at least 1");
+        }
+        super::limits::check_row_width("--cols", self.cols as u64)?;
+        if self.rows.checked_mul(self.cols).is_none_or(|n| n > isize::MAX as usize / 8) {
+            bail!("--rows {} x --cols {} is too large a matrix", self.rows, self.cols);
+        }
+        Ok(self)
+    }
+}
+
 /// How a file or standard input is streamed, checked.
 #[derive(Debug, Clone)]
 pub struct StreamInput {
@@ -59,12 +76,14 @@ pub struct PoolOptions {
     pub task_timeout: Option<std::time::Duration>,
     /// Workers a chunk may take down before the run fails.
     pub max_retries: u32,
+    /// Chunks a worker runs before it is replaced.
+    pub max_tasks_per_worker: Option<u64>,
 }
 
 impl PoolOptions {
     /// The defaults, with `workers` workers.
     pub fn with_workers(workers: usize) -> Self {
-        Self { workers, chunk_size: None, task_timeout: None, max_retries: 3 }
+        Self { workers, chunk_size: None, task_timeout: None, max_retries: 3, max_tasks_per_worker: None }
     }
 }
 
@@ -165,6 +184,9 @@ impl CountArgs {
         if self.max_retries == 0 {
             bail!("--max-retries must be at least 1");
         }
+        if self.max_tasks_per_worker == Some(0) {
+            bail!("--max-tasks-per-worker must be at least 1");
+        }
         let task_timeout = match self.task_timeout {
             None => None,
             Some(seconds) if (MIN_TASK_TIMEOUT_S..=MAX_TASK_TIMEOUT_S).contains(&seconds) => {
@@ -180,6 +202,7 @@ impl CountArgs {
             chunk_size: self.chunk_size,
             task_timeout,
             max_retries: self.max_retries,
+            max_tasks_per_worker: self.max_tasks_per_worker,
         };
         let source = self.matrix.check()?;
         if let MatrixSource::Random(generator) = &source {

@@ -57,6 +57,10 @@ pub fn write_times(
         let restarts: u64 = run.workers.iter().map(|worker| worker.restarts).sum();
         let retried: u64 = run.workers.iter().map(|worker| worker.retried_chunks).sum();
         writeln!(out, "faults: {restarts} worker restarts, {retried} chunks sent again")?;
+        let retired: u64 = run.workers.iter().map(|worker| worker.retired).sum();
+        if retired > 0 {
+            writeln!(out, "retired: {retired} workers replaced after their share of chunks, as planned")?;
+        }
     }
     if run.repetitions.len() > 1 {
         write_repetitions(out, &run.repetitions)?;

@@ -10,7 +10,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     Pool, PoolError, PoolObserver,
     core::{Settings, Shared},
-    platform, socket_dir,
+    platform, transport,
 };
 
 /// Starts a watcher of a pool: given the pool's observer, returns what lives as long as the pool.
@@ -28,6 +28,8 @@ pub struct PoolBuilder {
     task_timeout: Option<Duration>,
     /// The initializer's setting for the workers' environment, or why it cannot be made.
     initializer: Option<Result<String, String>>,
+    max_tasks_per_worker: Option<u64>,
+    worker_name_prefix: String,
 }
 
 impl Default for PoolBuilder {
@@ -42,6 +44,8 @@ impl Default for PoolBuilder {
             start_timeout: Duration::from_secs(10),
             task_timeout: None,
             initializer: None,
+            max_tasks_per_worker: None,
+            worker_name_prefix: DEFAULT_WORKER_NAME_PREFIX.into(),
         }
     }
 }
@@ -56,6 +60,8 @@ impl std::fmt::Debug for PoolBuilder {
             .field("chunks_in_flight", &self.chunks_in_flight)
             .field("start_timeout", &self.start_timeout)
             .field("task_timeout", &self.task_timeout)
+            .field("max_tasks_per_worker", &self.max_tasks_per_worker)
+            .field("worker_name_prefix", &self.worker_name_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -140,12 +146,32 @@ impl PoolBuilder {
         self
     }
 
+    /// Replaces each worker once it has been sent `tasks` chunks and has answered them
+    /// (Python's `maxtasksperchild`; `None`, the default: workers live as long as the
+    /// pool). A worker so replaced is told to stop, as planned: no chunk is sent again and
+    /// no retry is counted, and its slot counts it in [`WorkerStats::retired`](super::WorkerStats::retired),
+    /// not in `restarts`. `Some(0)` is taken as `Some(1)`.
+    pub fn max_tasks_per_worker(mut self, tasks: Option<u64>) -> Self {
+        self.max_tasks_per_worker = tasks.map(|tasks| tasks.max(1));
+        self
+    }
+
+    /// Names the workers `{prefix}-w0`, `{prefix}-w1`, ... (process name and `argv[0]`, as
+    /// `ps` and `top` show them; default `corepool`). The prefix must be 1 to
+    /// [`MAX_WORKER_NAME_PREFIX`] bytes, without `/` or NUL, so that the whole name fits
+    /// Linux's 15-byte process name; [`build`](Self::build) fails otherwise.
+    pub fn worker_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.worker_name_prefix = prefix.into();
+        self
+    }
+
     /// Starts the workers and waits until every one has joined. Fails with
     /// [`PoolError::InsideWorker`] in a process that a pool started as its worker.
     pub fn build(self) -> Result<Pool, PoolError> {
         if corepool_worker::started_as_worker() {
             return Err(PoolError::InsideWorker);
         }
+        check_worker_name_prefix(&self.worker_name_prefix)?;
         let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
         let program = match self.program {
             Some(program) => program,
@@ -168,11 +194,13 @@ impl PoolBuilder {
             start_timeout: self.start_timeout,
             task_timeout: self.task_timeout,
             respawn: true,
+            max_tasks_per_worker: self.max_tasks_per_worker,
+            worker_name_prefix: self.worker_name_prefix,
             // Polling needs a core of its own to be worth it.
             answer_poll: if platform::may_run_on_several_cpus() { ANSWER_POLL } else { Duration::ZERO },
         };
-        let socket_dir = socket_dir::SocketDir::create()?;
-        let (shared, listener) = Shared::start(settings, socket_dir)?;
+        let engine = transport::Engine::open()?;
+        let shared = Shared::start(settings, engine);
         // From here on, a failed start drops `pool`, which stops whatever did start.
         let pool = Pool { shared };
         if platform::on_main_thread() {
@@ -196,12 +224,38 @@ impl PoolBuilder {
             let watcher = start(PoolObserver { shared: Arc::clone(&pool.shared) }).map_err(PoolError::Thread)?;
             *pool.shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         }
-        pool.shared.admit_until_ready(&listener)?;
+        pool.shared.admit_until_ready()?;
         // The acceptor, which admits the workers that replace those that die, is started
         // by the supervisor.
-        pool.shared.hand_over_listener(listener);
+        pool.shared.start_acceptor_later();
         Ok(pool)
     }
+}
+
+/// The workers' name prefix when none is given: workers are `corepool-w0`, `corepool-w1`, ...
+pub const DEFAULT_WORKER_NAME_PREFIX: &str = "corepool";
+
+/// Longest worker name prefix, in bytes: with `-w` and a four-digit index it fills Linux's
+/// 15-byte process name.
+pub const MAX_WORKER_NAME_PREFIX: usize = 15 - "-w9999".len();
+
+/// Refuses a worker name prefix that cannot name a process.
+fn check_worker_name_prefix(prefix: &str) -> Result<(), PoolError> {
+    let reason = if prefix.is_empty() {
+        "must not be empty".to_owned()
+    } else if prefix.len() > MAX_WORKER_NAME_PREFIX {
+        format!(
+            "is {} bytes long; at most {MAX_WORKER_NAME_PREFIX} fit the 15-byte process name with `-wNNNN`",
+            prefix.len()
+        )
+    } else if prefix.contains('/') {
+        "must not hold `/`".to_owned()
+    } else if prefix.contains('\0') {
+        "must not hold a NUL byte".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(PoolError::BadWorkerName { prefix: prefix.to_owned(), reason })
 }
 
 /// How long [`Pool::apply`] polls for its answer before it sleeps. The answer to a small
@@ -216,4 +270,21 @@ pub fn logical_cpus() -> usize {
     // from the kernel, which costs a tenth of a millisecond, on every pool start.
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_name_prefix_must_fit_a_process_name() {
+        assert!(check_worker_name_prefix("corepool").is_ok());
+        assert!(check_worker_name_prefix("my_app.v2").is_ok());
+        for bad in ["", "ten_bytes!", "my/app", "my\0app"] {
+            let error = check_worker_name_prefix(bad).expect_err(bad).to_string();
+            assert!(error.starts_with("worker name prefix "), "{error}");
+        }
+        let long = check_worker_name_prefix("ten_bytes!").unwrap_err().to_string();
+        assert!(long.contains("is 10 bytes long; at most 9"), "{long}");
+    }
 }

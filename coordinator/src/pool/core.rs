@@ -4,24 +4,20 @@
 //! All bookkeeping lives in one [`State`] under one mutex; nothing slow
 //! happens while it is held. The work on it is split by responsibility, each file adding
 //! its part of [`Shared`]'s methods: `spawning` (starting workers, the watchdog),
-//! `admission` (accepting and authenticating peers), `connection` (each worker's reader
-//! and writer threads), `submission` (jobs and the bounded queue), `dispatch` (which
+//! `admission` (the engine's arrivals and their handshake), `connection` (each worker's
+//! reader and writer threads), `submission` (jobs and the bounded queue), `dispatch` (which
 //! worker takes the next chunk), `batching` (`apply_async` calls gathered into one frame),
 //! `retries` (a dead worker's chunks), `delivery` (outcomes to their jobs) and `stop`.
+//! Workers are reached only through the transport seam ([`super::transport::Transport`]
+//! and its frame traits), never a socket by name.
 
 use std::{
-    collections::{HashMap, VecDeque},
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, MutexGuard, atomic::AtomicBool},
+    time::Duration,
 };
 
-use corepool_protocol::{handshake::Secret, transport::Listener};
-
-use super::{
-    PoolError, WorkerStats,
-    socket_dir::{SOCKET_NAME, SocketDir},
-};
+use super::transport::Engine;
 
 mod admission;
 mod batching;
@@ -39,11 +35,7 @@ mod submission;
 
 #[cfg(test)]
 pub(crate) use self::delivery::Payload;
-use self::{
-    delivery::CallbackRunner,
-    signal::Signal,
-    state::{Slot, SlotState, State},
-};
+use self::{delivery::CallbackRunner, signal::Signal, state::State};
 pub(crate) use self::{
     delivery::{Gatherer, ItemCall, ItemError, Outcome, Sink},
     observe::Meters,
@@ -61,6 +53,10 @@ pub(crate) struct Settings {
     pub start_timeout: Duration,
     pub task_timeout: Option<Duration>,
     pub respawn: bool,
+    /// Chunks a worker is sent before it is replaced (Python's `maxtasksperchild`).
+    pub max_tasks_per_worker: Option<u64>,
+    /// Workers are named `{prefix}-w{index}`.
+    pub worker_name_prefix: String,
     /// How long a blocking one-item call polls for its answer before it sleeps.
     pub answer_poll: Duration,
 }
@@ -74,12 +70,11 @@ pub(crate) struct Shared {
     batch_sealed: Signal,
     /// Wakes the watchdog: a worker needs starting, or the pool is stopping.
     watch: Signal,
-    secret: Secret,
-    endpoint: PathBuf,
-    socket_dir: Mutex<Option<SocketDir>>,
-    /// The listening socket once the first workers are in, until the watchdog hands it to
-    /// the acceptor thread it starts for it.
-    listener_for_acceptor: Mutex<Option<Listener>>,
+    /// What carries frames to and from the workers: the supervisor's one way to them.
+    engine: Engine,
+    /// Set once the first workers are in, until the watchdog starts the acceptor thread
+    /// that admits their replacements.
+    acceptor_wanted: AtomicBool,
     callbacks: Mutex<CallbackRunner>,
     /// Encode and decode time, for reports.
     pub meters: observe::Meters,
@@ -102,56 +97,17 @@ pub fn terminate_all() {
 }
 
 impl Shared {
-    /// Sets up the socket, starts every worker at once, and waits until all have joined.
-    pub fn start(settings: Settings, socket_dir: SocketDir) -> Result<(Arc<Self>, Listener), PoolError> {
-        let endpoint = socket_dir.path().join(SOCKET_NAME);
-        let listener = Listener::bind(&endpoint).map_err(PoolError::Socket)?;
-        let secret = Secret::generate().map_err(PoolError::Socket)?;
-        let slots = (0..settings.workers)
-            .map(|_| Slot {
-                state: SlotState::Waiting,
-                generation: 0,
-                child: None,
-                challenge: None,
-                watch: state::SlotWatch::default(),
-                pid: 0,
-                outbox: None,
-                reader: None,
-                reader_wake: Arc::default(),
-                in_flight: 0,
-                stats: WorkerStats::default(),
-                since: Instant::now(),
-                last_progress: Instant::now(),
-                start_failures: 0,
-                kill_reason: None,
-                isolated: false,
-            })
-            .collect();
+    /// The supervisor of a pool whose workers `engine` reaches; none is started yet.
+    pub fn start(settings: Settings, engine: Engine) -> Arc<Self> {
+        let state = State::new(settings.workers, settings.max_tasks_per_worker);
         let shared = Arc::new(Self {
             settings,
-            state: Mutex::new(State {
-                slots,
-                queue: VecDeque::new(),
-                in_flight: HashMap::new(),
-                jobs: HashMap::new(),
-                next_job: 0,
-                closed: false,
-                stopping: false,
-                rejected_peers: 0,
-                threads: Vec::new(),
-                dispatched: 0,
-                open_batch: None,
-                gathering: 0,
-                batch_buffers: Vec::new(),
-                broken: None,
-            }),
+            state: Mutex::new(state),
             changed: Signal::default(),
             batch_sealed: Signal::default(),
             watch: Signal::default(),
-            secret,
-            endpoint,
-            socket_dir: Mutex::new(Some(socket_dir)),
-            listener_for_acceptor: Mutex::new(None),
+            engine,
+            acceptor_wanted: AtomicBool::new(false),
             callbacks: Mutex::new(CallbackRunner::default()),
             meters: observe::Meters::default(),
             watcher: Mutex::new(None),
@@ -160,7 +116,7 @@ impl Shared {
         pools.retain(|pool| pool.strong_count() > 0);
         pools.push(Arc::downgrade(&shared));
         drop(pools);
-        Ok((shared, listener))
+        shared
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {

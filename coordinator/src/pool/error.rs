@@ -27,6 +27,15 @@ pub enum PoolError {
     /// The pool's settings cannot be used (an initializer's arguments that do not encode).
     #[error("invalid pool settings: {0}")]
     Settings(String),
+    /// The worker name prefix given to [`crate::PoolBuilder::worker_name_prefix`] cannot
+    /// name a process.
+    #[error("worker name prefix {prefix:?}: {reason}")]
+    BadWorkerName {
+        /// The prefix as given.
+        prefix: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A worker process could not be started.
     #[error("cannot start worker {index} ({}): {error}", program.display())]
     Spawn {

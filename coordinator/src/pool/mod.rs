@@ -9,6 +9,7 @@ mod observer;
 mod platform;
 mod results;
 mod socket_dir;
+mod stats;
 mod stream;
 mod transport;
 
@@ -22,42 +23,18 @@ use std::{
 use corepool_protocol::{TaskId, TaskRef, ToWorker};
 use corepool_worker::{Task, decode_output, decode_outputs_into};
 
-pub use self::builder::{PoolBuilder, logical_cpus};
+pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, logical_cpus};
 pub use self::core::terminate_all;
 pub use error::PoolError;
 pub use function::{Chunked, IntoItem, Wire};
-pub use observer::{Balance, CodecTime, PoolObserver, WorkerState};
+pub use observer::PoolObserver;
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
+pub use stats::{Balance, CodecTime, WorkerState, WorkerStats};
 pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk, own_peak_rss};
 
 use self::core::{Chunk, Outcome, Shared, Sink};
 use self::gather::{AsyncGather, InOrder};
 use crate::Items;
-
-/// What one worker slot has done so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerStats {
-    /// Process id of the slot's current (or last) worker.
-    pub pid: u32,
-    /// Chunks answered.
-    pub chunks: u64,
-    /// Items in the chunks answered.
-    pub rows: u64,
-    /// Times the slot's worker died and was replaced.
-    pub restarts: u64,
-    /// Chunks that were sent again because the slot's worker died holding them.
-    pub retried_chunks: u64,
-    /// What the slot is doing now.
-    pub state: WorkerState,
-    /// Time the slot's workers held at least one chunk.
-    pub busy: Duration,
-    /// CPU time of the slot's workers in user mode (0 where the platform cannot say).
-    pub cpu_user: Duration,
-    /// CPU time of the slot's workers in the kernel.
-    pub cpu_system: Duration,
-    /// Peak resident memory of any of the slot's workers, in bytes (`VmHWM`).
-    pub peak_rss: u64,
-}
 
 /// The chunk size used when none is given: Python's rule for `Pool.map` (about four chunks
 /// per worker), but at most [`MAX_DEFAULT_CHUNK`] items.

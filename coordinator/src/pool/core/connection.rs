@@ -17,8 +17,10 @@ use super::{
     Shared,
     admission::Admitted,
     delivery::{Outcome, Payload},
-    dispatch::{BATCH_GATHER, dispatch},
-    state::{Borrowed, InFlightMap, SlotState, row_range},
+    dispatch::{BATCH_GATHER, dispatch, retires_now},
+    outbox::Outbox,
+    state::{Borrowed, InFlightMap, Slot, SlotState, row_range},
+    stop::shutdown_frame,
 };
 use crate::pool::{
     PoolError,
@@ -52,6 +54,17 @@ pub(super) fn read_answer(reader: &mut Receiver, frame: &mut Vec<u8>) -> Result<
         }
         ToCoordinator::Failed { id, failure } => (id, Err(failure)),
     })
+}
+
+impl Slot {
+    /// Marks the slot's worker as retiring, having run its share of chunks, and takes its
+    /// outbox, for the caller to send it the stop frame and close: it takes no more work.
+    fn begin_retirement(&mut self) -> Option<Arc<Outbox>> {
+        self.retiring = true;
+        // For the watchdog, which kills a worker that takes too long to go.
+        self.since = Instant::now();
+        self.outbox.take()
+    }
 }
 
 impl Shared {
@@ -108,7 +121,9 @@ impl Shared {
     /// saw it go has dealt with it.
     pub(super) fn await_reading(&self, index: usize, generation: u64, reader: Receiver) -> Option<Receiver> {
         let mut state = self.lock();
-        if state.slots[index].in_flight > 0 || reader.holds_input() {
+        let slot = &state.slots[index];
+        // A retiring worker's end is all that is left to read.
+        if slot.in_flight > 0 || slot.retiring || reader.holds_input() {
             return Some(reader);
         }
         state.slots[index].reader = Some(reader);
@@ -119,7 +134,10 @@ impl Shared {
                 return None;
             }
             let readable = slot.reader.as_ref().is_some_and(|reader| {
-                slot.in_flight > 0 || reader.holds_input() || reader.input_waiting(Some(Duration::ZERO))
+                slot.in_flight > 0
+                    || slot.retiring
+                    || reader.holds_input()
+                    || reader.input_waiting(Some(Duration::ZERO))
             });
             if readable {
                 return slot.reader.take();
@@ -135,7 +153,7 @@ impl Shared {
         let slot = &mut state.slots[index];
         if slot.generation == generation && slot.state == SlotState::Ready {
             slot.reader = Some(reader);
-            if slot.in_flight > 0 {
+            if slot.in_flight > 0 || slot.retiring {
                 slot.reader_wake.notify_all();
             }
         }
@@ -176,6 +194,7 @@ impl Shared {
         // Only the worker that holds a chunk may answer for it: a late answer from a worker
         // given up on, or a duplicate, finds nothing here and is dropped.
         let flight = state.in_flight.remove_if_held_by(&id, index)?;
+        let max_tasks = state.max_tasks_per_worker;
         let slot = &mut state.slots[index];
         slot.in_flight -= 1;
         slot.isolated &= slot.in_flight > 0;
@@ -183,12 +202,14 @@ impl Shared {
         slot.stats.chunks += 1;
         slot.stats.rows += flight.chunk.rows as u64;
         slot.note_load();
+        let retiring = retires_now(slot.sent, slot.in_flight, max_tasks);
+        let retired_outbox = if retiring { slot.begin_retirement() } else { None };
         let rows = flight.chunk.rows;
         let result = result.map_err(|failure| PoolError::Task { rows: row_range(&flight.chunk), failure });
         let delivery = state.take_delivery(id.job);
         // An idle worker and a small open batch: calls are likely still coming.
         let gather = match &state.open_batch {
-            Some(batch) if may_gather && state.slots[index].in_flight == 0 && state.queue.is_empty() => {
+            Some(batch) if may_gather && !retiring && state.slots[index].in_flight == 0 && state.queue.is_empty() => {
                 (batch.completions.len() < BATCH_GATHER).then_some(batch.job)
             }
             _ => None,
@@ -196,6 +217,12 @@ impl Shared {
         state.gathering += usize::from(gather.is_some());
         dispatch(&mut state, self.settings.chunks_in_flight, None);
         drop(state);
+        if let Some(outbox) = retired_outbox {
+            // Its reader thread reads on to the end of the connection, which the worker
+            // closes as it exits: the slot is then free for its replacement.
+            let _ = outbox.push(Arc::new(shutdown_frame()), false);
+            outbox.close();
+        }
         self.changed.notify_all();
         self.deliver(delivery, Outcome { id, rows, result });
         gather

@@ -52,6 +52,7 @@ pub(super) fn dispatch(state: &mut State, window: usize, mut by_caller: Option<B
             isolated: slot.isolated,
             in_flight: slot.in_flight,
             chunks_done: slot.stats.chunks,
+            spent: quota_spent(slot.sent, state.max_tasks_per_worker),
         });
         let Some(index) = pick_worker(loads, suspect, window) else { return };
         let chunk = state.queue.pop_front().expect("queue is not empty");
@@ -89,6 +90,7 @@ pub(super) fn dispatch(state: &mut State, window: usize, mut by_caller: Option<B
             }
         }
         slot.in_flight += 1;
+        slot.sent += 1;
         slot.isolated = suspect;
         state.dispatched += 1;
         let order = state.dispatched;
@@ -107,10 +109,12 @@ pub(super) struct SlotLoad {
     pub(super) in_flight: usize,
     /// Chunks answered so far.
     pub(super) chunks_done: u64,
+    /// Its worker has been sent all the chunks it may run ([`quota_spent`]).
+    pub(super) spent: bool,
 }
 
 /// Which slot takes the next chunk, if any has room: the least loaded of the ready slots
-/// with fewer than `window` chunks in flight. A `suspect` chunk (it may kill its worker)
+/// with fewer than `window` chunks in flight, whose worker has not spent its quota. A `suspect` chunk (it may kill its worker)
 /// goes only to a slot that holds nothing, and an isolated slot takes nothing more. Ties
 /// go to the slot that has done least, then to the first, so that one-at-a-time calls
 /// such as `apply` spread over every worker instead of keeping the first one busy.
@@ -118,10 +122,23 @@ pub(super) fn pick_worker(slots: impl IntoIterator<Item = SlotLoad>, suspect: bo
     slots
         .into_iter()
         .enumerate()
-        .filter(|(_, slot)| slot.ready && !slot.isolated)
+        .filter(|(_, slot)| slot.ready && !slot.isolated && !slot.spent)
         .filter(|(_, slot)| if suspect { slot.in_flight == 0 } else { slot.in_flight < window })
         .min_by_key(|(_, slot)| (slot.in_flight, slot.chunks_done))
         .map(|(index, _)| index)
+}
+
+/// Whether a worker that has been sent `sent` chunks has had its share, with at most
+/// `max_tasks` per worker (Python's `maxtasksperchild`): it takes no more, and retires once
+/// it has answered them ([`retires_now`]).
+pub(super) fn quota_spent(sent: u64, max_tasks: Option<u64>) -> bool {
+    max_tasks.is_some_and(|max| sent >= max)
+}
+
+/// Whether a worker is told to stop now, to be replaced: it has spent its quota and holds
+/// no chunk unanswered.
+pub(super) fn retires_now(sent: u64, in_flight: usize, max_tasks: Option<u64>) -> bool {
+    in_flight == 0 && quota_spent(sent, max_tasks)
 }
 
 /// Whether the open batch of `apply_async` calls, holding `calls`, goes out now that the
@@ -137,7 +154,7 @@ mod tests {
     use super::*;
 
     fn slot(in_flight: usize, chunks_done: u64) -> SlotLoad {
-        SlotLoad { ready: true, isolated: false, in_flight, chunks_done }
+        SlotLoad { ready: true, isolated: false, in_flight, chunks_done, spent: false }
     }
 
     #[test]
@@ -179,6 +196,31 @@ mod tests {
         let isolated = SlotLoad { isolated: true, ..slot(1, 0) };
         assert_eq!(pick_worker([isolated, slot(2, 0)], false, 2), None);
         assert_eq!(pick_worker([isolated, slot(1, 0)], false, 2), Some(1));
+    }
+
+    #[test]
+    fn a_worker_that_spent_its_quota_takes_nothing_more() {
+        let spent = SlotLoad { spent: true, ..slot(0, 0) };
+        assert_eq!(pick_worker([spent, slot(1, 9)], false, 2), Some(1));
+        assert_eq!(pick_worker([spent], false, 2), None);
+        assert_eq!(pick_worker([spent, slot(0, 0)], true, 2), Some(1));
+    }
+
+    #[test]
+    fn the_quota_counts_chunks_sent_and_is_spent_at_the_limit() {
+        assert!(!quota_spent(1_000_000, None), "no limit by default");
+        assert!(!quota_spent(0, Some(1)));
+        assert!(quota_spent(1, Some(1)));
+        assert!(!quota_spent(2, Some(3)));
+        assert!(quota_spent(3, Some(3)));
+    }
+
+    #[test]
+    fn a_worker_retires_once_its_quota_is_spent_and_every_chunk_answered() {
+        assert!(!retires_now(3, 1, Some(3)), "one answer still to come");
+        assert!(retires_now(3, 0, Some(3)));
+        assert!(!retires_now(2, 0, Some(3)), "it may take one more");
+        assert!(!retires_now(7, 0, None));
     }
 
     #[test]

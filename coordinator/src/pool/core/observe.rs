@@ -14,9 +14,9 @@ use super::{
     state::{Slot, SlotState},
 };
 use crate::pool::{
-    WorkerStats,
-    observer::{CodecTime, WorkerState},
     platform::{ProcessUsage, process_usage},
+    stats::{CodecTime, WorkerState, WorkerStats},
+    transport::Transport,
 };
 
 impl Slot {
@@ -45,7 +45,7 @@ impl Slot {
             SlotState::Ready => WorkerState::Idle,
             // Not joined: before the slot's first worker has joined, that is starting;
             // after, the slot is between a worker that died and its replacement.
-            _ if self.stats.restarts == 0 => WorkerState::Starting,
+            _ if self.stats.restarts == 0 && self.stats.retired == 0 => WorkerState::Starting,
             _ => WorkerState::Restarting,
         }
     }
@@ -164,9 +164,10 @@ impl Shared {
         (stats, state.rejected_peers)
     }
 
-    /// The private directory holding the socket, until the pool stops.
+    /// Where the engine lives on the file system (the socket's private directory), until
+    /// the pool stops.
     pub(crate) fn socket_dir(&self) -> Option<PathBuf> {
-        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|dir| dir.path().to_path_buf())
+        self.engine.location()
     }
 
     /// Process ids of the live workers.

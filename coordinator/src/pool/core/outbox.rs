@@ -4,7 +4,7 @@
 //! socket. But waking that thread costs about as much as a third of a socket round trip
 //! on a small machine, which a caller of `apply` pays on every call. So a caller whose
 //! frames are small, and who finds the connection idle, writes them itself
-//! ([`Outbox::write_here`]). Whoever writes holds the socket, taken out of the queue, so
+//! ([`Outbox::write_here`]). Whoever writes holds the sender, taken out of the queue, so
 //! that frames never interleave and go out in the order they were queued.
 
 use std::{
@@ -22,7 +22,7 @@ use crate::{
 /// write does not wait on the worker.
 pub(super) const WRITE_HERE_MAX: usize = 16 << 10;
 
-/// The frames waiting for one worker's socket.
+/// The frames waiting for one worker's connection.
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     /// Wakes the writer thread.
@@ -32,7 +32,7 @@ pub(crate) struct Outbox {
 struct Queue {
     frames: VecDeque<Arc<Outgoing>>,
     /// The connection's sending side, when nobody is sending on it.
-    socket: Option<Sender>,
+    sender: Option<Sender>,
     /// No more frames will come: the writer thread ends once those queued are out.
     closed: bool,
     /// A write failed: the worker is gone, and frames are refused.
@@ -42,10 +42,10 @@ struct Queue {
 }
 
 impl Outbox {
-    /// An outbox sending on `socket`; [`Outbox::run_writer`] must run on a thread of its own.
-    pub fn new(socket: Sender) -> Arc<Self> {
+    /// An outbox sending on `sender`; [`Outbox::run_writer`] must run on a thread of its own.
+    pub fn new(sender: Sender) -> Arc<Self> {
         let queue =
-            Queue { frames: VecDeque::new(), socket: Some(socket), closed: false, failed: false, thread_idle: false };
+            Queue { frames: VecDeque::new(), sender: Some(sender), closed: false, failed: false, thread_idle: false };
         Arc::new(Self { queue: Mutex::new(queue), wake: Condvar::new() })
     }
 
@@ -68,23 +68,23 @@ impl Outbox {
         Ok(())
     }
 
-    /// Writes the queued frames on this thread if the socket is free and they are all
+    /// Writes the queued frames on this thread if the sender is free and they are all
     /// small; otherwise leaves them to the writer thread.
     pub fn write_here(&self) {
         let mut queue = self.lock();
         let small = queue.frames.iter().all(|frame| frame.frame_len() <= WRITE_HERE_MAX);
-        if !small || queue.socket.is_none() {
-            // Whoever holds the socket looks at the queue again once done.
+        if !small || queue.sender.is_none() {
+            // Whoever holds the sender looks at the queue again once done.
             self.wake_writer(&queue);
             return;
         }
-        let mut socket = queue.socket.take().expect("checked above");
+        let mut sender = queue.sender.take().expect("checked above");
         let frames: Vec<_> = queue.frames.drain(..).collect();
         drop(queue);
-        let written = socket.send(&frames);
+        let written = sender.send(&frames);
         let mut queue = self.lock();
         queue.failed |= written.is_err();
-        queue.socket = Some(socket);
+        queue.sender = Some(sender);
         self.wake_writer(&queue);
     }
 
@@ -101,23 +101,23 @@ impl Outbox {
     pub fn run_writer(&self) {
         let mut queue = self.lock();
         loop {
-            if queue.failed || (queue.closed && queue.frames.is_empty() && queue.socket.is_some()) {
+            if queue.failed || (queue.closed && queue.frames.is_empty() && queue.sender.is_some()) {
                 return;
             }
-            if queue.frames.is_empty() || queue.socket.is_none() {
+            if queue.frames.is_empty() || queue.sender.is_none() {
                 queue.thread_idle = true;
                 queue = self.wake.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
                 queue.thread_idle = false;
                 continue;
             }
-            let mut socket = queue.socket.take().expect("checked above");
+            let mut sender = queue.sender.take().expect("checked above");
             let frames: Vec<_> = queue.frames.drain(..).collect();
             drop(queue);
-            let written = socket.send(&frames);
+            let written = sender.send(&frames);
             drop(frames);
             queue = self.lock();
             queue.failed |= written.is_err();
-            queue.socket = Some(socket);
+            queue.sender = Some(sender);
         }
     }
 
@@ -125,7 +125,7 @@ impl Outbox {
     /// failed write (on whichever thread) ends it too.
     fn wake_writer(&self, queue: &Queue) {
         let work = !queue.frames.is_empty() || queue.closed || queue.failed;
-        if queue.thread_idle && queue.socket.is_some() && work {
+        if queue.thread_idle && queue.sender.is_some() && work {
             self.wake.notify_one();
         }
     }
@@ -138,7 +138,7 @@ mod tests {
     use corepool_protocol::transport::{Link, Listener};
 
     use super::*;
-    use crate::pool::transport::SocketSender;
+    use crate::pool::transport::socket::SocketSender;
 
     fn frame(byte: u8, len: usize) -> Arc<Outgoing> {
         Arc::new(Outgoing::encoded(vec![byte; len]))

@@ -23,6 +23,8 @@ impl Shared {
             return;
         }
         slot.state = SlotState::Gone;
+        // A worker told to stop after its share of chunks has gone as planned.
+        let retired = std::mem::take(&mut slot.retiring);
         if let Some(outbox) = slot.outbox.take() {
             outbox.close();
         }
@@ -83,7 +85,10 @@ impl Shared {
             // not this short-lived thread).
             let slot = &mut state.slots[index];
             slot.state = SlotState::Waiting;
-            slot.stats.restarts += 1;
+            match retired {
+                true => slot.stats.retired += 1,
+                false => slot.stats.restarts += 1,
+            }
         }
         drop(state);
         self.watch.notify_all();

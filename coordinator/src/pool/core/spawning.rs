@@ -5,15 +5,18 @@ use std::{
     io::Write,
     os::unix::process::{CommandExt, ExitStatusExt},
     process::{Child, Command, Stdio},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use corepool_protocol::handshake::{Challenge, Credentials};
-use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
+use corepool_worker::serve::{INDEX_ENV, NAME_ENV, PARENT_ENV};
 
 use super::{Shared, state::SlotState};
-use crate::pool::{PoolError, error::with_causes};
+use crate::pool::{
+    PoolError,
+    error::with_causes,
+    transport::{Launch, Transport},
+};
 
 /// Waits briefly for a worker that closed its connection to exit, then makes sure it is
 /// gone, and says how it ended.
@@ -53,38 +56,41 @@ pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
 }
 
 impl Shared {
-    /// Starts (or restarts) the worker in slot `index`, and hands it the run's secret and
-    /// a challenge made for this start, through a pipe only the child can read, never the
-    /// command line. If they cannot be sent, the child exits and the watchdog counts a
-    /// failed start.
+    /// Starts (or restarts) the worker in slot `index`, with what the engine adds to reach
+    /// it (see [`Transport::launch`]); the engine's first line for it goes through a pipe
+    /// only the child can read, never the command line. If it cannot be sent, the child
+    /// exits and the watchdog counts a failed start. An engine whose workers run already
+    /// starts nothing: the slot waits for its worker to join.
     ///
     /// Only the watchdog thread calls this, or the process's main thread for the first
     /// workers: Linux delivers the workers' parent-death signal when the *thread* that
     /// started them exits, so that thread must live as long as the pool.
     pub(super) fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
-        let challenge = Challenge::generate().map_err(PoolError::Socket)?;
         let mut command = Command::new(&self.settings.program);
+        let name = format!("{}-w{index}", self.settings.worker_name_prefix);
         command
-            .arg0(format!("corepool-w{index}"))
-            .env(ENDPOINT_ENV, &self.endpoint)
+            .arg0(&name)
+            .env(NAME_ENV, &name)
             .env(INDEX_ENV, index.to_string())
             .env(PARENT_ENV, std::process::id().to_string())
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::null());
         super::super::platform::die_with_this_process(&mut command);
-        let mut child = command.spawn().map_err(|error| PoolError::Spawn {
-            index,
-            program: self.settings.program.clone(),
-            error,
-        })?;
-        let stdin = child.stdin.take();
+        let spawn_error = |error| PoolError::Spawn { index, program: self.settings.program.clone(), error };
+        let (ticket, mut child, line) = match self.engine.launch(index, &mut command).map_err(spawn_error)? {
+            Launch::Process { ticket, stdin } => (ticket, Some(command.spawn().map_err(spawn_error)?), stdin),
+            Launch::Running { ticket } => (ticket, None, Vec::new()),
+        };
+        let stdin = child.as_mut().and_then(|child| child.stdin.take());
         let mut state = self.lock();
         if state.stopping {
             // The pool stopped while this worker was starting: it must not outlive it.
             drop(state);
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Some(mut child) = child {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
             return Err(PoolError::Terminated);
         }
         // The slot must know the child before the child can prove itself: it cannot until
@@ -92,15 +98,17 @@ impl Shared {
         let slot = &mut state.slots[index];
         slot.generation += 1;
         slot.state = SlotState::Starting;
-        slot.pid = child.id();
-        slot.child = Some(child);
-        slot.challenge = Some(challenge);
+        // A worker that runs already tells its process id as it joins.
+        slot.pid = child.as_ref().map_or(0, Child::id);
+        slot.child = child;
+        slot.ticket = Some(ticket);
         slot.since = Instant::now();
+        slot.sent = 0;
         slot.kill_reason = None;
         drop(state);
         // At once: the pipe holds the line until the child, still loading, reads it.
         if let Some(mut stdin) = stdin {
-            let _ = stdin.write_all(Credentials { secret: self.secret.clone(), challenge }.to_line().as_bytes());
+            let _ = stdin.write_all(&line);
         }
         Ok(())
     }
@@ -114,12 +122,10 @@ impl Shared {
         let mut swept = false;
         let mut state = self.lock();
         while !state.stopping && state.broken.is_none() {
-            let listener = self.listener_for_acceptor.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(listener) = listener {
+            if self.acceptor_wanted.swap(false, Ordering::SeqCst) {
                 let shared = Arc::clone(&self);
-                let started = std::thread::Builder::new()
-                    .name("corepool-accept".into())
-                    .spawn(move || shared.accept_loop(listener));
+                let started =
+                    std::thread::Builder::new().name("corepool-accept".into()).spawn(move || shared.accept_loop());
                 if let Err(error) = started {
                     drop(state);
                     self.break_pool(format!("cannot start the acceptor thread: {error}"));
@@ -163,6 +169,15 @@ impl Shared {
                             to_start.push(index);
                         }
                     }
+                    SlotState::Ready if slot.retiring => {
+                        // Told to stop with nothing in flight: one that lingers is killed.
+                        if slot.kill_reason.is_none() && slot.since.elapsed() > self.settings.start_timeout {
+                            slot.kill_reason = Some("did not stop when told to".into());
+                            if let Some(child) = slot.child.as_mut() {
+                                let _ = child.kill();
+                            }
+                        }
+                    }
                     SlotState::Ready => {
                         let Some(limit) = self.settings.task_timeout else { continue };
                         if slot.in_flight > 0 && slot.kill_reason.is_none() && slot.last_progress.elapsed() > limit {
@@ -186,10 +201,7 @@ impl Shared {
             }
             if !swept {
                 swept = true;
-                // Others' leftovers lie beside this pool's own directory.
-                if let Some(base) = self.endpoint.parent().and_then(std::path::Path::parent) {
-                    crate::pool::socket_dir::sweep_dead_runs(base);
-                }
+                self.engine.sweep_leftovers();
             }
             state = self.lock();
             if to_start.is_empty() && !state.stopping {
@@ -203,8 +215,10 @@ impl Shared {
         if status.code() != Some(i32::from(corepool_worker::EXIT_INITIALIZER_FAILED)) {
             return None;
         }
-        let file = corepool_worker::initializer_failure_file(&self.endpoint, index as u32);
-        let message = std::fs::read_to_string(&file).unwrap_or_else(|_| "(its message was lost)".into());
+        let lost = || "(its message was lost)".to_owned();
+        let Some(folder) = self.socket_dir() else { return Some(lost()) };
+        let file = corepool_worker::initializer_failure_file(&folder, index as u32);
+        let message = std::fs::read_to_string(&file).unwrap_or_else(|_| lost());
         let _ = std::fs::remove_file(file);
         Some(message)
     }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use corepool_protocol::{TaskId, handshake::Challenge};
+use corepool_protocol::TaskId;
 
 use super::{
     delivery::{ItemCompletion, Sink},
@@ -18,7 +18,11 @@ use super::{
 };
 use crate::{
     outgoing::Outgoing,
-    pool::{WorkerStats, platform::ProcessUsage, transport::Receiver},
+    pool::{
+        WorkerStats,
+        platform::ProcessUsage,
+        transport::{Receiver, Ticket, Vouched},
+    },
 };
 
 /// A chunk, encoded as a whole frame ready to write.
@@ -69,8 +73,8 @@ pub(super) struct Slot {
     pub(super) state: SlotState,
     pub(super) generation: u64,
     pub(super) child: Option<Child>,
-    /// The challenge its current worker was started with, which it must answer to join.
-    pub(super) challenge: Option<Challenge>,
+    /// What its current worker was started with, and must prove it holds to join.
+    pub(super) ticket: Option<Ticket>,
     /// Busy clock and kernel usage, for observers.
     pub(super) watch: SlotWatch,
     pub(super) pid: u32,
@@ -84,6 +88,11 @@ pub(super) struct Slot {
     pub(super) stats: WorkerStats,
     /// When the slot entered its state (for the start timeout).
     pub(super) since: Instant,
+    /// Chunks sent to the current worker, against the pool's `max_tasks_per_worker`.
+    pub(super) sent: u64,
+    /// The current worker has run its share and was told to stop: its end is a planned
+    /// retirement, not a death.
+    pub(super) retiring: bool,
     /// When the worker last answered, or was handed work while idle (for the task timeout).
     pub(super) last_progress: Instant,
     /// Starts in a row that died or timed out before joining.
@@ -132,6 +141,8 @@ pub(crate) struct State {
     pub(super) batch_buffers: Vec<Arc<Vec<u8>>>,
     /// Why the pool cannot go on, once it cannot.
     pub(super) broken: Option<String>,
+    /// Chunks a worker is sent before it retires (see [`quota_spent`](super::dispatch::quota_spent)).
+    pub(super) max_tasks_per_worker: Option<u64>,
 }
 
 /// The chunks in flight, by id.
@@ -147,12 +158,76 @@ impl InFlightMap for HashMap<TaskId, InFlight> {
 }
 
 impl State {
-    /// Slot `index`, if it waits for the worker it started, and that worker has process id
-    /// `pid`.
-    pub(super) fn starting(&self, index: usize, pid: Option<u32>) -> Option<&Slot> {
-        self.slots.get(index).filter(|slot| slot.state == SlotState::Starting && Some(slot.pid) == pid)
+    /// The state of a pool of `workers` slots, each waiting for its first worker.
+    pub(super) fn new(workers: usize, max_tasks_per_worker: Option<u64>) -> Self {
+        State {
+            slots: (0..workers).map(|_| Slot::waiting()).collect(),
+            queue: VecDeque::new(),
+            in_flight: HashMap::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            closed: false,
+            stopping: false,
+            rejected_peers: 0,
+            threads: Vec::new(),
+            dispatched: 0,
+            open_batch: None,
+            gathering: 0,
+            batch_buffers: Vec::new(),
+            broken: None,
+            max_tasks_per_worker,
+        }
     }
 
+    /// Slot `index`, if it waits for the worker it started, and `peer` is that worker as
+    /// far as the engine can vouch.
+    pub(super) fn starting(&self, index: usize, peer: Vouched) -> Option<&Slot> {
+        self.slots.get(index).filter(|slot| slot.state == SlotState::Starting && slot.is(index, peer))
+    }
+
+    /// Whether the engine vouches that `peer` is the worker some slot waits for.
+    pub(super) fn awaits(&self, peer: Vouched) -> bool {
+        (0..self.slots.len()).any(|index| self.starting(index, peer).is_some())
+    }
+}
+
+impl Slot {
+    /// A slot waiting for its first worker.
+    pub(super) fn waiting() -> Self {
+        Slot {
+            state: SlotState::Waiting,
+            generation: 0,
+            child: None,
+            ticket: None,
+            watch: SlotWatch::default(),
+            pid: 0,
+            outbox: None,
+            reader: None,
+            reader_wake: Arc::default(),
+            in_flight: 0,
+            stats: WorkerStats::default(),
+            since: Instant::now(),
+            sent: 0,
+            retiring: false,
+            last_progress: Instant::now(),
+            start_failures: 0,
+            kill_reason: None,
+            isolated: false,
+        }
+    }
+
+    /// Whether `peer` is the current worker of this slot, number `index`, as far as the
+    /// engine can vouch.
+    pub(super) fn is(&self, index: usize, peer: Vouched) -> bool {
+        match peer {
+            Vouched::Pid(pid) => self.pid == pid,
+            Vouched::Slot(slot) => slot == index,
+            Vouched::Nothing => false,
+        }
+    }
+}
+
+impl State {
     /// Where an outcome of `job` goes: a batch's sink is taken out (its one outcome ends
     /// the job); a gatherer is shared.
     pub(super) fn take_delivery(&mut self, job: u64) -> Option<Sink> {
@@ -166,4 +241,29 @@ impl State {
 /// The rows of `chunk`, for messages.
 pub(super) fn row_range(chunk: &Chunk) -> std::ops::Range<u64> {
     chunk.id.first_row..chunk.id.first_row + chunk.rows as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starting(pid: u32) -> Slot {
+        Slot { state: SlotState::Starting, pid, ..Slot::waiting() }
+    }
+
+    #[test]
+    fn a_peer_is_heard_only_if_the_engine_vouches_for_a_worker_a_slot_waits_for() {
+        let mut state = State { slots: vec![starting(40), starting(41), Slot::waiting()], ..State::new(0, None) };
+        assert!(state.awaits(Vouched::Pid(41)));
+        assert!(!state.awaits(Vouched::Pid(42)), "a process this pool did not start");
+        assert!(!state.awaits(Vouched::Nothing), "a peer the engine cannot vouch for");
+        assert!(state.awaits(Vouched::Slot(1)), "a rank for a starting slot");
+        assert!(!state.awaits(Vouched::Slot(2)), "a slot with no worker on its way");
+        assert!(!state.awaits(Vouched::Slot(7)), "no such slot");
+        assert_eq!(state.starting(0, Vouched::Pid(40)).map(|slot| slot.pid), Some(40));
+        assert!(state.starting(0, Vouched::Pid(41)).is_none(), "slot 1's worker claiming slot 0");
+        assert!(state.starting(1, Vouched::Slot(0)).is_none(), "rank of slot 0 claiming slot 1");
+        state.slots[0].state = SlotState::Ready;
+        assert!(!state.awaits(Vouched::Pid(40)), "a slot whose worker has joined waits for nobody");
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::{process::Child, sync::Arc, time::Duration};
 
-use corepool_protocol::{TaskId, ToWorker, codec, transport::Link};
+use corepool_protocol::{TaskId, ToWorker, codec};
 
 use super::{
     Shared,
@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     outgoing::Outgoing,
-    pool::{PoolError, platform::reap_all},
+    pool::{PoolError, platform::reap_all, transport::Transport},
 };
 
 /// The frame that tells a worker to finish.
@@ -96,10 +96,9 @@ impl Shared {
         }
         // The last callbacks are queued: the callback thread ends once it has run them.
         let callback_thread = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).stop();
-        // Wake the acceptor so that it sees `stopping` and returns; then nothing needs the
-        // socket any more, and its directory goes while the workers exit.
-        let _ = Link::connect(&self.endpoint);
-        self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Wakes the acceptor, which sees `stopping` and returns, and frees what the engine
+        // holds while the workers exit.
+        self.engine.stop();
 
         // Workers told to stop exit within a fraction of a millisecond; whatever is left
         // after the grace period is killed. Reaping them tells their final usage.

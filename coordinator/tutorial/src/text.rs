@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use corepool::task::Task;
 
-use crate::values::ValueRange;
+use crate::{excerpt::quotable, values::ValueRange};
 
 mod quoted;
 
@@ -135,9 +135,6 @@ impl std::error::Error for TextFault {}
 
 /// The message for a quote left open at the end of its line.
 pub const SPANS_LINES: &str = "a quoted cell spans lines, which corepool does not read";
-
-/// Longest cell text quoted in an error: the whole of a runaway cell would flood the terminal.
-const MAX_QUOTED_CHARS: usize = 40;
 
 fn is_blank(byte: u8) -> bool {
     byte == b' ' || byte == b'\t'
@@ -560,19 +557,6 @@ fn describe(error: CellError, kind: ValueKind, cell: &[u8], separator: Separator
         }
         None => not_number,
     }
-}
-
-/// The cell as text for a message: lossy, since the input need not be UTF-8, and shortened.
-pub fn quotable(cell: &[u8]) -> String {
-    // Enough bytes for MAX_QUOTED_CHARS characters of up to four bytes, plus one to see there is more.
-    let head = &cell[..cell.len().min(4 * MAX_QUOTED_CHARS + 1)];
-    let text = String::from_utf8_lossy(head);
-    let mut chars = text.chars();
-    let mut quoted: String = chars.by_ref().take(MAX_QUOTED_CHARS).collect();
-    if chars.next().is_some() || head.len() < cell.len() {
-        quoted.push('…');
-    }
-    quoted
 }
 
 #[cfg(test)]

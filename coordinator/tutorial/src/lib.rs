@@ -10,6 +10,7 @@
 //! Workers find these tasks in [`registry`]; a program that runs them serves as its own
 //! worker with `corepool::task::init_with(corepool_tutorial::registry)` first thing in `main`.
 
+mod excerpt;
 pub mod input;
 mod items;
 pub mod matrix;

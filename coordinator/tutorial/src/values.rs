@@ -55,7 +55,7 @@ impl FromStr for Number {
         match text.parse::<f64>() {
             Ok(value) if value.is_nan() => Err(format!("{text:?} is not a number to compare with")),
             Ok(value) => Ok(Number::Float(value)),
-            Err(_) => Err(format!("{:?} is not a number", crate::text::quotable(text.as_bytes()))),
+            Err(_) => Err(format!("{:?} is not a number", crate::excerpt::quotable(text.as_bytes()))),
         }
     }
 }
