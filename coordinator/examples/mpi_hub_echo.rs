@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use corepool::pool::mpi::{Hub, Kind, Options};
+use corepool::mpi::{Hub, Kind, Options};
 
 /// The sizes of the frames each worker echoes, in order.
 const SIZES: [usize; 9] = [0, 1, 100, 4096, 4097, 65536, 1 << 20, 3 << 20, 16 << 20];

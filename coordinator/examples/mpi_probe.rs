@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use corepool::pool::mpi::{self, Endpoint, Kind, OutgoingFrame, Received};
+use corepool::mpi::{self, Endpoint, Kind, OutgoingFrame, Received};
 
 /// Exit code when a rank did not answer in time.
 const SILENT_RANK: i32 = 3;

@@ -2,17 +2,29 @@
 //! small, independent tasks in one frame each way, so that a burst of one-item calls
 //! (`apply_async` per row) costs one message, not one per call.
 //!
-//! A batch holds, per task: the task name's length (`u32` little-endian), the name, the
-//! payload's length (`u32`), the payload. Its answer holds, per task in the same order: a
+//! A batch holds, per task: its [`TaskRef`]: a name's length (`u32` little-endian, below
+//! [`FUNCTION_MARK`]) and the name, or [`FUNCTION_MARK`] and a function's offset (`u64`);
+//! then the payload's length (`u32`), the payload. Its answer holds, per task in the same order: a
 //! status byte (0 done, 1 failed), a length (`u32`), then the outputs (done) or the encoded
 //! [`TaskFailure`] (failed).
 
-use crate::{TaskFailure, codec};
+use crate::{TaskFailure, TaskRef, codec};
+
+/// Where a name's length would be: the entry refers to a function by its offset.
+pub const FUNCTION_MARK: u32 = u32::MAX;
 
 /// Appends one task to a batch's payload.
-pub fn push_task(out: &mut Vec<u8>, task: &str, payload: &[u8]) {
-    out.extend_from_slice(&(task.len() as u32).to_le_bytes());
-    out.extend_from_slice(task.as_bytes());
+pub fn push_task(out: &mut Vec<u8>, task: TaskRef<&str>, payload: &[u8]) {
+    match task {
+        TaskRef::Named(name) => {
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+        TaskRef::Function(offset) => {
+            out.extend_from_slice(&FUNCTION_MARK.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+    }
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
 }
@@ -36,8 +48,8 @@ fn take_len(bytes: &mut &[u8], what: &'static str) -> Result<usize, BatchError> 
     Ok(u32::from_le_bytes(raw.try_into().expect("four bytes")) as usize)
 }
 
-/// The tasks of a batch's payload, in order: `(task name, payload)`.
-pub fn tasks(mut bytes: &[u8]) -> impl Iterator<Item = Result<(&str, &[u8]), BatchError>> {
+/// The tasks of a batch's payload, in order: `(task reference, payload)`.
+pub fn tasks(mut bytes: &[u8]) -> impl Iterator<Item = Result<(TaskRef<&str>, &[u8]), BatchError>> {
     // The previous task's name: a batch's calls mostly name one task, checked once.
     let mut last = "";
     std::iter::from_fn(move || {
@@ -46,15 +58,21 @@ pub fn tasks(mut bytes: &[u8]) -> impl Iterator<Item = Result<(&str, &[u8]), Bat
         }
         let entry = (|| {
             let name_len = take_len(&mut bytes, "task name length")?;
-            let raw = take(&mut bytes, name_len, "task name")?;
-            let name = if raw == last.as_bytes() {
-                last
+            let task = if name_len == FUNCTION_MARK as usize {
+                let raw = take(&mut bytes, 8, "function offset")?;
+                TaskRef::Function(u64::from_le_bytes(raw.try_into().expect("eight bytes")))
             } else {
-                std::str::from_utf8(raw).map_err(|_| BatchError("task name is not UTF-8"))?
+                let raw = take(&mut bytes, name_len, "task name")?;
+                let name = if raw == last.as_bytes() {
+                    last
+                } else {
+                    std::str::from_utf8(raw).map_err(|_| BatchError("task name is not UTF-8"))?
+                };
+                last = name;
+                TaskRef::Named(name)
             };
-            last = name;
             let payload_len = take_len(&mut bytes, "payload length")?;
-            Ok((name, take(&mut bytes, payload_len, "payload")?))
+            Ok((task, take(&mut bytes, payload_len, "payload")?))
         })();
         if entry.is_err() {
             bytes = &[];
@@ -115,16 +133,24 @@ mod tests {
     #[test]
     fn tasks_and_answers_round_trip() {
         let mut batch = Vec::new();
-        push_task(&mut batch, "a", b"one");
-        push_task(&mut batch, "bb", b"");
-        push_task(&mut batch, "bb", b"two");
-        push_task(&mut batch, "a", b"three");
+        push_task(&mut batch, TaskRef::Named("a"), b"one");
+        push_task(&mut batch, TaskRef::Named("bb"), b"");
+        push_task(&mut batch, TaskRef::Function(0xdead_beef_0000), b"two");
+        push_task(&mut batch, TaskRef::Named("a"), b"three");
         let read: Vec<_> = tasks(&batch).map(Result::unwrap).collect();
-        assert_eq!(read, [("a", &b"one"[..]), ("bb", &b""[..]), ("bb", &b"two"[..]), ("a", &b"three"[..])]);
+        assert_eq!(
+            read,
+            [
+                (TaskRef::Named("a"), &b"one"[..]),
+                (TaskRef::Named("bb"), &b""[..]),
+                (TaskRef::Function(0xdead_beef_0000), &b"two"[..]),
+                (TaskRef::Named("a"), &b"three"[..])
+            ]
+        );
 
         // A name is checked whenever it differs from the one before.
         let mut bad = Vec::new();
-        push_task(&mut bad, "a", b"");
+        push_task(&mut bad, TaskRef::Named("a"), b"");
         bad.extend_from_slice(&1u32.to_le_bytes());
         bad.push(0xff);
         bad.extend_from_slice(&0u32.to_le_bytes());

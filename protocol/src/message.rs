@@ -16,16 +16,53 @@ pub struct TaskId {
     pub first_row: u64,
 }
 
+/// How a worker finds the code of a task: by the name a registry holds it under, or, for
+/// a plain function, by its trampoline's offset from a base symbol of the program (valid
+/// only in a worker that runs the coordinator's own executable, which the worker checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskRef<S = String> {
+    /// A task registered under this name.
+    Named(S),
+    /// A function's trampoline, as an address relative to the program's base symbol.
+    Function(u64),
+}
+
+impl TaskRef {
+    /// The same reference, borrowing its name.
+    pub fn as_ref(&self) -> TaskRef<&str> {
+        match self {
+            TaskRef::Named(name) => TaskRef::Named(name),
+            TaskRef::Function(offset) => TaskRef::Function(*offset),
+        }
+    }
+}
+
+impl From<&str> for TaskRef {
+    /// The task registered under `name`.
+    fn from(name: &str) -> Self {
+        TaskRef::Named(name.to_owned())
+    }
+}
+
+impl std::fmt::Display for TaskRef<&str> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskRef::Named(name) => write!(f, "task {name:?}"),
+            TaskRef::Function(offset) => write!(f, "function at offset {offset:#x}"),
+        }
+    }
+}
+
 /// From the coordinator to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// Run the task named `task` on the frame's payload: the task's parameters and one
+    /// Run the task `task` refers to on the frame's payload: the task's parameters and one
     /// chunk of items, encoded by the task (see [`crate::codec::encode_frame`]).
     Task {
         /// Identity to echo in the answer.
         id: TaskId,
-        /// Name the worker finds the task's code by.
-        task: String,
+        /// How the worker finds the task's code.
+        task: TaskRef,
     },
     /// Finish and exit: no more tasks will come.
     Shutdown,
@@ -80,6 +117,9 @@ pub enum FailureKind {
     UnknownTask,
     /// The payload could not be decoded as the task's input.
     BadPayload,
+    /// A function was sent to a worker that does not run the coordinator's own program,
+    /// where its address means nothing.
+    ForeignProgram,
 }
 
 impl std::fmt::Display for TaskFailure {
@@ -89,6 +129,7 @@ impl std::fmt::Display for TaskFailure {
             FailureKind::Panic => "task panicked",
             FailureKind::UnknownTask => "unknown task",
             FailureKind::BadPayload => "bad task payload",
+            FailureKind::ForeignProgram => "cannot run a function here",
         };
         write!(f, "{kind}: {}", self.message)?;
         if let Some(location) = &self.location {
@@ -113,7 +154,8 @@ mod tests {
             Just(FailureKind::Error),
             Just(FailureKind::Panic),
             Just(FailureKind::UnknownTask),
-            Just(FailureKind::BadPayload)
+            Just(FailureKind::BadPayload),
+            Just(FailureKind::ForeignProgram)
         ];
         (kind, ".*", proptest::option::of(".*")).prop_map(|(kind, message, location)| TaskFailure {
             kind,
@@ -123,7 +165,8 @@ mod tests {
     }
 
     fn to_worker() -> impl Strategy<Value = ToWorker> {
-        prop_oneof![(task_id(), ".*").prop_map(|(id, task)| ToWorker::Task { id, task }), Just(ToWorker::Shutdown),]
+        let task = prop_oneof![".*".prop_map(TaskRef::Named), any::<u64>().prop_map(TaskRef::Function)];
+        prop_oneof![(task_id(), task).prop_map(|(id, task)| ToWorker::Task { id, task }), Just(ToWorker::Shutdown),]
     }
 
     fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
@@ -167,10 +210,14 @@ mod tests {
 
     #[test]
     fn huge_inner_length_is_refused_without_allocating() {
-        // Variant 0 (Task), then a varint claiming a string of u64::MAX bytes.
-        let mut bytes =
-            encode(&ToWorker::Task { id: TaskId { job: 1, chunk: 2, first_row: 3 }, task: String::new() }).unwrap();
-        bytes.truncate(4);
+        // Variant 0 (Task), the id, variant 0 (Named), then a varint claiming a string of
+        // u64::MAX bytes.
+        let mut bytes = encode(&ToWorker::Task {
+            id: TaskId { job: 1, chunk: 2, first_row: 3 },
+            task: TaskRef::Named(String::new()),
+        })
+        .unwrap();
+        bytes.truncate(5);
         bytes.extend([253, 255, 255, 255, 255, 255, 255, 255, 255]);
         assert!(decode::<ToWorker>(&bytes).is_err());
     }

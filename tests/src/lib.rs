@@ -192,7 +192,7 @@ pub fn alive(pid: u32) -> bool {
 
 /// Tasks of the tests' own, run by the `test-worker` binary.
 pub mod tasks {
-    use corepool::{Registry, Task};
+    use corepool::task::{Registry, Task};
     use serde::{Deserialize, Serialize};
 
     /// corepool's built-in tasks and these.

@@ -120,7 +120,7 @@ fn a_pool_counts_retirements_apart_from_restarts_and_replaces_its_workers() {
     let pool = test_pool().workers(2).max_tasks_per_worker(Some(3)).build().expect("pool starts");
     let first: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
     let items: Vec<i64> = (0..100).collect();
-    let squares = pool.map(&SquarePlus { offset: 1 }, &items, Some(5)).unwrap();
+    let squares = pool.map_task(&SquarePlus { offset: 1 }, &items, Some(5)).unwrap();
     assert_eq!(squares, items.iter().map(|x| x * x + 1).collect::<Vec<_>>());
     let stats = pool.worker_stats();
     let chunks: u64 = stats.iter().map(|w| w.chunks).sum();

@@ -24,7 +24,7 @@ fn rogue_peers_are_rejected_and_results_stay_exact() {
     let task = SquarePlus { offset: 0 };
 
     std::thread::scope(|scope| {
-        let run = scope.spawn(|| pool.map(&task, &items, Some(10)));
+        let run = scope.spawn(|| pool.map_task(&task, &items, Some(10)));
 
         // A peer with a wrong secret, claiming to be worker 0: it is not a process the pool
         // started, so it is turned away, and told so, before anything it says is read.
@@ -56,5 +56,5 @@ fn rogue_peers_are_rejected_and_results_stay_exact() {
     }
     assert_eq!(pool.rejected_peers(), 4);
     assert_eq!(pool.worker_pids().len(), 2, "the real workers were not disturbed");
-    assert_eq!(pool.map(&task, &items, None).unwrap(), expected);
+    assert_eq!(pool.map_task(&task, &items, None).unwrap(), expected);
 }

@@ -160,6 +160,7 @@ mod tests {
             parent: None,
             credentials: credentials.expect("a well-formed line"),
             knobs: TestKnobs::default(),
+            functions: crate::function::Functions::from_env(),
         }
     }
 

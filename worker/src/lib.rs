@@ -10,6 +10,7 @@
 //! process into a worker, and returns at once in any other.
 
 pub mod connection;
+pub mod function;
 mod platform;
 pub mod serve;
 pub mod task;
@@ -27,6 +28,15 @@ pub use task::{Registry, Task, decode_output, decode_outputs, decode_outputs_int
 pub const EXIT_NOT_A_WORKER: u8 = 2;
 /// Exit code of a worker whose connection failed after it joined.
 pub const EXIT_CONNECTION_FAILED: u8 = 3;
+/// Exit code of a worker whose initializer failed; its message is in the file
+/// [`initializer_failure_file`] names.
+pub const EXIT_INITIALIZER_FAILED: u8 = 4;
+
+/// Where worker `index` leaves the message of its failed initializer: in the pool's private
+/// folder `folder`, beside its socket.
+pub fn initializer_failure_file(folder: &std::path::Path, index: u32) -> std::path::PathBuf {
+    folder.join(format!("initializer-failed-{index}"))
+}
 
 /// Whether this process was started by a coordinator to be a worker.
 pub fn started_as_worker() -> bool {
@@ -43,7 +53,12 @@ pub fn init() {
 pub fn init_with(registry: impl FnOnce() -> Registry) {
     if started_as_worker() {
         let code = main_with(registry());
-        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { i32::from(EXIT_CONNECTION_FAILED) });
+        let code = match code {
+            code if code == ExitCode::SUCCESS => 0,
+            code if code == ExitCode::from(EXIT_INITIALIZER_FAILED) => i32::from(EXIT_INITIALIZER_FAILED),
+            _ => i32::from(EXIT_CONNECTION_FAILED),
+        };
+        std::process::exit(code);
     }
 }
 
@@ -63,6 +78,14 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The coordinator went away (it stopped, or was killed): nothing to report.
         Err(error) if error.is_disconnect() => ExitCode::from(EXIT_CONNECTION_FAILED),
+        Err(WorkerError::Initializer(message)) => {
+            // The coordinator reads it from there when it sees this exit code.
+            let folder = config.endpoint.parent().unwrap_or(std::path::Path::new("."));
+            if std::fs::write(initializer_failure_file(folder, config.index), &message).is_err() {
+                eprintln!("corepool-w{}: the initializer failed: {message}", config.index);
+            }
+            ExitCode::from(EXIT_INITIALIZER_FAILED)
+        }
         Err(error) => {
             eprintln!("{}: {error}", config.name);
             ExitCode::from(EXIT_CONNECTION_FAILED)

@@ -10,8 +10,9 @@ use corepool_protocol::{
 use crate::{
     Registry,
     connection::{CoordinatorConnection, SocketConnection},
+    function::Functions,
     platform,
-    task::Runner,
+    task::{Runner, find_runner},
     test_knobs::TestKnobs,
 };
 
@@ -38,6 +39,8 @@ pub struct WorkerConfig {
     pub credentials: Credentials,
     /// What the tests' knobs ask of this worker (only with the `test-knobs` feature).
     pub(crate) knobs: TestKnobs,
+    /// Whether functions sent by address may run here.
+    pub(crate) functions: Functions,
 }
 
 /// Why a worker stopped other than by being told to.
@@ -70,6 +73,9 @@ pub enum WorkerError {
     /// nothing a user needs to hear of.
     #[error("the coordinator is gone")]
     CoordinatorGone,
+    /// The pool's initializer failed (returned an error or panicked) in this worker.
+    #[error("the initializer failed: {0}")]
+    Initializer(String),
 }
 
 impl WorkerError {
@@ -117,7 +123,15 @@ impl WorkerConfig {
             WorkerError::Config("standard input does not start with the run's secret and challenge".into())
         })?;
         let knobs = TestKnobs::from_env(index);
-        Ok(Self { endpoint: endpoint.into(), index, name, parent, credentials, knobs })
+        Ok(Self {
+            endpoint: endpoint.into(),
+            index,
+            name,
+            parent,
+            credentials,
+            knobs,
+            functions: Functions::from_env(),
+        })
     }
 }
 
@@ -133,6 +147,7 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
         return Err(WorkerError::CoordinatorGone);
     }
     crate::panics::record_panic_locations();
+    config.functions.run_initializer_from_env().map_err(WorkerError::Initializer)?;
     config.knobs.before_connect();
 
     let mut connection = SocketConnection::join(config)?;
@@ -167,7 +182,9 @@ pub(crate) fn serve_on(
                 answer.clear();
                 answer.extend_from_slice(&[0; 4]);
                 codec::encode_into(&ToCoordinator::Done { id }, &mut answer)?;
-                if let Err(failure) = registry.run(&task, payload, &mut answer) {
+                let ran =
+                    find_runner(registry, &config.functions, task.as_ref()).and_then(|run| run(payload, &mut answer));
+                if let Err(failure) = ran {
                     answer.truncate(4);
                     codec::encode_into(&ToCoordinator::Failed { id, failure }, &mut answer)?;
                 }
@@ -180,11 +197,11 @@ pub(crate) fn serve_on(
                 codec::encode_into(&ToCoordinator::Done { id }, &mut answer)?;
                 let mut ran = 0u32;
                 // The last task looked up, kept for the calls after it that name it too.
-                let mut last: Option<(&str, Result<Runner, TaskFailure>)> = None;
+                let mut last: Option<(corepool_protocol::TaskRef<&str>, Result<Runner, TaskFailure>)> = None;
                 for entry in batch::tasks(payload) {
                     let (task, payload) = entry.map_err(|e| WorkerError::Batch(e.to_string()))?;
-                    if last.as_ref().is_none_or(|(name, _)| *name != task) {
-                        last = Some((task, registry.runner(task)));
+                    if last.as_ref().is_none_or(|(previous, _)| *previous != task) {
+                        last = Some((task, find_runner(registry, &config.functions, task)));
                     }
                     let runner = &last.as_ref().expect("looked up above").1;
                     batch::push_answer(&mut answer, |out| runner.clone().and_then(|run| run(payload, out)))?;

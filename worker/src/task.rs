@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, panic::AssertUnwindSafe};
 
-use corepool_protocol::{FailureKind, TaskFailure, codec};
+use corepool_protocol::{FailureKind, TaskFailure, TaskRef, codec};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// A function that workers run over chunks of items.
@@ -24,6 +24,13 @@ pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// An `Err` travels back to the caller as a [`TaskFailure`]; so does a panic, which the
     /// worker survives.
     fn run(&self, chunk: Self::Chunk) -> Result<Vec<Self::Output>, String>;
+
+    /// How a worker finds this task's code: by [`NAME`](Task::NAME) in its [`Registry`].
+    /// (corepool's own function calls refer to a function instead.)
+    #[doc(hidden)]
+    fn task_ref() -> TaskRef<&'static str> {
+        TaskRef::Named(Self::NAME)
+    }
 
     /// Appends the wire form of one chunk's outputs to `out`. The default is the codec's;
     /// a task with plain outputs (counts, say) can write them more compactly.
@@ -98,6 +105,19 @@ impl Registry {
             message: format!("this worker has no task named {name:?}"),
             location: None,
         })
+    }
+}
+
+/// The code of the task `task` refers to: a registered task, or a function sent by
+/// address (if this worker runs the coordinator's own program).
+pub(crate) fn find_runner(
+    registry: &Registry,
+    functions: &crate::function::Functions,
+    task: TaskRef<&str>,
+) -> Result<Runner, TaskFailure> {
+    match task {
+        TaskRef::Named(name) => registry.runner(name),
+        TaskRef::Function(offset) => functions.runner(offset),
     }
 }
 

@@ -166,7 +166,7 @@ pub fn start_pool(settings: &PoolOptions, monitor: bool) -> anyhow::Result<Start
         .task_timeout(settings.task_timeout)
         .max_retries(settings.max_retries)
         .max_tasks_per_worker(settings.max_tasks_per_worker);
-    let pool = crate::monitor::shown_if(pool.self_serving()?, monitor);
+    let pool = crate::monitor::shown_if(pool, monitor);
     let pool = super::signals::while_starting_or_stopping(|| pool.build()).context("starting the pool")?;
     Ok(StartedPool { pool, start: started.elapsed() })
 }
@@ -241,16 +241,16 @@ fn count_once(
     let task = CountInRange { min, max };
     Ok(match mode {
         Mode::Serial => unreachable!("handled above"),
-        Mode::Apply => ((0..rows).map(|row| pool.apply(&task, &**matrix, row)).collect::<Result<_, _>>()?, None),
-        Mode::Map => (pool.map(&task, &**matrix, Some(chunk_size))?, None),
+        Mode::Apply => ((0..rows).map(|row| pool.apply_task(&task, &**matrix, row)).collect::<Result<_, _>>()?, None),
+        Mode::Map => (pool.map_task(&task, &**matrix, Some(chunk_size))?, None),
         Mode::Starmap => {
             let items = WithBounds { matrix: &**matrix, min, max };
-            (pool.starmap(&CountInRangeStar, &items, Some(chunk_size))?, None)
+            (pool.starmap_task(&CountInRangeStar, &items, Some(chunk_size))?, None)
         }
         // `imap`'s outputs are taken a chunk at a time, as each becomes ready (one at a
         // time cost 0.5 ms more per 200,000 rows: see `IMap::next_chunk`).
         Mode::Imap => {
-            let mut outputs = pool.imap(&task, &**matrix, Some(chunk_size))?;
+            let mut outputs = pool.imap_task(&task, &**matrix, Some(chunk_size))?;
             let mut counts = Vec::with_capacity(rows);
             while let Some(chunk) = outputs.next_chunk() {
                 counts.extend_from_slice(&chunk?.1);
@@ -258,7 +258,7 @@ fn count_once(
             (counts, None)
         }
         Mode::ImapUnordered => {
-            let mut outputs = pool.imap_unordered(&task, &**matrix, Some(chunk_size))?;
+            let mut outputs = pool.imap_unordered_task(&task, &**matrix, Some(chunk_size))?;
             gather_arrivals(rows, std::iter::from_fn(|| outputs.next_chunk()), keep_arrival)?
         }
         Mode::ApplyAsync => {
@@ -266,11 +266,11 @@ fn count_once(
             gather_arrivals(rows, arrivals, keep_arrival)?
         }
         Mode::MapAsync => {
-            (pool.map_async(task, Arc::clone(matrix), Some(chunk_size), Callbacks::none())?.get(None)?, None)
+            (pool.map_async_task(task, Arc::clone(matrix), Some(chunk_size), Callbacks::none())?.get(None)?, None)
         }
         Mode::StarmapAsync => {
             let items = WithBounds { matrix: Arc::clone(matrix), min, max };
-            (pool.starmap_async(CountInRangeStar, items, Some(chunk_size), Callbacks::none())?.get(None)?, None)
+            (pool.starmap_async_task(CountInRangeStar, items, Some(chunk_size), Callbacks::none())?.get(None)?, None)
         }
     })
 }
@@ -289,7 +289,7 @@ fn apply_async_all(pool: &Pool, task: &CountInRange, matrix: &Matrix) -> anyhow:
         let gathered = Arc::clone(&gathered);
         // One callback for a result or an error, so that a call makes one allocation for it.
         let callbacks = Callbacks::on_result(move |result: Result<&u32, &PoolError>| gathered.take(row, rows, result));
-        pool.apply_async(task, matrix, row, callbacks)?;
+        pool.apply_async_task(task, matrix, row, callbacks)?;
     }
     let mut arrivals = gathered.arrivals.lock().unwrap_or_else(|e| e.into_inner());
     while arrivals.finished < rows {

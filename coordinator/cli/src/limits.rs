@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use corepool::MAX_FRAME_LEN;
+use corepool::task::MAX_FRAME_LEN;
 use corepool_tutorial::{tasks::Width, values::MAX_ROW_VALUES};
 use indicatif::HumanBytes;
 

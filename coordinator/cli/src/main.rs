@@ -37,7 +37,7 @@ use indicatif::HumanCount;
 use settings::{CountSettings, MatrixSource, PoolOptions, ReportTarget};
 fn main() -> ExitCode {
     // Started by a pool as one of its workers? Then serve, and never reach the CLI.
-    corepool::init_with(corepool_tutorial::registry);
+    corepool::task::init_with(corepool_tutorial::registry);
     // Before anything else, so that no signal finds a half-done run without its handler.
     if let Err(error) = signals::install() {
         eprintln!("corepool: cannot handle signals: {error}");
@@ -120,7 +120,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let (source, workers) = args.check().map_err(bad_input)?;
             demo(&source, workers)
         }
-        None => demo(&tutorial_matrix(), corepool::pool::logical_cpus()),
+        None => demo(&tutorial_matrix(), corepool::logical_cpus()),
     }
 }
 
@@ -129,7 +129,7 @@ fn tutorial_matrix() -> MatrixSource {
 }
 
 fn print_cpus() {
-    let logical = corepool::pool::logical_cpus();
+    let logical = corepool::logical_cpus();
     match sysinfo::System::physical_core_count() {
         Some(physical) => println!("Number of processors: {logical} logical, {physical} physical"),
         None => println!("Number of processors: {logical} logical (physical cores unknown)"),

@@ -249,7 +249,7 @@ impl Report {
             balance,
             restarts: run.workers.iter().map(|w| w.restarts).sum(),
             result,
-            coordinator_peak_rss_bytes: corepool::pool::own_peak_rss(),
+            coordinator_peak_rss_bytes: corepool::task::own_peak_rss(),
         }
     }
 }

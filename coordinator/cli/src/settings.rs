@@ -131,10 +131,10 @@ pub fn check_workers(workers: Option<usize>) -> anyhow::Result<usize> {
         Some(0) => bail!("--workers must be at least 1"),
         Some(n) if n > MAX_WORKERS => bail!(
             "--workers {n}: at most {MAX_WORKERS} worker processes (this machine has {} logical CPUs)",
-            corepool::pool::logical_cpus()
+            corepool::logical_cpus()
         ),
         Some(n) => Ok(n),
-        None => Ok(corepool::pool::logical_cpus()),
+        None => Ok(corepool::logical_cpus()),
     }
 }
 

@@ -33,7 +33,7 @@ struct Files {
 static FILES: Mutex<Files> = Mutex::new(Files { named: Vec::new(), stopping: false, committed: false });
 
 /// Held while a pool starts or stops: its socket directory exists before the pool is
-/// known to [`corepool::pool::terminate_all`], and after it has begun to stop, and that
+/// known to [`corepool::terminate_all`], and after it has begun to stop, and that
 /// could not remove it then.
 static STARTING: Mutex<()> = Mutex::new(());
 
@@ -73,7 +73,7 @@ pub fn install() -> std::io::Result<()> {
             let _ = std::fs::remove_file(path);
         }
         let _started = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-        corepool::pool::terminate_all();
+        corepool::terminate_all();
         std::process::exit(128 + signal);
     })?;
     Ok(())

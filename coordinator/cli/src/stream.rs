@@ -15,7 +15,10 @@ use std::{
 };
 
 use anyhow::anyhow;
-use corepool::{ChunkLen, FailureKind, OneChunk, Pool, PoolError, Task, WorkerStats};
+use corepool::{
+    FailureKind, Pool, PoolError, WorkerStats,
+    task::{ChunkLen, OneChunk, Task},
+};
 use corepool_tutorial::{
     input::{
         csv::{CsvLayout, CsvOptions, CsvPieces, open_csv},
@@ -152,14 +155,13 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
         (None, Duration::ZERO)
     } else {
         let started = Instant::now();
-        let pool = Pool::builder()
+        let builder = Pool::builder()
             .workers(settings.pool.workers)
             .task_timeout(settings.pool.task_timeout)
             .max_retries(settings.pool.max_retries)
-            .max_tasks_per_worker(settings.pool.max_tasks_per_worker)
-            .self_serving()
-            .map(|builder| crate::monitor::shown_if(builder, settings.monitor))
-            .and_then(|builder| super::signals::while_starting_or_stopping(|| builder.build()))
+            .max_tasks_per_worker(settings.pool.max_tasks_per_worker);
+        let builder = crate::monitor::shown_if(builder, settings.monitor);
+        let pool = super::signals::while_starting_or_stopping(|| builder.build())
             .map_err(|e| failed(anyhow!("starting the pool: {e}")))?;
         (Some(pool), started.elapsed())
     };
@@ -398,7 +400,7 @@ where
             let mut row = 0;
             for chunk in source {
                 let rows = chunk.items();
-                let count = pool.apply(task, &OneChunk::new(chunk, row), row)?;
+                let count = pool.apply_task(task, &OneChunk::new(chunk, row), row)?;
                 sink.add(row, vec![count])?;
                 row += rows;
             }
@@ -469,7 +471,7 @@ where
             }
         };
         let callbacks = corepool::Callbacks::on_success(on_success).or_on_error(on_error);
-        pool.apply_async(task, &OneChunk::new(chunk, row), row, callbacks)?;
+        pool.apply_async_task(task, &OneChunk::new(chunk, row), row, callbacks)?;
         submitted += 1;
         row += rows;
     }
@@ -496,7 +498,7 @@ fn finish(
     totals: &Totals,
     output: Option<Pending>,
 ) -> Result<(), Failure> {
-    let peak = corepool::pool::own_peak_rss();
+    let peak = corepool::task::own_peak_rss();
     let report = settings.report.as_ref().map(|_| {
         let result = report::ResultReport::from_totals(totals.rows, totals.in_range, totals.checksum);
         let mut report = report::Report::new(settings, shape, load, run, result).with_header_line(header_line);

@@ -2,8 +2,13 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use corepool_worker::function::{
+    IMAGE_ENV, INITIALIZER_ENV, InitOutcome, encode_hex, offset_of, own_program, program_identity, run_initializer,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
 use super::{
-    Pool, PoolError, PoolObserver, WORKER_PROGRAM_ENV,
+    Pool, PoolError, PoolObserver,
     core::{Settings, Shared},
     platform, transport,
 };
@@ -21,6 +26,8 @@ pub struct PoolBuilder {
     chunks_in_flight: usize,
     start_timeout: Duration,
     task_timeout: Option<Duration>,
+    /// The initializer's setting for the workers' environment, or why it cannot be made.
+    initializer: Option<Result<String, String>>,
     max_tasks_per_worker: Option<u64>,
     worker_name_prefix: String,
 }
@@ -36,6 +43,7 @@ impl Default for PoolBuilder {
             chunks_in_flight: 2,
             start_timeout: Duration::from_secs(10),
             task_timeout: None,
+            initializer: None,
             max_tasks_per_worker: None,
             worker_name_prefix: DEFAULT_WORKER_NAME_PREFIX.into(),
         }
@@ -76,19 +84,32 @@ impl PoolBuilder {
         self
     }
 
-    /// The program each worker runs. Without it: the program named by
-    /// `COREPOOL_WORKER_PROGRAM`, else `corepool-worker` beside the current executable (or
-    /// one folder up, for test binaries in `target/*/deps`).
+    /// Another program for the workers to run, one that calls [`init_with`](crate::task::init_with) with
+    /// the [`Task`](crate::task::Task)s it runs by name. Without it (the usual case), each
+    /// worker is a copy of this very program, which alone can run plain functions.
     pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.program = Some(program.into());
         self
     }
 
-    /// Uses the current executable as the worker program: it must call
-    /// [`corepool_worker::init`] first thing in `main`.
-    pub fn self_serving(self) -> Result<Self, PoolError> {
-        let exe = std::env::current_exe().map_err(|e| PoolError::NoWorkerProgram(e.to_string()))?;
-        Ok(self.worker_program(exe))
+    /// Runs `initializer(args)` once in each worker (replacements too) before its first
+    /// task, like Python's `initializer` and `initargs`: to open a file, load a model,
+    /// set up what every task of that worker uses (in a `static`, say). It must capture
+    /// nothing, as the pool's functions. If it returns an `Err` or panics, building the
+    /// pool fails with its message (nothing is retried).
+    pub fn initializer<F, A, O>(mut self, initializer: F, args: A) -> Self
+    where
+        F: Fn(A) -> O + Copy + 'static,
+        A: Serialize + DeserializeOwned,
+        O: InitOutcome,
+    {
+        let _ = initializer;
+        let offset = offset_of(run_initializer::<F, A, O>);
+        let setting = corepool_protocol::codec::encode(&args)
+            .map(|args| format!("{offset:x}:{}", encode_hex(&args)))
+            .map_err(|e| format!("the initializer's arguments: {e}"));
+        self.initializer = Some(setting);
+        self
     }
 
     /// Sets an environment variable for every worker.
@@ -154,12 +175,20 @@ impl PoolBuilder {
         let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
         let program = match self.program {
             Some(program) => program,
-            None => find_worker_program()?,
+            None => own_program().map_err(|error| PoolError::Settings(format!("cannot find this program: {error}")))?,
         };
+        let mut env = self.env;
+        // A worker runs functions sent by address only if it runs this same file.
+        if let Ok(identity) = program_identity() {
+            env.push((IMAGE_ENV.to_owned(), identity));
+        }
+        if let Some(initializer) = self.initializer {
+            env.push((INITIALIZER_ENV.to_owned(), initializer.map_err(PoolError::Settings)?));
+        }
         let settings = Settings {
             workers,
             program,
-            env: self.env,
+            env,
             max_retries: self.max_retries,
             chunks_in_flight: self.chunks_in_flight,
             start_timeout: self.start_timeout,
@@ -241,21 +270,6 @@ pub fn logical_cpus() -> usize {
     // from the kernel, which costs a tenth of a millisecond, on every pool start.
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-fn find_worker_program() -> Result<PathBuf, PoolError> {
-    if let Some(program) = std::env::var_os(WORKER_PROGRAM_ENV) {
-        return Ok(program.into());
-    }
-    let exe = std::env::current_exe().map_err(|e| PoolError::NoWorkerProgram(e.to_string()))?;
-    let dir = exe.parent().ok_or_else(|| PoolError::NoWorkerProgram("the executable has no folder".into()))?;
-    let candidates = [dir.join("corepool-worker"), dir.parent().unwrap_or(dir).join("corepool-worker")];
-    candidates.iter().find(|path| path.is_file()).cloned().ok_or_else(|| {
-        PoolError::NoWorkerProgram(format!(
-            "no corepool-worker beside {} (build it with `cargo build -p corepool-worker`, or set {WORKER_PROGRAM_ENV})",
-            exe.display()
-        ))
-    })
 }
 
 #[cfg(test)]

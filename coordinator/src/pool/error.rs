@@ -5,7 +5,7 @@ use std::{ops::Range, path::PathBuf};
 use corepool_protocol::TaskFailure;
 
 /// An error from a [`crate::Pool`].
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum PoolError {
     // The I/O errors below are part of their variant's text, and not also its `source()`:
     // a caller that prints the chain of causes would name them twice.
@@ -24,6 +24,9 @@ pub enum PoolError {
          corepool::init() first thing in main (and start no pool inside a task)"
     )]
     InsideWorker,
+    /// The pool's settings cannot be used (an initializer's arguments that do not encode).
+    #[error("invalid pool settings: {0}")]
+    Settings(String),
     /// The worker name prefix given to [`crate::PoolBuilder::worker_name_prefix`] cannot
     /// name a process.
     #[error("worker name prefix {prefix:?}: {reason}")]
@@ -33,9 +36,6 @@ pub enum PoolError {
         /// What is wrong with it.
         reason: String,
     },
-    /// No worker program was found or given.
-    #[error("cannot find the worker program: {0}")]
-    NoWorkerProgram(String),
     /// A worker process could not be started.
     #[error("cannot start worker {index} ({}): {error}", program.display())]
     Spawn {
@@ -96,6 +96,14 @@ pub enum PoolError {
     /// A wait with a time limit ran out.
     #[error("timed out")]
     Timeout,
+}
+
+/// The message itself, so that a `main` returning `Result<(), PoolError>` prints it when it
+/// fails, not the variant's fields.
+impl std::fmt::Debug for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl PoolError {

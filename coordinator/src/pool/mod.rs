@@ -4,6 +4,7 @@ mod arrivals;
 mod builder;
 mod core;
 mod error;
+mod function;
 mod gather;
 mod job;
 #[cfg(feature = "mpi")]
@@ -18,12 +19,13 @@ mod transport;
 
 use std::{ops::Range, path::PathBuf, sync::Arc};
 
-use corepool_protocol::{TaskId, ToWorker};
+use corepool_protocol::{TaskId, TaskRef, ToWorker};
 use corepool_worker::{Task, decode_output};
 
 pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, logical_cpus};
 pub use self::core::terminate_all;
 pub use error::PoolError;
+pub use function::{Chunked, IntoItem, Wire};
 pub use observer::PoolObserver;
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 pub use stats::{Balance, CodecTime, WorkerState, WorkerStats};
@@ -34,9 +36,6 @@ use self::core::{Chunk, Delivery, Outcome, Shared};
 use self::gather::Gathered;
 pub(crate) use self::job::{ChunkResult, JobRun};
 use crate::Items;
-
-/// Environment variable naming the worker program, when the builder is not told one.
-pub const WORKER_PROGRAM_ENV: &str = "COREPOOL_WORKER_PROGRAM";
 
 /// The chunk size used when none is given: Python's rule for `Pool.map` (about four chunks
 /// per worker), but at most [`MAX_DEFAULT_CHUNK`] items.
@@ -54,20 +53,22 @@ pub const MAX_DEFAULT_CHUNK: usize = 1 << 16;
 
 /// A pool of worker processes, in the manner of Python's `multiprocessing.Pool`.
 ///
-/// Synchronous calls ([`apply`](Pool::apply), [`map`](Pool::map),
+/// Calls with a plain function ([`apply`](Pool::apply), [`map`](Pool::map),
 /// [`starmap`](Pool::starmap), [`imap`](Pool::imap)) give results in submission order;
 /// asynchronous ones ([`apply_async`](Pool::apply_async),
 /// [`map_async`](Pool::map_async), [`imap_unordered`](Pool::imap_unordered)) return at
-/// once and receive from every worker at the same time. Dropping the pool stops and
-/// reaps every worker and removes its socket directory.
+/// once and receive from every worker at the same time. The `*_task` calls do the same
+/// with a [`Task`](crate::task::Task), which chooses its chunks' wire form. Dropping the
+/// pool stops and reaps every worker and removes its socket directory.
 pub struct Pool {
     shared: Arc<Shared>,
 }
 
 impl Pool {
-    /// Starts `workers` worker processes (0: one per logical CPU) with the default settings.
-    pub fn new(workers: usize) -> Result<Self, PoolError> {
-        Self::builder().workers(workers).build()
+    /// Starts one worker process per logical CPU, each a copy of this program, with the
+    /// default settings ([`builder`](Pool::builder) for others).
+    pub fn new() -> Result<Self, PoolError> {
+        Self::builder().build()
     }
 
     /// A builder for a pool with other settings.
@@ -119,7 +120,7 @@ impl Pool {
 
     /// Runs `task` on item `index` of `items` alone, waiting for the answer: one round
     /// trip, like Python's `Pool.apply`.
-    pub fn apply<T: Task, I: Items<T::Chunk> + ?Sized>(
+    pub fn apply_task<T: Task, I: Items<T::Chunk> + ?Sized>(
         &self,
         task: &T,
         items: &I,
@@ -136,7 +137,7 @@ impl Pool {
 
     /// Runs `task` on every item, `chunk_size` items to a chunk (`None`:
     /// [`default_chunk_size`]), and returns the outputs in item order.
-    pub fn map<T: Task, I: Items<T::Chunk> + ?Sized>(
+    pub fn map_task<T: Task, I: Items<T::Chunk> + ?Sized>(
         &self,
         task: &T,
         items: &I,
@@ -145,21 +146,21 @@ impl Pool {
         self.open_run(items.len(), chunk_size, InTurn::failing_fast())?.run_to_end(task, items)
     }
 
-    /// [`map`](Pool::map) over items that are argument tuples, such as
+    /// [`map_task`](Pool::map_task) over items that are argument tuples, such as
     /// the tutorial's `(row, min, max)`: the task receives each
     /// item's own arguments, as Python's `Pool.starmap` unpacks them.
-    pub fn starmap<T: Task, I: Items<T::Chunk> + ?Sized>(
+    pub fn starmap_task<T: Task, I: Items<T::Chunk> + ?Sized>(
         &self,
         task: &T,
         items: &I,
         chunk_size: Option<usize>,
     ) -> Result<Vec<T::Output>, PoolError> {
-        self.map(task, items, chunk_size)
+        self.map_task(task, items, chunk_size)
     }
 
-    /// Like [`map`](Pool::map), but yields outputs in item order as soon as each is
+    /// Like [`map_task`](Pool::map_task), but yields outputs in item order as soon as each is
     /// ready, keeping only a bounded window of chunks in flight.
-    pub fn imap<'p, T: Task, I: Items<T::Chunk> + ?Sized>(
+    pub fn imap_task<'p, T: Task, I: Items<T::Chunk> + ?Sized>(
         &'p self,
         task: &'p T,
         items: &'p I,
@@ -169,9 +170,9 @@ impl Pool {
         Ok(IMap::new(run, task, items, self.window()))
     }
 
-    /// Like [`imap`](Pool::imap), but yields `(item index, output)` in the order results
-    /// arrive from the workers.
-    pub fn imap_unordered<'p, T: Task, I: Items<T::Chunk> + ?Sized>(
+    /// Like [`imap_task`](Pool::imap_task), but yields `(item index, output)` in the order
+    /// results arrive from the workers.
+    pub fn imap_unordered_task<'p, T: Task, I: Items<T::Chunk> + ?Sized>(
         &'p self,
         task: &'p T,
         items: &'p I,
@@ -184,7 +185,7 @@ impl Pool {
     /// Submits `task` on item `index` and returns at once. When the answer arrives,
     /// `callbacks` run on the pool's callback thread (one at a time, in arrival order),
     /// then the returned handle becomes ready.
-    pub fn apply_async<T: Task, I: Items<T::Chunk> + ?Sized>(
+    pub fn apply_async_task<T: Task, I: Items<T::Chunk> + ?Sized>(
         &self,
         task: &T,
         items: &I,
@@ -204,14 +205,15 @@ impl Pool {
             items
                 .encode_chunk(task, index..index + 1, payload)
                 .map_err(|e| PoolError::Protocol(format!("item {index}: {e}")))?;
-            self.shared.submit_one(T::NAME, payload, call)
+            self.shared.submit_one(T::task_ref(), payload, call)
         })?;
         Ok(result)
     }
 
-    /// Starts [`map`](Pool::map) in the background and returns at once; the handle gives
-    /// the outputs in item order. `items` is moved in (an `Arc<Matrix>`, a `Vec`, ...).
-    pub fn map_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
+    /// Starts [`map_task`](Pool::map_task) in the background and returns at once; the
+    /// handle gives the outputs in item order. `items` is moved in (an `Arc<Matrix>`, a
+    /// `Vec`, ...).
+    pub fn map_async_task<T: Task, I: Items<T::Chunk> + Send + 'static>(
         &self,
         task: T,
         items: I,
@@ -235,16 +237,16 @@ impl Pool {
         Ok(result)
     }
 
-    /// [`map_async`](Pool::map_async) over argument tuples, as
-    /// [`starmap`](Pool::starmap) is to [`map`](Pool::map).
-    pub fn starmap_async<T: Task, I: Items<T::Chunk> + Send + 'static>(
+    /// [`map_async_task`](Pool::map_async_task) over argument tuples, as
+    /// [`starmap_task`](Pool::starmap_task) is to [`map_task`](Pool::map_task).
+    pub fn starmap_async_task<T: Task, I: Items<T::Chunk> + Send + 'static>(
         &self,
         task: T,
         items: I,
         chunk_size: Option<usize>,
         callbacks: Callbacks<Vec<T::Output>>,
     ) -> Result<AsyncResult<Vec<T::Output>>, PoolError> {
-        self.map_async(task, items, chunk_size, callbacks)
+        self.map_async_task(task, items, chunk_size, callbacks)
     }
 
     /// Takes no more work; work already submitted goes on. See [`join`](Pool::join).
@@ -313,7 +315,13 @@ fn encode_chunk<T: Task, I: Items<T::Chunk> + ?Sized>(
 ) -> Result<Chunk, PoolError> {
     let id = TaskId { job, chunk, first_row: range.start as u64 };
     let rows = range.len();
-    let message = ToWorker::Task { id, task: T::NAME.to_owned() };
+    let message = ToWorker::Task {
+        id,
+        task: match T::task_ref() {
+            TaskRef::Named(name) => TaskRef::Named(name.to_owned()),
+            TaskRef::Function(offset) => TaskRef::Function(offset),
+        },
+    };
     let frame = items
         .chunk_frame(&message, task, range)
         .map_err(|e| PoolError::Protocol(format!("chunk at item {}: {e}", id.first_row)))?;

@@ -253,7 +253,10 @@ impl Pool {
     /// chunks is read ahead, so the stream may be far larger than memory.
     ///
     /// ```no_run
-    /// use corepool::{Pool, Registry, Task};
+    /// use corepool::{
+    ///     Pool,
+    ///     task::{Registry, Task},
+    /// };
     /// use serde::{Deserialize, Serialize};
     ///
     /// /// The sum of each row.
@@ -271,10 +274,10 @@ impl Pool {
     /// }
     ///
     /// fn main() -> Result<(), corepool::PoolError> {
-    ///     corepool::init_with(|| Registry::new().register::<RowSums>());
+    ///     corepool::task::init_with(|| Registry::new().register::<RowSums>());
     ///     // Rows made on the fly, 10,000 to a chunk, never all in memory.
     ///     let chunks = (0..1_000).map(|chunk| (0..10_000).map(|row| vec![chunk, row, 1]).collect::<Vec<_>>());
-    ///     let pool = Pool::new(0)?;
+    ///     let pool = Pool::new()?;
     ///     let mut total = 0;
     ///     for sum in pool.imap_iter(&RowSums, chunks)? {
     ///         total += sum?;

@@ -3,13 +3,10 @@
 
 use std::ops::{Deref, Range};
 
-use corepool::{
-    Task,
+use corepool::task::{
+    ChunkLen, Items, Outgoing, SharedBytes, Task,
     codec::{self, CodecError},
-    encode_payload,
-    items::{Items, whole_frame},
-    outgoing::{Outgoing, SharedBytes},
-    pool::ChunkLen,
+    encode_payload, whole_frame,
 };
 use serde::Serialize;
 

@@ -8,7 +8,7 @@
 //!   the workers parse themselves ([`text`], [`values`]).
 //!
 //! Workers find these tasks in [`registry`]; a program that runs them serves as its own
-//! worker with `corepool::init_with(corepool_tutorial::registry)` first thing in `main`.
+//! worker with `corepool::task::init_with(corepool_tutorial::registry)` first thing in `main`.
 
 mod excerpt;
 pub mod input;
@@ -21,7 +21,7 @@ pub mod values;
 pub use items::WithBounds;
 pub use matrix::Matrix;
 
-use corepool::Registry;
+use corepool::task::Registry;
 
 /// Every task of the tutorial, for a worker to find by name.
 pub fn registry() -> Registry {

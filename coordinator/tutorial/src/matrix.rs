@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use corepool::outgoing::{AsBytes, SharedBytes};
+use corepool::task::{AsBytes, SharedBytes};
 
 /// A dense, row-major matrix of integers, each stored in the narrowest width that holds
 /// every value of the matrix: the tutorial's values 0..10 take one byte each, not eight,
@@ -199,10 +199,10 @@ impl Matrix {
 pub const CHUNK_BYTES: usize = 8 << 20;
 
 /// Rows per chunk by default for rows of `row_bytes` bytes each: Python's rule
-/// ([`default_chunk_size`](corepool::default_chunk_size)), within [`CHUNK_BYTES`] (one row at
+/// ([`default_chunk_size`](corepool::task::default_chunk_size)), within [`CHUNK_BYTES`] (one row at
 /// the least).
 pub fn default_chunk_rows(rows: usize, workers: usize, row_bytes: usize) -> usize {
-    corepool::default_chunk_size(rows, workers).min((CHUNK_BYTES / row_bytes.max(1)).max(1))
+    corepool::task::default_chunk_size(rows, workers).min((CHUNK_BYTES / row_bytes.max(1)).max(1))
 }
 
 /// The endless stream of integers in `low..high` behind [`Matrix::random`]: row after row,
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn default_chunks_hold_a_bounded_number_of_bytes() {
         // The tutorial's rows keep Python's rule (capped at 65,536 rows).
-        assert_eq!(default_chunk_rows(20_000_000, 2, 5), corepool::default_chunk_size(20_000_000, 2));
+        assert_eq!(default_chunk_rows(20_000_000, 2, 5), corepool::task::default_chunk_size(20_000_000, 2));
         assert_eq!(default_chunk_rows(1000, 2, 1 << 20), 8);
         assert_eq!(default_chunk_rows(1000, 2, 1 << 30), 1, "at least one row");
         assert_eq!(Matrix::random(2, 2, 0, 1000, 1).value_bytes(), 2);

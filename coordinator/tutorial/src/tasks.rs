@@ -1,7 +1,7 @@
 //! corepool's own tasks: the tutorial's count in range (per row, and starmap-style with
 //! per-row bounds) and its "normalize each row" exercise.
 
-use corepool::{Task, codec::CodecError};
+use corepool::task::{Task, codec::CodecError};
 use serde::{Deserialize, Serialize};
 
 /// How many bytes each value takes in a [`RowBlock`].
@@ -308,20 +308,20 @@ fn narrow_to_bytes_portable(values: &[i64], data: &mut Vec<u8>) -> bool {
 /// ([`encode_counts`]), for every task whose output is a `u32` count a row.
 macro_rules! counts_as_raw_bytes {
     () => {
-        fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), corepool::codec::CodecError> {
+        fn encode_outputs(outputs: &[u32], out: &mut Vec<u8>) -> Result<(), corepool::task::codec::CodecError> {
             $crate::tasks::encode_counts(outputs, out);
             Ok(())
         }
 
-        fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool::codec::CodecError> {
+        fn decode_outputs(bytes: &[u8]) -> Result<Vec<u32>, corepool::task::codec::CodecError> {
             $crate::tasks::decode_counts(bytes)
         }
 
-        fn decode_outputs_into(bytes: &[u8], outputs: &mut Vec<u32>) -> Result<(), corepool::codec::CodecError> {
+        fn decode_outputs_into(bytes: &[u8], outputs: &mut Vec<u32>) -> Result<(), corepool::task::codec::CodecError> {
             $crate::tasks::decode_counts_into(bytes, outputs)
         }
 
-        fn decode_output(bytes: &[u8]) -> Result<u32, corepool::codec::CodecError> {
+        fn decode_output(bytes: &[u8]) -> Result<u32, corepool::task::codec::CodecError> {
             $crate::tasks::decode_count(bytes)
         }
     };

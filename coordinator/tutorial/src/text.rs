@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use corepool::Task;
+use corepool::task::Task;
 
 use crate::{excerpt::quotable, values::ValueRange};
 

@@ -8,7 +8,7 @@ use std::{cmp::Ordering, fmt, os::unix::fs::FileExt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use corepool::Task;
+use corepool::task::Task;
 
 /// A number as the user wrote it: an integer, or a float (`4.5`, `1e3`, `inf`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -39,7 +39,8 @@ pub(super) fn split_batch(state: &mut State, chunk: &Chunk) -> Option<Vec<Chunk>
         return None;
     }
     // A batch of two calls or more was sealed with its calls as its frame's tail.
-    let entries: Vec<(&str, &[u8])> = batch::tasks(chunk.frame.tail()).collect::<Result<_, _>>().ok()?;
+    let entries: Vec<(corepool_protocol::TaskRef<&str>, &[u8])> =
+        batch::tasks(chunk.frame.tail()).collect::<Result<_, _>>().ok()?;
     let completions = state.jobs.remove(&chunk.id.job)?.as_batch()?.take_calls();
     let mut pieces = Vec::with_capacity(entries.len());
     for ((task, payload), completion) in entries.into_iter().zip(completions) {
@@ -91,7 +92,12 @@ impl Shared {
     /// worker has room (at once, while workers are idle), or once it is full. A burst of
     /// calls while every worker is busy thus costs one message, not one per call. Waits
     /// while the queue is full, so that memory stays bounded.
-    pub(crate) fn submit_one(&self, task: &str, payload: &[u8], completion: ItemCompletion) -> Result<(), PoolError> {
+    pub(crate) fn submit_one(
+        &self,
+        task: corepool_protocol::TaskRef<&str>,
+        payload: &[u8],
+        completion: ItemCompletion,
+    ) -> Result<(), PoolError> {
         let limit = self.queue_limit();
         let mut state = self.lock();
         loop {

@@ -154,7 +154,11 @@ impl Shared {
                         }
                         slot.start_failures += 1;
                         slot.stats.restarts += 1;
-                        if slot.start_failures > self.settings.max_retries {
+                        if let Some(message) = exited.and_then(|status| self.initializer_failure(index, status)) {
+                            // It would fail again in a replacement: the pool cannot start.
+                            slot.state = SlotState::Gone;
+                            give_up = Some(format!("worker {index}'s initializer failed: {message}"));
+                        } else if slot.start_failures > self.settings.max_retries {
                             slot.state = SlotState::Gone;
                             give_up = Some(format!(
                                 "worker {index} failed to start {} times in a row (last: {how})",
@@ -204,6 +208,19 @@ impl Shared {
                 state = self.watch.wait_timeout(state, tick);
             }
         }
+    }
+
+    /// The message of worker `index`'s failed initializer, if that is how it exited.
+    fn initializer_failure(&self, index: usize, status: std::process::ExitStatus) -> Option<String> {
+        if status.code() != Some(i32::from(corepool_worker::EXIT_INITIALIZER_FAILED)) {
+            return None;
+        }
+        let lost = || "(its message was lost)".to_owned();
+        let Some(folder) = self.socket_dir() else { return Some(lost()) };
+        let file = corepool_worker::initializer_failure_file(&folder, index as u32);
+        let message = std::fs::read_to_string(&file).unwrap_or_else(|_| lost());
+        let _ = std::fs::remove_file(file);
+        Some(message)
     }
 
     /// Starts the first workers on this thread, which must be the process's main thread

@@ -13,8 +13,8 @@ fn a_view_encodes_exactly_as_the_block_it_views() {
     let view = RowBlockView::new(2, 3, Width::One, &[1, 2, 3, 4, 5, 6]);
     let task = CountInRange { min: 1, max: 2 };
     let (mut owned, mut viewed) = (Vec::new(), Vec::new());
-    corepool::encode_payload(&task, &block, &mut owned).unwrap();
-    corepool::codec::encode_into(&(&task, view), &mut viewed).unwrap();
+    corepool::task::encode_payload(&task, &block, &mut owned).unwrap();
+    corepool::task::codec::encode_into(&(&task, view), &mut viewed).unwrap();
     assert_eq!(owned, viewed);
 }
 

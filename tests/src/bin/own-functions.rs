@@ -1,0 +1,171 @@
+//! A user's program: its own functions over its own serde types, run by every call of the
+//! pool, with nothing but `corepool::init` and the function API. It prints one line per
+//! result, `call<TAB>index<TAB>result`, for the test to check against its own computation.
+//!
+//! `own-functions init DIR`: each worker's initializer records its pid in a file of DIR,
+//! and the tasks report what the initializer set up.
+//! `own-functions init-fails`: the initializer fails; the pool must not start.
+//! `own-functions replace-self`: replaces its own executable file with another program
+//! before it starts its pool, as a rebuild during a run would.
+
+use std::{
+    process::ExitCode,
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use corepool::{Callbacks, Pool, PoolError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+fn norm(p: Point) -> f64 {
+    (p.x * p.x + p.y * p.y).sqrt()
+}
+
+fn shout(text: String) -> String {
+    format!("{}!", text.to_uppercase())
+}
+
+fn sum_and_max(values: Vec<f64>) -> (f64, f64) {
+    (values.iter().sum(), values.iter().copied().fold(f64::MIN, f64::max))
+}
+
+fn scale(p: Point, k: f64) -> Point {
+    Point { x: p.x * k, y: p.y * k }
+}
+
+fn label(name: String, count: u32, values: Vec<f64>) -> String {
+    format!("{name}x{count}:{}", values.len())
+}
+
+fn unlucky(x: i64) -> i64 {
+    if x == 13 {
+        panic!("unlucky {x}");
+    }
+    x
+}
+
+fn points() -> Vec<Point> {
+    (0..40).map(|i| Point { x: i as f64 * 0.5, y: 3.0 - i as f64 }).collect()
+}
+
+fn words() -> Vec<String> {
+    (0..25).map(|i| format!("word{i}é")).collect()
+}
+
+fn vectors() -> Vec<Vec<f64>> {
+    (0..30).map(|i| (0..i % 7 + 1).map(|j| (i * j) as f64 / 3.0).collect()).collect()
+}
+
+fn print_all<T: std::fmt::Debug>(call: &str, results: &[T]) {
+    for (index, result) in results.iter().enumerate() {
+        println!("{call}\t{index}\t{result:?}");
+    }
+}
+
+fn every_call(pool: &Pool) -> Result<(), PoolError> {
+    let points_vec = points();
+    println!("apply\t0\t{:?}", pool.apply(norm, Point { x: 3.0, y: 4.0 })?);
+    print_all("map", &pool.map(norm, points())?);
+    print_all("map-slice", &pool.map(norm, &points()[..])?);
+    print_all("map-chunks-of-7", &pool.chunksize(7).map(norm, &points_vec)?);
+    print_all("map-closure", &pool.map(|x: i64| x * 3 - 1, 0..50)?);
+    print_all("starmap", &pool.starmap(scale, points().into_iter().map(|p| (p, 2.5)))?);
+    print_all("imap", &pool.imap(shout, words())?.collect::<Result<Vec<_>, _>>()?);
+    print_all("imap-chunks-of-4", &pool.chunksize(4).imap(shout, words())?.collect::<Result<Vec<_>, _>>()?);
+    let mut unordered = pool.imap_unordered(sum_and_max, vectors())?.collect::<Result<Vec<_>, _>>()?;
+    unordered.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    print_all("imap-unordered-sorted", &unordered);
+    static CALLED_BACK: AtomicUsize = AtomicUsize::new(0);
+    let called_back = Callbacks::on_success(|_: &String| {
+        CALLED_BACK.fetch_add(1, Ordering::SeqCst);
+    });
+    let shouted = pool.apply_async(shout, "hello".to_owned(), called_back)?;
+    let sums = pool.map_async(|v: Vec<f64>| v.iter().sum::<f64>(), vectors(), Callbacks::none())?;
+    let labels = (0..12).map(|i| (format!("n{i}"), i as u32, vec![1.0; i]));
+    let labelled = pool.chunksize(5).starmap_async(label, labels, Callbacks::none())?;
+    println!("apply-async\t0\t{:?}", shouted.get(None)?);
+    println!("apply-async-callbacks\t0\t{}", CALLED_BACK.load(Ordering::SeqCst));
+    print_all("map-async", &sums.get(None)?);
+    print_all("starmap-async", &labelled.get(None)?);
+    let panicked = pool.apply(unlucky, 13).expect_err("13 panics");
+    println!("panic\t0\t{panicked}");
+    Ok(())
+}
+
+/// What each worker's initializer set up.
+static GREETING: OnceLock<String> = OnceLock::new();
+
+fn record_pid(dir: String) -> Result<(), String> {
+    let pid = std::process::id();
+    std::fs::write(format!("{dir}/{pid}"), format!("{pid}\n")).map_err(|e| e.to_string())?;
+    GREETING.set(format!("set up in {pid}")).map_err(|_| "the initializer ran twice".to_owned())
+}
+
+fn greeting(_: u32) -> String {
+    GREETING.get().cloned().unwrap_or_else(|| "not set up".to_owned())
+}
+
+fn no_model(path: String) -> Result<(), String> {
+    Err(format!("no model file at {path}"))
+}
+
+fn main() -> ExitCode {
+    corepool::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let run = || -> Result<(), PoolError> {
+        match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            [] => every_call(&Pool::builder().workers(3).build()?),
+            ["init", dir] => {
+                let pool = Pool::builder().workers(2).initializer(record_pid, dir.to_owned()).build()?;
+                println!("pids\t{:?}", pool.worker_pids());
+                for pid in pool.worker_pids() {
+                    // What `top` shows (the process name) and what `ps` shows (argv[0]).
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let argv0 = String::from_utf8_lossy(cmdline.split(|&b| b == 0).next().unwrap_or_default());
+                    println!("names\t{}\t{argv0}", comm.trim_end());
+                }
+                print_all("greeting", &pool.map(greeting, 0..20)?);
+                // A worker that dies is replaced by one that runs the initializer too.
+                let victim = pool.worker_pids()[0];
+                std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().expect("kill runs");
+                while pool.worker_pids().contains(&victim) || pool.worker_pids().len() < 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                println!("replaced\t{victim}\t{:?}", pool.worker_pids());
+                print_all("greeting-after", &pool.map(greeting, 0..20)?);
+                Ok(())
+            }
+            ["init-fails"] => {
+                Pool::builder().workers(2).initializer(no_model, "/nowhere/model.bin".to_owned()).build()?;
+                Ok(())
+            }
+            ["replace-self"] => {
+                let me = std::env::current_exe().expect("own path");
+                std::fs::remove_file(&me).expect("own file removed");
+                std::fs::write(&me, "#!/bin/sh\nexit 7\n").expect("another program written");
+                let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+                std::fs::set_permissions(&me, executable).expect("another program made executable");
+                let pool = Pool::builder().workers(2).build()?;
+                print_all("after-replace", &pool.map(norm, points())?);
+                Ok(())
+            }
+            _ => panic!("usage: own-functions [init DIR | init-fails | replace-self]"),
+        }
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("own-functions: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
