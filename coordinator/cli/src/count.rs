@@ -247,8 +247,8 @@ fn count_once(
             let items = WithBounds { matrix: &**matrix, min, max };
             (pool.starmap_task(&CountInRangeStar, &items, Some(chunk_size))?, None)
         }
-        // `imap`'s outputs are taken a chunk at a time, as each becomes ready (one at a
-        // time cost 0.5 ms more per 200,000 rows: see `IMap::next_chunk`).
+        // `imap`'s outputs are taken a chunk at a time, as each becomes ready (cheaper than
+        // one at a time: see `IMap::next_chunk`).
         Mode::Imap => {
             let mut outputs = pool.imap_task(&task, &**matrix, Some(chunk_size))?;
             let mut counts = Vec::with_capacity(rows);

@@ -259,8 +259,8 @@ fn check_worker_name_prefix(prefix: &str) -> Result<(), PoolError> {
 }
 
 /// How long [`Pool::apply`] polls for its answer before it sleeps. The answer to a small
-/// call comes back within a socket round trip (40 us on a small machine), and a sleeping
-/// caller adds a wake-up to every call: up to half a round trip again. Polling takes one
+/// call comes back within a socket round trip, and a sleeping caller adds a wake-up to
+/// every call: up to half a round trip again (docs/performance.md). Polling takes one
 /// core for at most this long, while the worker that has the call uses another.
 const ANSWER_POLL: Duration = Duration::from_micros(100);
 

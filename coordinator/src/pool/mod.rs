@@ -46,9 +46,7 @@ pub fn default_chunk_size(items: usize, workers: usize) -> usize {
 /// Most items in a chunk by default. Python's rule alone makes a chunk of 2,500,000 rows
 /// (12.5 MB) out of 20,000,000 rows for 2 workers: each worker then waits for a whole
 /// chunk to arrive before it starts, and every buffer on the way is fresh memory. Smaller
-/// chunks stream, and their buffers are reused: 20,000,000 x 5 took medians of 68-71 ms
-/// with chunks of 65,536 to 250,000 rows, and 101 ms with Python's (`corepool count --rows
-/// 20000000 --chunk-size K`, on `scripts/bench`'s 2-core machine).
+/// chunks stream, and their buffers are reused (docs/performance.md has the figures).
 pub const MAX_DEFAULT_CHUNK: usize = 1 << 16;
 
 /// A pool of worker processes, in the manner of Python's `multiprocessing.Pool`.
@@ -225,8 +223,7 @@ impl Pool {
         let (result, completer) = AsyncResult::new(callbacks);
         // Answers are gathered on the threads that read them, and the chunks submitted on
         // this one while the queue has room: no thread is started for a job of a few
-        // chunks. A started thread took 0.3-0.4 ms more per 200,000-row job, mostly in
-        // fresh memory for its own heap.
+        // chunks: a started thread costs fresh memory for its own heap.
         let mut gather = None;
         self.shared.open_job_with(|job| {
             let made = Arc::new(Gathered::<T>::new(job, items.len(), chunks, completer));
