@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use corepool_protocol::{
-    TaskFailure, ToCoordinator, ToWorker, batch, codec, frame::MAX_FRAME_LEN, handshake::Credentials,
+    TaskFailure, TaskRef, ToCoordinator, ToWorker, batch, codec, frame::MAX_FRAME_LEN, handshake::Credentials,
 };
 
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
     connection::{CoordinatorConnection, SocketConnection},
     function::Functions,
     platform,
-    task::{Runner, find_runner},
+    task::Runner,
     test_knobs::TestKnobs,
 };
 
@@ -225,4 +225,17 @@ fn send_answer(connection: &mut impl CoordinatorConnection, answer: &mut [u8]) -
     answer[..4].copy_from_slice(&len.to_le_bytes());
     connection.send(answer)?;
     Ok(())
+}
+
+/// The code of the task `task` refers to: a registered task, or a function sent by
+/// address (if this worker runs the coordinator's own program).
+pub(crate) fn find_runner(
+    registry: &Registry,
+    functions: &Functions,
+    task: TaskRef<&str>,
+) -> Result<Runner, TaskFailure> {
+    match task {
+        TaskRef::Named(name) => registry.runner(name),
+        TaskRef::Function(offset) => functions.runner(offset),
+    }
 }

@@ -108,19 +108,6 @@ impl Registry {
     }
 }
 
-/// The code of the task `task` refers to: a registered task, or a function sent by
-/// address (if this worker runs the coordinator's own program).
-pub(crate) fn find_runner(
-    registry: &Registry,
-    functions: &crate::function::Functions,
-    task: TaskRef<&str>,
-) -> Result<Runner, TaskFailure> {
-    match task {
-        TaskRef::Named(name) => registry.runner(name),
-        TaskRef::Function(offset) => functions.runner(offset),
-    }
-}
-
 /// Encodes one chunk for task `task`, as [`Registry::run`] expects it.
 pub fn encode_payload<T: Task>(task: &T, chunk: &T::Chunk, out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
     codec::encode_into(&(task, chunk), out)
