@@ -2,9 +2,9 @@
 //! fail to start, and kills workers that hold a chunk past the task timeout.
 
 use std::{
+    ffi::OsString,
     io::Write,
-    os::unix::process::{CommandExt, ExitStatusExt},
-    process::{Child, Command, Stdio},
+    os::unix::process::ExitStatusExt,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -13,7 +13,11 @@ use corepool_protocol::handshake::{Challenge, Credentials};
 use corepool_worker::serve::{ENDPOINT_ENV, INDEX_ENV, PARENT_ENV};
 
 use super::{Shared, state::SlotState};
-use crate::pool::{PoolError, error::with_causes};
+use crate::pool::{
+    PoolError,
+    error::with_causes,
+    platform::{Child, spawn_dying_with_this_process},
+};
 
 /// Waits briefly for a worker that closed its connection to exit, then makes sure it is
 /// gone, and says how it ended.
@@ -63,22 +67,15 @@ impl Shared {
     /// started them exits, so that thread must live as long as the pool.
     pub(super) fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
         let challenge = Challenge::generate().map_err(PoolError::Socket)?;
-        let mut command = Command::new(&self.settings.program);
-        command
-            .arg0(format!("corepool-w{index}"))
-            .env(ENDPOINT_ENV, &self.endpoint)
-            .env(INDEX_ENV, index.to_string())
-            .env(PARENT_ENV, std::process::id().to_string())
-            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null());
-        super::super::platform::die_with_this_process(&mut command);
-        let mut child = command.spawn().map_err(|error| PoolError::Spawn {
-            index,
-            program: self.settings.program.clone(),
-            error,
-        })?;
-        let stdin = child.stdin.take();
+        let mut env: Vec<(OsString, OsString)> = vec![
+            (ENDPOINT_ENV.into(), self.endpoint.clone().into()),
+            (INDEX_ENV.into(), index.to_string().into()),
+            (PARENT_ENV.into(), std::process::id().to_string().into()),
+        ];
+        env.extend(self.settings.env.iter().map(|(key, value)| (key.into(), value.into())));
+        let (mut child, stdin) =
+            spawn_dying_with_this_process(&self.settings.program, &format!("corepool-w{index}"), &env)
+                .map_err(|error| PoolError::Spawn { index, program: self.settings.program.clone(), error })?;
         let mut state = self.lock();
         if state.stopping {
             // The pool stopped while this worker was starting: it must not outlive it.
@@ -99,9 +96,7 @@ impl Shared {
         slot.kill_reason = None;
         drop(state);
         // At once: the pipe holds the line until the child, still loading, reads it.
-        if let Some(mut stdin) = stdin {
-            let _ = stdin.write_all(Credentials { secret: self.secret.clone(), challenge }.to_line().as_bytes());
-        }
+        let _ = (&stdin).write_all(Credentials { secret: self.secret.clone(), challenge }.to_line().as_bytes());
         Ok(())
     }
 

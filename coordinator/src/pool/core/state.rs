@@ -3,7 +3,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    process::Child,
     sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -18,7 +17,11 @@ use super::{
 };
 use crate::{
     outgoing::Outgoing,
-    pool::{WorkerStats, platform::ProcessUsage, transport::Receiver},
+    pool::{
+        WorkerStats,
+        platform::{Child, ProcessUsage},
+        transport::Receiver,
+    },
 };
 
 /// A chunk, encoded as a whole frame ready to write.
