@@ -177,7 +177,7 @@ mod linux_spawn {
         let program = CString::new(program.as_os_str().as_bytes()).ok()?;
         let arg0 = CString::new(arg0).ok()?;
         let environment = environment(env)?;
-        Some(spawn_prepared(program, arg0, environment))
+        spawn_prepared(program, arg0, environment)
     }
 
     /// This process's environment with `env` set over it, as `KEY=VALUE` strings.
@@ -197,12 +197,17 @@ mod linux_spawn {
             .collect()
     }
 
-    fn spawn_prepared(program: CString, arg0: CString, environment: Vec<CString>) -> io::Result<(Child, File)> {
-        let (read_end, write_end) = pipe()?;
-        let null = File::options().write(true).open("/dev/null")?;
-        // Descriptors 0-2 are the ones the child replaces: its sources must lie above them.
-        let stdin = above_stdio(read_end)?;
-        let stdout = above_stdio(OwnedFd::from(null))?;
+    /// `None` if `clone` itself failed (a sandbox may forbid it), for the caller to fall back.
+    fn spawn_prepared(program: CString, arg0: CString, environment: Vec<CString>) -> Option<io::Result<(Child, File)>> {
+        let descriptors = pipe().and_then(|(read_end, write_end)| {
+            let null = File::options().write(true).open("/dev/null")?;
+            // Descriptors 0-2 are the ones the child replaces: its sources must lie above them.
+            Ok((above_stdio(read_end)?, write_end, above_stdio(OwnedFd::from(null))?))
+        });
+        let (stdin, write_end, stdout) = match descriptors {
+            Ok(descriptors) => descriptors,
+            Err(error) => return Some(Err(error)),
+        };
         let mut envp: Vec<*const libc::c_char> = environment.iter().map(|entry| entry.as_ptr()).collect();
         envp.push(std::ptr::null());
         let mut prepared = Prepared {
@@ -239,21 +244,20 @@ mod linux_spawn {
                 (&raw mut prepared).cast::<libc::c_void>(),
             )
         };
-        let clone_error = io::Error::last_os_error();
         // SAFETY: restores the mask read above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
         drop(stack);
         if pid < 0 {
-            return Err(clone_error);
+            return None;
         }
         let mut child = Child { pid, exited: None };
         // SAFETY: the child has exec'd or exited; it writes nothing here any more.
         let error = unsafe { std::ptr::read_volatile(&raw const prepared.error) };
         if error != 0 {
             let _ = child.wait();
-            return Err(io::Error::from_raw_os_error(error));
+            return Some(Err(io::Error::from_raw_os_error(error)));
         }
-        Ok((child, File::from(write_end)))
+        Some(Ok((child, File::from(write_end))))
     }
 
     /// The child, from `clone` to `exec`: async-signal-safe calls only, no allocation,
