@@ -1,10 +1,11 @@
 //! What the kernel says about a process, and waiting for its end, behind one small face:
 //! Linux answers from `/proc` and `wait4`; elsewhere nothing is known, and reports say zero.
 
-use std::{
-    process::{Child, Command},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
+
+pub(crate) use spawn::{Child, spawn_dying_with_this_process};
+
+mod spawn;
 
 /// CPU time and peak memory of one process, as the kernel counts them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,41 +90,6 @@ fn poll_and_reap(mut children: Vec<Child>, grace: Duration) -> Vec<Option<Proces
     vec![None; children.len()]
 }
 
-/// Makes the child that `command` starts die with this process, whatever program it runs
-/// and whatever that program does: on Linux the parent-death signal (SIGKILL) is set in
-/// the child between `fork` and `exec`, where no code of the child's can forget or delay
-/// it. A child whose parent died before the signal was set exits there at once.
-///
-/// The signal comes when the *thread* that spawned the child exits: spawn from a thread
-/// that lives as long as the children should.
-pub(crate) fn die_with_this_process(command: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the closure runs in the forked child and calls only prctl, getppid and
-        // _exit, which are async-signal-safe, and allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent died between fork and prctl: the signal will never come.
-                if libc::getppid() != parent {
-                    libc::_exit(EXIT_PARENT_GONE);
-                }
-                Ok(())
-            })
-        };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = command;
-}
-
-/// Exit code of a child whose parent died before it could run its program.
-#[cfg(target_os = "linux")]
-const EXIT_PARENT_GONE: i32 = 2;
-
 /// Whether this process may run on more than one CPU. On Linux it asks the process's CPU
 /// affinity alone, which takes a microsecond, where [`super::logical_cpus`] first reads
 /// cgroup quotas from files (a tenth of a millisecond, on a pool's start).
@@ -154,11 +120,10 @@ pub(crate) fn on_main_thread() -> bool {
 mod linux {
     use std::{
         os::fd::{AsRawFd, FromRawFd, OwnedFd},
-        process::Child,
         time::{Duration, Instant},
     };
 
-    use super::ProcessUsage;
+    use super::{Child, ProcessUsage};
 
     pub fn reap_all(mut children: Vec<Child>, grace: Duration) -> Vec<Option<ProcessUsage>> {
         let Some(pidfds) = children.iter().map(|child| pidfd_open(child.id())).collect::<Option<Vec<_>>>() else {
@@ -285,8 +250,8 @@ mod linux {
         #[test]
         fn reaps_exited_children_with_their_usage_and_kills_the_rest() {
             use std::process::Command;
-            let quick = Command::new("true").spawn().expect("true runs");
-            let stuck = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+            let quick = Child::from_std(Command::new("true").spawn().expect("true runs"));
+            let stuck = Child::from_std(Command::new("sleep").arg("30").spawn().expect("sleep runs"));
             let started = std::time::Instant::now();
             let usages = super::super::reap_all(vec![quick, stuck], Duration::from_millis(100));
             assert!(started.elapsed() < Duration::from_secs(5), "the sleeper was killed, not waited for");

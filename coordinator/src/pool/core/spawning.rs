@@ -2,9 +2,9 @@
 //! fail to start, and kills workers that hold a chunk past the task timeout.
 
 use std::{
+    ffi::OsString,
     io::Write,
-    os::unix::process::{CommandExt, ExitStatusExt},
-    process::{Child, Command, Stdio},
+    os::unix::process::ExitStatusExt,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -15,6 +15,7 @@ use super::{Shared, state::SlotState};
 use crate::pool::{
     PoolError,
     error::with_causes,
+    platform::{Child, spawn_dying_with_this_process},
     transport::{Launch, Transport},
 };
 
@@ -66,23 +67,23 @@ impl Shared {
     /// workers: Linux delivers the workers' parent-death signal when the *thread* that
     /// started them exits, so that thread must live as long as the pool.
     pub(super) fn spawn_worker(&self, index: usize) -> Result<(), PoolError> {
-        let mut command = Command::new(&self.settings.program);
         let name = format!("{}-w{index}", self.settings.worker_name_prefix);
-        command
-            .arg0(&name)
-            .env(NAME_ENV, &name)
-            .env(INDEX_ENV, index.to_string())
-            .env(PARENT_ENV, std::process::id().to_string())
-            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null());
-        super::super::platform::die_with_this_process(&mut command);
+        let mut env: Vec<(OsString, OsString)> = vec![
+            (NAME_ENV.into(), name.clone().into()),
+            (INDEX_ENV.into(), index.to_string().into()),
+            (PARENT_ENV.into(), std::process::id().to_string().into()),
+        ];
+        env.extend(self.settings.env.iter().map(|(key, value)| (key.into(), value.into())));
         let spawn_error = |error| PoolError::Spawn { index, program: self.settings.program.clone(), error };
-        let (ticket, mut child, line) = match self.engine.launch(index, &mut command).map_err(spawn_error)? {
-            Launch::Process { ticket, stdin } => (ticket, Some(command.spawn().map_err(spawn_error)?), stdin),
+        let (ticket, child, line) = match self.engine.launch(index, &mut env).map_err(spawn_error)? {
+            Launch::Process { ticket, stdin } => {
+                let started =
+                    spawn_dying_with_this_process(&self.settings.program, &name, &env).map_err(spawn_error)?;
+                (ticket, Some(started), stdin)
+            }
             Launch::Running { ticket } => (ticket, None, Vec::new()),
         };
-        let stdin = child.as_mut().and_then(|child| child.stdin.take());
+        let (child, stdin) = child.unzip();
         let mut state = self.lock();
         if state.stopping {
             // The pool stopped while this worker was starting: it must not outlive it.
@@ -107,8 +108,8 @@ impl Shared {
         slot.kill_reason = None;
         drop(state);
         // At once: the pipe holds the line until the child, still loading, reads it.
-        if let Some(mut stdin) = stdin {
-            let _ = stdin.write_all(&line);
+        if let Some(stdin) = stdin {
+            let _ = (&stdin).write_all(&line);
         }
         Ok(())
     }

@@ -3,7 +3,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    process::Child,
     sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -20,7 +19,7 @@ use crate::{
     outgoing::Outgoing,
     pool::{
         WorkerStats,
-        platform::ProcessUsage,
+        platform::{Child, ProcessUsage},
         transport::{Receiver, Ticket, Vouched},
     },
 };

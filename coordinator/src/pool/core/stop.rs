@@ -1,6 +1,6 @@
 //! Stopping: a pool broken beyond going on, and a pool told to stop, politely or not.
 
-use std::{process::Child, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use corepool_protocol::{ToWorker, codec};
 
@@ -11,7 +11,11 @@ use super::{
 };
 use crate::{
     outgoing::Outgoing,
-    pool::{PoolError, platform::reap_all, transport::Transport},
+    pool::{
+        PoolError,
+        platform::{Child, reap_all},
+        transport::Transport,
+    },
 };
 
 /// The frame that tells a worker to finish.

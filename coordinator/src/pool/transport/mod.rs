@@ -8,7 +8,7 @@
 //! such as MPI, where a frame is one message to or from a rank, fills the same traits as
 //! one more module here.
 
-use std::{io, path::PathBuf, process::Command, sync::Arc, time::Duration};
+use std::{ffi::OsString, io, path::PathBuf, sync::Arc, time::Duration};
 
 use corepool_protocol::frame::FrameError;
 
@@ -31,7 +31,7 @@ pub(crate) type Ticket = <Engine as Transport>::Ticket;
 /// How a slot's worker comes to be, as the engine has it.
 pub(crate) enum Launch<T> {
     /// The supervisor starts the worker program as a child process, with what the engine
-    /// added to its command, and writes `stdin` to its standard input at once (the
+    /// added to its environment, and writes `stdin` to its standard input at once (the
     /// engine's secrets never go on a command line).
     Process {
         /// What the worker must prove it holds to join.
@@ -94,10 +94,10 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// The sending side of an admitted worker's connection.
     type Sender: FrameSender;
 
-    /// Readies the start of slot `index`'s worker: adds to `command` (the worker program,
-    /// named and set up by the supervisor) what the worker needs to reach this coordinator,
-    /// and says how the worker comes to be.
-    fn launch(&self, index: usize, command: &mut Command) -> io::Result<Launch<Self::Ticket>>;
+    /// Readies the start of slot `index`'s worker: adds to `env` (the worker program's
+    /// environment, set up by the supervisor) what the worker needs to reach this
+    /// coordinator, and says how the worker comes to be.
+    fn launch(&self, index: usize, env: &mut Vec<(OsString, OsString)>) -> io::Result<Launch<Self::Ticket>>;
 
     /// Waits at most `timeout` (`None`: until one comes, or the engine is stopped) for
     /// the next peer. `Ok(None)`: none came in time.

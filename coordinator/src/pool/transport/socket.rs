@@ -5,9 +5,9 @@
 //! written to each connection's byte stream.
 
 use std::{
+    ffi::OsString,
     io::{self, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
-    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -58,9 +58,9 @@ impl Transport for SocketEngine {
     type Receiver = SocketReceiver;
     type Sender = SocketSender;
 
-    fn launch(&self, _index: usize, command: &mut Command) -> io::Result<Launch<Challenge>> {
+    fn launch(&self, _index: usize, env: &mut Vec<(OsString, OsString)>) -> io::Result<Launch<Challenge>> {
         let challenge = Challenge::generate()?;
-        command.env(ENDPOINT_ENV, &self.endpoint);
+        env.push((ENDPOINT_ENV.into(), self.endpoint.clone().into()));
         let stdin = Credentials { secret: self.secret.clone(), challenge }.to_line().into_bytes();
         Ok(Launch::Process { ticket: challenge, stdin })
     }
