@@ -177,3 +177,19 @@ fn workers_run_the_programs_own_image_even_once_its_file_is_replaced() {
         .collect();
     assert_eq!(run.stdout.lines().collect::<Vec<_>>(), norms);
 }
+
+#[test]
+fn a_pool_that_replaces_its_workers_after_every_chunk_keeps_its_memory_map_flat() {
+    let tmp = tempfile::tempdir().unwrap();
+    // About 1,000 replacements: each would leave two threads' stacks mapped if never let go.
+    let run = run_own_functions(tmp.path(), &["replace-often", "4", "250"]).assert_success();
+    let maps: Vec<usize> = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("maps\t"))
+        .map(|line| line.split_once('\t').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(maps.len(), 4, "{}", run.stdout);
+    let growth = maps[3].saturating_sub(maps[0]);
+    assert!(growth < 100, "{growth} more mappings after 750 more worker replacements: {maps:?}");
+}

@@ -7,6 +7,9 @@
 //! `own-functions init-fails`: the initializer fails; the pool must not start.
 //! `own-functions replace-self`: replaces its own executable file with another program
 //! before it starts its pool, as a rebuild during a run would.
+//! `own-functions replace-often ROUNDS ITEMS`: a pool that replaces each worker after one
+//! chunk maps one-item chunks, ROUNDS times; after each round it prints the number of its
+//! own memory mappings (`maps<TAB>round<TAB>count`).
 
 use std::{
     process::ExitCode,
@@ -158,7 +161,18 @@ fn main() -> ExitCode {
                 print_all("after-replace", &pool.map(norm, points())?);
                 Ok(())
             }
-            _ => panic!("usage: own-functions [init DIR | init-fails | replace-self]"),
+            ["replace-often", rounds, items] => {
+                let (rounds, items): (usize, i64) = (rounds.parse().expect("rounds"), items.parse().expect("items"));
+                let pool = Pool::builder().workers(2).max_tasks_per_worker(Some(1)).build()?;
+                for round in 0..rounds {
+                    let results = pool.chunksize(1).map(|x: i64| x + 1, 0..items)?;
+                    assert_eq!(results, (1..=items).collect::<Vec<_>>());
+                    let maps = std::fs::read_to_string("/proc/self/maps").expect("own mappings");
+                    println!("maps\t{round}\t{}", maps.lines().count());
+                }
+                Ok(())
+            }
+            _ => panic!("usage: own-functions [init DIR | init-fails | replace-self | replace-often ROUNDS ITEMS]"),
         }
     };
     match run() {

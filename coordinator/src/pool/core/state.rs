@@ -126,6 +126,7 @@ pub(crate) struct State {
     pub(super) closed: bool,
     pub(super) stopping: bool,
     pub(super) rejected_peers: u64,
+    /// Connection threads still running, joined when the pool stops (see [`State::keep_thread`]).
     pub(super) threads: Vec<JoinHandle<()>>,
     /// Dispatches so far, to order [`InFlight`] entries.
     pub(super) dispatched: u64,
@@ -227,6 +228,15 @@ impl Slot {
 }
 
 impl State {
+    /// Keeps `thread` to join when the pool stops, and lets go of the threads that have
+    /// finished: a finished thread never joined nor detached keeps its stack mapped, and a
+    /// pool that replaces its workers starts two threads per worker, for ever.
+    pub(super) fn keep_thread(&mut self, thread: JoinHandle<()>) {
+        // Dropping the handle of a finished thread detaches it, which frees its stack.
+        self.threads.retain(|kept| !kept.is_finished());
+        self.threads.push(thread);
+    }
+
     /// Where an outcome of `job` goes: a batch is taken out (its one outcome ends the job);
     /// any other delivery is shared.
     pub(super) fn take_delivery(&mut self, job: u64) -> Option<Arc<dyn Delivery>> {
