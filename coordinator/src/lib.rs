@@ -51,7 +51,8 @@
 //!
 //! **Call [`init`] first thing in `main`.** A worker runs `main` from the start; `init`
 //! turns it into a worker there. A program that forgets it gets
-//! [`PoolError::InsideWorker`] from every worker, never a cascade of processes.
+//! [`PoolError::InsideWorker`] from [`PoolBuilder::build`] at once (its first worker to run
+//! `main` reports it and exits), never a cascade of processes.
 //!
 //! The [`task`] module holds the advanced path: a [`task::Task`] chooses the wire form of
 //! its chunks (a matrix's rows sent straight from its memory, say), and a worker program

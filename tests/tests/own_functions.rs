@@ -193,3 +193,10 @@ fn a_pool_that_replaces_its_workers_after_every_chunk_keeps_its_memory_map_flat(
     let growth = maps[3].saturating_sub(maps[0]);
     assert!(growth < 100, "{growth} more mappings after 750 more worker replacements: {maps:?}");
 }
+
+#[test]
+fn a_function_that_builds_a_pool_gets_the_error_in_its_own_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_own_functions(tmp.path(), &["nested"]).assert_success();
+    assert_eq!(run.stdout, format!("nested\t0\t{}\n", PoolError::InsideWorker), "{run:?}");
+}

@@ -7,6 +7,7 @@
 //! `own-functions init-fails`: the initializer fails; the pool must not start.
 //! `own-functions replace-self`: replaces its own executable file with another program
 //! before it starts its pool, as a rebuild during a run would.
+//! `own-functions nested`: a function that builds a pool prints what its call returned.
 //! `own-functions replace-often ROUNDS ITEMS`: a pool that replaces each worker after one
 //! chunk maps one-item chunks, ROUNDS times; after each round it prints the number of its
 //! own memory mappings (`maps<TAB>round<TAB>count`).
@@ -116,6 +117,13 @@ fn greeting(_: u32) -> String {
     GREETING.get().cloned().unwrap_or_else(|| "not set up".to_owned())
 }
 
+fn build_a_pool(_: u8) -> String {
+    match Pool::builder().workers(1).build() {
+        Ok(_) => "a pool was built inside a task".to_owned(),
+        Err(error) => error.to_string(),
+    }
+}
+
 fn no_model(path: String) -> Result<(), String> {
     Err(format!("no model file at {path}"))
 }
@@ -161,6 +169,10 @@ fn main() -> ExitCode {
                 print_all("after-replace", &pool.map(norm, points())?);
                 Ok(())
             }
+            ["nested"] => {
+                println!("nested\t0\t{}", Pool::builder().workers(1).build()?.apply(build_a_pool, 0)?);
+                Ok(())
+            }
             ["replace-often", rounds, items] => {
                 let (rounds, items): (usize, i64) = (rounds.parse().expect("rounds"), items.parse().expect("items"));
                 let pool = Pool::builder().workers(2).max_tasks_per_worker(Some(1)).build()?;
@@ -172,7 +184,9 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            _ => panic!("usage: own-functions [init DIR | init-fails | replace-self | replace-often ROUNDS ITEMS]"),
+            _ => panic!(
+                "usage: own-functions [init DIR | init-fails | replace-self | nested | replace-often ROUNDS ITEMS]"
+            ),
         }
     };
     match run() {

@@ -141,6 +141,9 @@ pub(crate) struct State {
     pub(super) batch_buffers: Vec<Arc<Vec<u8>>>,
     /// Why the pool cannot go on, once it cannot.
     pub(super) broken: Option<String>,
+    /// A worker's program built a pool instead of serving: the start fails with
+    /// [`PoolError::InsideWorker`](crate::pool::PoolError::InsideWorker).
+    pub(super) init_forgotten: bool,
     /// Chunks a worker is sent before it retires (see [`quota_spent`](super::dispatch::quota_spent)).
     pub(super) max_tasks_per_worker: Option<u64>,
 }
@@ -175,6 +178,7 @@ impl State {
             gathering: 0,
             batch_buffers: Vec::new(),
             broken: None,
+            init_forgotten: false,
             max_tasks_per_worker,
         }
     }
