@@ -200,3 +200,11 @@ fn a_function_that_builds_a_pool_gets_the_error_in_its_own_result() {
     let run = run_own_functions(tmp.path(), &["nested"]).assert_success();
     assert_eq!(run.stdout, format!("nested\t0\t{}\n", PoolError::InsideWorker), "{run:?}");
 }
+
+#[test]
+fn a_panicking_callback_still_completes_its_result_and_the_next_callbacks_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_own_functions(tmp.path(), &["callback-panics"]).assert_success();
+    assert_eq!(run.stdout, "after-panic\t0\t42\nnext\t0\t42\ncalled-back\t0\t1\n", "{run:?}");
+    assert!(run.stderr.contains("callback refuses 42"), "the panic hook printed the message: {}", run.stderr);
+}

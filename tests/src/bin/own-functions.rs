@@ -8,6 +8,8 @@
 //! `own-functions replace-self`: replaces its own executable file with another program
 //! before it starts its pool, as a rebuild during a run would.
 //! `own-functions nested`: a function that builds a pool prints what its call returned.
+//! `own-functions callback-panics`: an `apply_async` callback panics; the result must still
+//! come, and the next call's callback run.
 //! `own-functions replace-often ROUNDS ITEMS`: a pool that replaces each worker after one
 //! chunk maps one-item chunks, ROUNDS times; after each round it prints the number of its
 //! own memory mappings (`maps<TAB>round<TAB>count`).
@@ -173,6 +175,18 @@ fn main() -> ExitCode {
                 println!("nested\t0\t{}", Pool::builder().workers(1).build()?.apply(build_a_pool, 0)?);
                 Ok(())
             }
+            ["callback-panics"] => {
+                let pool = Pool::builder().workers(1).build()?;
+                let panics = Callbacks::on_success(|value: &i64| panic!("callback refuses {value}"));
+                println!("after-panic\t0\t{}", pool.apply_async(|x: i64| x + 1, 41, panics)?.get(None)?);
+                static CALLED_BACK: AtomicUsize = AtomicUsize::new(0);
+                let counts = Callbacks::on_success(|_: &i64| {
+                    CALLED_BACK.fetch_add(1, Ordering::SeqCst);
+                });
+                println!("next\t0\t{}", pool.apply_async(|x: i64| x * 2, 21, counts)?.get(None)?);
+                println!("called-back\t0\t{}", CALLED_BACK.load(Ordering::SeqCst));
+                Ok(())
+            }
             ["replace-often", rounds, items] => {
                 let (rounds, items): (usize, i64) = (rounds.parse().expect("rounds"), items.parse().expect("items"));
                 let pool = Pool::builder().workers(2).max_tasks_per_worker(Some(1)).build()?;
@@ -185,7 +199,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             _ => panic!(
-                "usage: own-functions [init DIR | init-fails | replace-self | nested | replace-often ROUNDS ITEMS]"
+                "usage: own-functions [init DIR | init-fails | replace-self | nested | callback-panics | replace-often ROUNDS ITEMS]"
             ),
         }
     };
