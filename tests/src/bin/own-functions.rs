@@ -10,6 +10,8 @@
 //! `own-functions nested`: a function that builds a pool prints what its call returned.
 //! `own-functions callback-panics`: an `apply_async` callback panics; the result must still
 //! come, and the next call's callback run.
+//! `own-functions too-large`: calls whose results are over the frame limit fail alone,
+//! and the pool goes on with the same worker.
 //! `own-functions replace-often ROUNDS ITEMS`: a pool that replaces each worker after one
 //! chunk maps one-item chunks, ROUNDS times; after each round it prints the number of its
 //! own memory mappings (`maps<TAB>round<TAB>count`).
@@ -56,6 +58,27 @@ fn unlucky(x: i64) -> i64 {
         panic!("unlucky {x}");
     }
     x
+}
+
+/// `n` zero bytes once encoded, though it holds none: the worker's answer is the only copy.
+#[derive(Debug)]
+struct Zeros(usize);
+
+impl Serialize for Zeros {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Memory never written maps no page.
+        serializer.serialize_bytes(&vec![0u8; self.0])
+    }
+}
+
+impl<'de> Deserialize<'de> for Zeros {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<u8>::deserialize(deserializer).map(|bytes| Zeros(bytes.len()))
+    }
+}
+
+fn zeros(n: usize) -> Zeros {
+    Zeros(n)
 }
 
 fn points() -> Vec<Point> {
@@ -187,6 +210,17 @@ fn main() -> ExitCode {
                 println!("called-back\t0\t{}", CALLED_BACK.load(Ordering::SeqCst));
                 Ok(())
             }
+            ["too-large"] => {
+                let pool = Pool::builder().workers(1).build()?;
+                let pids = pool.worker_pids();
+                println!("apply-too-large\t0\t{}", pool.apply(zeros, (1 << 30) + 1000).expect_err("too large"));
+                // Two items that fit a frame each, but not together.
+                let halves = [600 << 20, 600 << 20];
+                println!("map-too-large\t0\t{}", pool.chunksize(2).map(zeros, halves).expect_err("too large"));
+                println!("after\t0\t{}", pool.apply(|x: i64| x + 1, 1)?);
+                println!("same-worker\t0\t{}", pool.worker_pids() == pids);
+                Ok(())
+            }
             ["replace-often", rounds, items] => {
                 let (rounds, items): (usize, i64) = (rounds.parse().expect("rounds"), items.parse().expect("items"));
                 let pool = Pool::builder().workers(2).max_tasks_per_worker(Some(1)).build()?;
@@ -199,7 +233,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             _ => panic!(
-                "usage: own-functions [init DIR | init-fails | replace-self | nested | callback-panics | replace-often ROUNDS ITEMS]"
+                "usage: own-functions [init DIR | init-fails | replace-self | nested | callback-panics | too-large | replace-often ROUNDS ITEMS]"
             ),
         }
     };
