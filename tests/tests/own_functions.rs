@@ -218,7 +218,7 @@ fn a_result_over_the_frame_limit_fails_its_call_alone_and_the_worker_lives_on() 
     let too_large = |line: &str, prefix: &str, items: &str| {
         let message = line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}"));
         let bytes = message
-            .strip_prefix(&format!("rows {items}: the result is "))
+            .strip_prefix(&format!("items {items}: the result is "))
             .and_then(|rest| rest.strip_suffix(" bytes, over the 1 GiB frame limit: use smaller chunks"))
             .unwrap_or_else(|| panic!("{message}"));
         let bytes: u64 = bytes.parse().unwrap_or_else(|_| panic!("{message}"));
