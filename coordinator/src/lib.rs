@@ -33,14 +33,16 @@
 //! The function is a plain `fn`, or a closure that captures nothing (the compiler says so
 //! otherwise), over any serde types. It reaches a worker as an address within this
 //! program, which a worker trusts only after checking that it runs the very same
-//! executable file. A closure that captures a variable does not compile:
+//! executable file. A closure that captures a variable, or a `fn` pointer, does not compile
+//! (at `cargo build`; `cargo check` does not see it):
 //!
 //! ```compile_fail,E0080
 //! fn main() -> Result<(), corepool::PoolError> {
 //!     corepool::init();
 //!     let pool = corepool::Pool::new()?;
 //!     let offset = 10;
-//!     // "a function sent to workers must capture nothing": pass `offset` in the items.
+//!     // "a function sent to workers must be a function item or a closure that captures
+//!     // nothing": pass `offset` in the items.
 //!     let shifted = pool.map(move |x: i64| x + offset, 0..100)?;
 //!     Ok(())
 //! }
