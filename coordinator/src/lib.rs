@@ -104,7 +104,7 @@ pub mod task {
     pub use crate::outgoing::{AsBytes, Outgoing, SharedBytes};
     pub use crate::pool::{
         ChunkLen, ChunkOutputs, CodecTime, IMap, IMapIter, IMapUnordered, IMapUnorderedIter, MAX_DEFAULT_CHUNK,
-        OneChunk, default_chunk_size, own_peak_rss,
+        OneChunk, default_chunk_size,
     };
     pub use corepool_protocol::{codec, frame::MAX_FRAME_LEN};
     pub use corepool_worker::{Registry, Task, WorkerError, encode_payload, init_with};

@@ -498,7 +498,7 @@ fn finish(
     totals: &Totals,
     output: Option<Pending>,
 ) -> Result<(), Failure> {
-    let peak = corepool::task::own_peak_rss();
+    let peak = super::report::own_peak_rss();
     let report = settings.report.as_ref().map(|_| {
         let result = report::ResultReport::from_totals(totals.rows, totals.in_range, totals.checksum);
         let mut report = report::Report::new(settings, shape, load, run, result).with_header_line(header_line);
