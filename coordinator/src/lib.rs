@@ -33,14 +33,16 @@
 //! The function is a plain `fn`, or a closure that captures nothing (the compiler says so
 //! otherwise), over any serde types. It reaches a worker as an address within this
 //! program, which a worker trusts only after checking that it runs the very same
-//! executable file. A closure that captures a variable does not compile:
+//! executable file. A closure that captures a variable, or a `fn` pointer, does not compile
+//! (at `cargo build`; `cargo check` does not see it):
 //!
 //! ```compile_fail,E0080
 //! fn main() -> Result<(), corepool::PoolError> {
 //!     corepool::init();
 //!     let pool = corepool::Pool::new()?;
 //!     let offset = 10;
-//!     // "a function sent to workers must capture nothing": pass `offset` in the items.
+//!     // "a function sent to workers must be a function item or a closure that captures
+//!     // nothing": pass `offset` in the items.
 //!     let shifted = pool.map(move |x: i64| x + offset, 0..100)?;
 //!     Ok(())
 //! }
@@ -51,7 +53,8 @@
 //!
 //! **Call [`init`] first thing in `main`.** A worker runs `main` from the start; `init`
 //! turns it into a worker there. A program that forgets it gets
-//! [`PoolError::InsideWorker`] from every worker, never a cascade of processes.
+//! [`PoolError::InsideWorker`] from [`PoolBuilder::build`] at once (its first worker to run
+//! `main` reports it and exits), never a cascade of processes.
 //!
 //! The [`task`] module holds the advanced path: a [`task::Task`] chooses the wire form of
 //! its chunks (a matrix's rows sent straight from its memory, say), and a worker program
@@ -101,7 +104,7 @@ pub mod task {
     pub use crate::outgoing::{AsBytes, Outgoing, SharedBytes};
     pub use crate::pool::{
         ChunkLen, ChunkOutputs, CodecTime, IMap, IMapIter, IMapUnordered, IMapUnorderedIter, MAX_DEFAULT_CHUNK,
-        OneChunk, default_chunk_size, own_peak_rss,
+        OneChunk, default_chunk_size,
     };
     pub use corepool_protocol::{codec, frame::MAX_FRAME_LEN};
     pub use corepool_worker::{Registry, Task, WorkerError, encode_payload, init_with};

@@ -120,6 +120,21 @@ pub enum FailureKind {
     /// A function was sent to a worker that does not run the coordinator's own program,
     /// where its address means nothing.
     ForeignProgram,
+    /// The task's outputs would not fit in one frame ([`MAX_FRAME_LEN`](crate::frame::MAX_FRAME_LEN)).
+    ResultTooLarge,
+}
+
+impl TaskFailure {
+    /// The failure of a task whose outputs, `bytes` long encoded, would make its answer's
+    /// frame longer than the limit.
+    pub fn result_too_large(bytes: usize) -> Self {
+        let limit_gib = crate::frame::MAX_FRAME_LEN >> 30;
+        TaskFailure {
+            kind: FailureKind::ResultTooLarge,
+            message: format!("the result is {bytes} bytes, over the {limit_gib} GiB frame limit: use smaller chunks"),
+            location: None,
+        }
+    }
 }
 
 impl std::fmt::Display for TaskFailure {
@@ -130,8 +145,13 @@ impl std::fmt::Display for TaskFailure {
             FailureKind::UnknownTask => "unknown task",
             FailureKind::BadPayload => "bad task payload",
             FailureKind::ForeignProgram => "cannot run a function here",
+            // The message says it all.
+            FailureKind::ResultTooLarge => "",
         };
-        write!(f, "{kind}: {}", self.message)?;
+        if !kind.is_empty() {
+            write!(f, "{kind}: ")?;
+        }
+        write!(f, "{}", self.message)?;
         if let Some(location) = &self.location {
             write!(f, " (at {location})")?;
         }

@@ -284,3 +284,42 @@ fn library_imap_iter_maps_over_an_iterator_without_collecting_it() {
     unordered.sort();
     assert!(unordered.iter().enumerate().all(|(i, &(row, count))| i == row && count == expected[i]));
 }
+
+#[test]
+fn a_wide_npy_goes_in_chunks_of_8_mib_of_rows_as_the_summary_and_report_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (40_000u64, 1_000u64);
+    // A .npy of bytes, all zero: the header, then a hole the file system fills with zeros.
+    let dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let padded = (10 + dict.len() + 1).div_ceil(64) * 64 - 10;
+    let mut header = b"\x93NUMPY\x01\x00".to_vec();
+    header.extend_from_slice(&(padded as u16).to_le_bytes());
+    header.extend_from_slice(format!("{dict:<width$}\n", width = padded - 1).as_bytes());
+    let path = dir.path().join("wide.npy");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(&header).unwrap();
+    file.set_len(header.len() as u64 + rows * cols).unwrap();
+    drop(file);
+    let args = [
+        "count",
+        "--input",
+        "wide.npy",
+        "-j",
+        "1",
+        "--min",
+        "0",
+        "--max",
+        "0",
+        "-o",
+        "c.txt",
+        "--report-file",
+        "r.json",
+    ];
+    let run = run_corepool(dir.path(), &args, &[]).assert_success();
+    // 8 MiB of 1,000-byte rows, fewer than ceil(40,000 / 4): the last of 5 chunks holds the rest.
+    let per_chunk = (8 << 20) / cols;
+    assert!(run.stdout.contains(&format!("1 workers, {per_chunk} rows per chunk")), "{}", run.stdout);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(report["parameters"]["chunk_size"], per_chunk, "{report}");
+    assert_eq!(read_counts(&dir.path().join("c.txt")), vec![cols as u32; rows as usize]);
+}

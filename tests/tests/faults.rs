@@ -184,7 +184,7 @@ fn a_chunk_that_keeps_killing_workers_fails_the_run_naming_its_rows_and_the_caus
         assert_eq!(run.status.code(), Some(1), "{mode}: {}", run.stderr);
         let line = run.stderr.trim();
         assert!(
-            line.contains("rows 30..40: gave up after 3 workers died running them") && line.contains("SIGABRT"),
+            line.contains("items 30..40: gave up after 3 workers died running them") && line.contains("SIGABRT"),
             "{mode}: {line}"
         );
         assert!(!output.exists(), "{mode}: no output from a failed run");
@@ -200,7 +200,7 @@ fn a_hung_worker_is_killed_after_the_task_timeout() {
     let started = Instant::now();
     let run = run_corepool(dir.path(), &args, &[("COREPOOL_TEST_FAULT", "hang@50")]);
     assert_eq!(run.status.code(), Some(1));
-    assert!(run.stderr.contains("rows 50..60: gave up after 2 workers died"), "{}", run.stderr);
+    assert!(run.stderr.contains("items 50..60: gave up after 2 workers died"), "{}", run.stderr);
     assert!(run.stderr.contains("did not answer within 300ms"), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(20));
 

@@ -70,9 +70,12 @@ fn count_processes(group: u32, done: Arc<AtomicBool>) -> std::thread::JoinHandle
 }
 
 #[test]
-fn a_program_that_forgets_init_fails_with_a_clear_error_and_never_forks_more() {
+fn a_program_that_forgets_init_fails_at_once_with_a_clear_error_and_never_forks_more() {
     let tmp = tempfile::tempdir().unwrap();
-    let (child, _guard) = start(tmp.path(), &[]);
+    let sockets = tmp.path().join("sockets");
+    std::fs::create_dir(&sockets).unwrap();
+    let runs = tmp.path().join("runs");
+    let (child, _guard) = start(&sockets, &[("FORGETS_INIT_RUNS", runs.to_str().unwrap())]);
     let group = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let counter = count_processes(group, Arc::clone(&done));
@@ -81,14 +84,20 @@ fn a_program_that_forgets_init_fails_with_a_clear_error_and_never_forks_more() {
     let most = counter.join().unwrap();
     assert!(most <= MOST_PROCESSES, "{most} processes at once: {run:?}");
     assert!(!run.status.success(), "{run:?}");
-    assert!(
-        run.stderr.contains("started as a corepool worker but builds a pool of its own")
-            && run.stderr.contains("call corepool::init() first thing in main"),
-        "the error says what was forgotten: {}",
-        run.stderr
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!("forgets-init: {}", corepool::PoolError::InsideWorker),
+        "the coordinator's error says what was forgotten"
     );
+    assert!(run.stderr.contains("call corepool::init() first thing in main"), "{}", run.stderr);
+    let runs = std::fs::read_to_string(&runs).unwrap();
+    let roles: Vec<&str> = runs.lines().collect();
+    assert_eq!(roles.first(), Some(&"coordinator"), "{runs}");
+    // Each first worker runs main at most once: the first to fail fails the start, with no retry.
+    let worker_runs = roles.iter().filter(|role| **role == "worker").count();
+    assert!((1..=WORKERS).contains(&worker_runs), "main ran {worker_runs} times as a worker: {runs}");
     assert!(process_group_members(group).is_empty(), "processes left behind");
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "socket directories left behind");
+    assert_eq!(std::fs::read_dir(&sockets).unwrap().count(), 0, "socket directories left behind");
 }
 
 #[test]

@@ -177,3 +177,55 @@ fn workers_run_the_programs_own_image_even_once_its_file_is_replaced() {
         .collect();
     assert_eq!(run.stdout.lines().collect::<Vec<_>>(), norms);
 }
+
+#[test]
+fn a_pool_that_replaces_its_workers_after_every_chunk_keeps_its_memory_map_flat() {
+    let tmp = tempfile::tempdir().unwrap();
+    // About 1,000 replacements: each would leave two threads' stacks mapped if never let go.
+    let run = run_own_functions(tmp.path(), &["replace-often", "4", "250"]).assert_success();
+    let maps: Vec<usize> = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("maps\t"))
+        .map(|line| line.split_once('\t').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(maps.len(), 4, "{}", run.stdout);
+    let growth = maps[3].saturating_sub(maps[0]);
+    assert!(growth < 100, "{growth} more mappings after 750 more worker replacements: {maps:?}");
+}
+
+#[test]
+fn a_function_that_builds_a_pool_gets_the_error_in_its_own_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_own_functions(tmp.path(), &["nested"]).assert_success();
+    assert_eq!(run.stdout, format!("nested\t0\t{}\n", PoolError::InsideWorker), "{run:?}");
+}
+
+#[test]
+fn a_panicking_callback_still_completes_its_result_and_the_next_callbacks_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_own_functions(tmp.path(), &["callback-panics"]).assert_success();
+    assert_eq!(run.stdout, "after-panic\t0\t42\nnext\t0\t42\ncalled-back\t0\t1\n", "{run:?}");
+    assert!(run.stderr.contains("callback refuses 42"), "the panic hook printed the message: {}", run.stderr);
+}
+
+#[test]
+fn a_result_over_the_frame_limit_fails_its_call_alone_and_the_worker_lives_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_own_functions(tmp.path(), &["too-large"]).assert_success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{run:?}");
+    let too_large = |line: &str, prefix: &str, items: &str| {
+        let message = line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}"));
+        let bytes = message
+            .strip_prefix(&format!("items {items}: the result is "))
+            .and_then(|rest| rest.strip_suffix(" bytes, over the 1 GiB frame limit: use smaller chunks"))
+            .unwrap_or_else(|| panic!("{message}"));
+        let bytes: u64 = bytes.parse().unwrap_or_else(|_| panic!("{message}"));
+        assert!(bytes > 1 << 30, "{message}");
+    };
+    too_large(lines[0], "apply-too-large\t0\t", "0..1");
+    too_large(lines[1], "map-too-large\t0\t", "0..2");
+    assert_eq!(lines[2..], ["after\t0\t2", "same-worker\t0\ttrue"]);
+    assert!(!run.stderr.contains("over the limit"), "no worker saw a frame it could not take: {}", run.stderr);
+}

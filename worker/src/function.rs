@@ -78,15 +78,26 @@ spread!(A, B, C, D);
 spread!(A, B, C, D, E);
 spread!(A, B, C, D, E, G);
 
-/// The one value of a function type that captures nothing: `F` is a [`Call`] (a wrapper of
-/// a function, which only closures and `fn` items are) or an initializer (`Fn`).
-fn conjure<F: Copy>() -> F {
+/// Fails to compile (at `cargo build`, not `cargo check`) unless `F` holds no data: a
+/// function item or a closure that captures nothing, the only functions a worker can find
+/// again by address. The coordinator checks the very type its trampoline conjures, so a
+/// bad function gets this one error.
+pub const fn assert_captures_nothing<F>() {
     const {
         assert!(
             size_of::<F>() == 0,
-            "corepool: the function must capture nothing (a fn, or a closure `|x| ...` that uses no variable from around it)"
+            "corepool: a function sent to workers must be a function item or a closure that \
+             captures nothing: not a capturing closure or a fn pointer (pass the fn by its name, \
+             not through a `fn(..)` variable; pass what a closure needs in the items, or with \
+             PoolBuilder::initializer)"
         )
     };
+}
+
+/// The one value of a function type that captures nothing: `F` is a [`Call`] (a wrapper of
+/// a function, which only closures and `fn` items are) or an initializer (`Fn`).
+fn conjure<F: Copy>() -> F {
+    assert_captures_nothing::<F>();
     // SAFETY: `F` is zero-sized and `Copy`, a fn item or a closure without captures: it
     // has exactly one value, made of no bytes.
     unsafe { std::mem::zeroed() }

@@ -18,7 +18,10 @@ pub mod task;
 mod panics;
 mod test_knobs;
 
-use std::process::ExitCode;
+use std::{
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 pub use connection::{CoordinatorConnection, SocketConnection};
 pub use serve::{WorkerConfig, WorkerError};
@@ -31,6 +34,10 @@ pub const EXIT_CONNECTION_FAILED: u8 = 3;
 /// Exit code of a worker whose initializer failed; its message is in the file
 /// [`initializer_failure_file`] names.
 pub const EXIT_INITIALIZER_FAILED: u8 = 4;
+/// Exit code of a process started as a worker whose program built a pool instead of
+/// serving: its `main` does not call [`init`] first. It leaves a note in the file
+/// [`initializer_failure_file`] names.
+pub const EXIT_INIT_FORGOTTEN: u8 = 5;
 
 /// Where worker `index` leaves the message of its failed initializer: in the pool's private
 /// folder `folder`, beside its socket.
@@ -41,6 +48,31 @@ pub fn initializer_failure_file(folder: &std::path::Path, index: u32) -> std::pa
 /// Whether this process was started by a coordinator to be a worker.
 pub fn started_as_worker() -> bool {
     std::env::var_os(serve::ENDPOINT_ENV).is_some()
+}
+
+/// Set once this process serves as a worker: from then on its own code runs only in tasks.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process serves as a worker (its `main` called [`init`]).
+pub fn serving() -> bool {
+    SERVING.load(Ordering::SeqCst)
+}
+
+/// In a process started as a worker that does not serve, because its `main` builds a pool
+/// without calling [`init`] first: tells the coordinator so and exits, so that the
+/// coordinator fails at once rather than start this program again and again. Returns in
+/// any other process.
+pub fn exit_if_init_forgotten() {
+    if !started_as_worker() || serving() {
+        return;
+    }
+    let folder = std::env::var_os(serve::ENDPOINT_ENV).map(std::path::PathBuf::from);
+    let index = std::env::var(serve::INDEX_ENV).ok().and_then(|text| text.parse().ok());
+    if let (Some(folder), Some(index)) = (folder.as_deref().and_then(std::path::Path::parent), index) {
+        // The coordinator reads it when it sees the exit code.
+        let _ = std::fs::write(initializer_failure_file(folder, index), "main builds a pool without corepool::init()");
+    }
+    std::process::exit(i32::from(EXIT_INIT_FORGOTTEN));
 }
 
 /// If this process was started as a worker, serves and exits; otherwise returns at once.
@@ -64,6 +96,7 @@ pub fn init_with(registry: impl FnOnce() -> Registry) {
 
 /// The whole life of a worker process serving `registry`, as its exit code.
 pub fn main_with(registry: Registry) -> ExitCode {
+    SERVING.store(true, Ordering::SeqCst);
     platform::keep_freed_memory_for_reuse();
     let config = match WorkerConfig::from_env_and_stdin() {
         Ok(config) => config,

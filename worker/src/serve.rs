@@ -182,8 +182,10 @@ pub(crate) fn serve_on(
                 answer.clear();
                 answer.extend_from_slice(&[0; 4]);
                 codec::encode_into(&ToCoordinator::Done { id }, &mut answer)?;
-                let ran =
-                    find_runner(registry, &config.functions, task.as_ref()).and_then(|run| run(payload, &mut answer));
+                let outputs_start = answer.len();
+                let ran = find_runner(registry, &config.functions, task.as_ref())
+                    .and_then(|run| run(payload, &mut answer))
+                    .and_then(|()| fits_a_frame(&answer, outputs_start));
                 if let Err(failure) = ran {
                     answer.truncate(4);
                     codec::encode_into(&ToCoordinator::Failed { id, failure }, &mut answer)?;
@@ -204,7 +206,10 @@ pub(crate) fn serve_on(
                         last = Some((task, find_runner(registry, &config.functions, task)));
                     }
                     let runner = &last.as_ref().expect("looked up above").1;
-                    batch::push_answer(&mut answer, |out| runner.clone().and_then(|run| run(payload, out)))?;
+                    batch::push_answer(&mut answer, |out| {
+                        let outputs_start = out.len();
+                        runner.clone().and_then(|run| run(payload, out)).and_then(|()| fits_a_frame(out, outputs_start))
+                    })?;
                     ran += 1;
                 }
                 if ran != tasks {
@@ -214,6 +219,16 @@ pub(crate) fn serve_on(
             }
         }
     }
+}
+
+/// Fails a task whose outputs, from `outputs_start` on in `answer`, make the answer too
+/// long for a frame: the coordinator could not read it, and would take the worker for dead.
+fn fits_a_frame(answer: &[u8], outputs_start: usize) -> Result<(), TaskFailure> {
+    // The frame's 4-byte length prefix is not part of its length.
+    if answer.len() - 4 <= MAX_FRAME_LEN as usize {
+        return Ok(());
+    }
+    Err(TaskFailure::result_too_large(answer.len() - outputs_start))
 }
 
 /// Fills in the length of the whole frame in `answer` and sends it.

@@ -114,7 +114,8 @@ pub struct CountArgs {
     /// Rows per chunk (Python's `chunksize`; `--chunksize` works too) [default: Python's
     /// rule for Pool.map, ceil(rows / (4 x workers)), but at most 65,536 rows; with --input,
     /// a CSV file goes in pieces of 64-256 KiB of text (about 4 per worker) and a .npy file
-    /// in the smaller of ceil(rows / (4 x workers)) rows and 8 MiB of rows]. A K you give is
+    /// in the smaller of ceil(rows / (4 x workers)) rows and 8 MiB of rows; the last chunk
+    /// holds the rest]. A K you give is
     /// used as given, with no cap, as long as a chunk encodes to at most 1 GiB; apply and
     /// apply-async always send one row at a time.
     #[arg(long, value_name = "K", alias = "chunksize", help_heading = HEADING_POOL)]

@@ -249,7 +249,7 @@ impl Report {
             balance,
             restarts: run.workers.iter().map(|w| w.restarts).sum(),
             result,
-            coordinator_peak_rss_bytes: corepool::task::own_peak_rss(),
+            coordinator_peak_rss_bytes: own_peak_rss(),
         }
     }
 }
@@ -302,9 +302,30 @@ pub fn checksum(counts: &[u32]) -> u64 {
     hash
 }
 
+/// Peak resident memory of this process so far, in bytes (`VmHWM`); 0 where the platform
+/// cannot say.
+pub fn own_peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status").ok().and_then(|status| peak_rss_in(&status)).unwrap_or(0)
+}
+
+/// The `VmHWM` of a `/proc/PID/status` text, in bytes.
+fn peak_rss_in(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peak_rss_is_read_from_vmhwm_in_kib() {
+        let status = "Name:\tcorepool\nVmPeak:\t  900 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(peak_rss_in(status), Some(1234 * 1024));
+        assert_eq!(peak_rss_in("Name:\tcorepool\n"), None);
+        assert!(own_peak_rss() > 0, "this process has a peak");
+    }
 
     #[test]
     fn checksum_is_fnv1a_64_over_little_endian_counts() {

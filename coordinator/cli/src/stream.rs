@@ -226,12 +226,13 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
     finish(settings, (totals.rows as usize, cols as usize), (load, header_line), &run, &totals, output)
 }
 
-/// Rows per chunk that a run reports: `--chunk-size`, else what the input was cut into.
-fn reported_chunk_size(settings: &CountSettings, rows: u64, chunks: u64) -> usize {
+/// Rows per chunk that a run reports: `--chunk-size`, else `rows_per_chunk`, the rows of
+/// every chunk the input was cut into but the last (or their mean, for CSV pieces).
+fn reported_chunk_size(settings: &CountSettings, rows_per_chunk: u64) -> usize {
     match settings.mode {
         Mode::Apply | Mode::ApplyAsync => 1,
         Mode::Serial => 0,
-        _ => settings.pool.chunk_size.unwrap_or_else(|| rows.div_ceil(chunks.max(1)) as usize),
+        _ => settings.pool.chunk_size.unwrap_or(rows_per_chunk as usize),
     }
 }
 
@@ -267,7 +268,8 @@ fn run_once(
             if totals.rows == 0 {
                 return Err(bad_input(corepool_tutorial::input::InputError::Empty { file: name }.into()));
             }
-            let chunk_size = reported_chunk_size(settings, totals.rows, chunks);
+            // Pieces of text hold rows by the line: their mean.
+            let chunk_size = reported_chunk_size(settings, totals.rows.div_ceil(chunks.max(1)));
             Ok((totals, chunk_size))
         }
         Opened::Random(GeneratorArgs { rows, cols, low, high, seed }) => {
@@ -306,7 +308,7 @@ fn run_once(
                     Err(other) => failed(other),
                 })?;
             drop(progress);
-            Ok((totals, reported_chunk_size(settings, rows as u64, (rows as u64).div_ceil(per_chunk.max(1) as u64))))
+            Ok((totals, reported_chunk_size(settings, per_chunk as u64)))
         }
         Opened::Npy { layout } => {
             let task = CountNpyRows { range, dtype: layout.dtype };
@@ -339,7 +341,7 @@ fn run_once(
                     Err(other) => failed(other),
                 })?;
             drop(total);
-            Ok((totals, reported_chunk_size(settings, layout.rows, layout.rows.div_ceil(rows_per_chunk))))
+            Ok((totals, reported_chunk_size(settings, rows_per_chunk)))
         }
     }
 }
@@ -498,7 +500,7 @@ fn finish(
     totals: &Totals,
     output: Option<Pending>,
 ) -> Result<(), Failure> {
-    let peak = corepool::task::own_peak_rss();
+    let peak = super::report::own_peak_rss();
     let report = settings.report.as_ref().map(|_| {
         let result = report::ResultReport::from_totals(totals.rows, totals.in_range, totals.checksum);
         let mut report = report::Report::new(settings, shape, load, run, result).with_header_line(header_line);

@@ -166,8 +166,11 @@ impl PoolBuilder {
     }
 
     /// Starts the workers and waits until every one has joined. Fails with
-    /// [`PoolError::InsideWorker`] in a process that a pool started as its worker.
+    /// [`PoolError::InsideWorker`] in a process that a pool started as its worker: inside
+    /// a task; a worker whose `main` did not call [`crate::init`] exits instead, and its
+    /// coordinator's `build` fails so.
     pub fn build(self) -> Result<Pool, PoolError> {
+        corepool_worker::exit_if_init_forgotten();
         if corepool_worker::started_as_worker() {
             return Err(PoolError::InsideWorker);
         }

@@ -55,7 +55,7 @@ pub enum PoolError {
         reason: String,
     },
     /// A task failed inside a worker (an error or a panic), which reported it.
-    #[error("rows {}..{}: {failure}", rows.start, rows.end)]
+    #[error("items {}..{}: {failure}", rows.start, rows.end)]
     Task {
         /// The items of the chunk that failed.
         rows: Range<u64>,
@@ -63,7 +63,7 @@ pub enum PoolError {
         failure: TaskFailure,
     },
     /// A chunk took down its worker too many times.
-    #[error("rows {}..{}: gave up after {attempts} workers died running them (last: {death})", rows.start, rows.end)]
+    #[error("items {}..{}: gave up after {attempts} workers died running them (last: {death})", rows.start, rows.end)]
     WorkerDied {
         /// The items of the chunk.
         rows: Range<u64>,

@@ -8,7 +8,7 @@ use std::{marker::PhantomData, ops::Range, sync::Mutex};
 use corepool_protocol::TaskRef;
 use corepool_worker::{
     Task,
-    function::{Call, Single, Spread, offset_of, run_chunk},
+    function::{Call, Single, Spread, assert_captures_nothing, offset_of, run_chunk},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -38,19 +38,6 @@ impl<A: Clone> IntoItem<A> for &A {
     fn into_item(self) -> A {
         self.clone()
     }
-}
-
-/// Fails to compile unless `F` captures nothing: only such a function can be found again
-/// in a worker by its address.
-const fn assert_captures_nothing<F>() {
-    const {
-        assert!(
-            size_of::<F>() == 0,
-            "corepool: a function sent to workers must capture nothing: pass a fn, or a closure \
-             that uses no variable from around it (pass what it needs in the items, or with \
-             PoolBuilder::initializer)"
-        )
-    };
 }
 
 /// The task a function call is seen as by the pool's chunked machinery: it encodes nothing

@@ -29,7 +29,7 @@ pub use function::{Chunked, IntoItem, Wire};
 pub use observer::PoolObserver;
 pub use results::{AsyncResult, Callbacks, IMap, IMapUnordered};
 pub use stats::{Balance, CodecTime, WorkerState, WorkerStats};
-pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk, own_peak_rss};
+pub use stream::{ChunkLen, ChunkOutputs, IMapIter, IMapUnorderedIter, OneChunk};
 
 use self::arrivals::{AsArrived, InTurn, Order};
 use self::core::{Chunk, Delivery, Outcome, Shared};
@@ -43,10 +43,10 @@ pub fn default_chunk_size(items: usize, workers: usize) -> usize {
     items.div_ceil(workers.max(1) * 4).clamp(1, MAX_DEFAULT_CHUNK)
 }
 
-/// Most items in a chunk by default. Python's rule alone makes a chunk of 2,500,000 rows
-/// (12.5 MB) out of 20,000,000 rows for 2 workers: each worker then waits for a whole
-/// chunk to arrive before it starts, and every buffer on the way is fresh memory. Smaller
-/// chunks stream, and their buffers are reused (docs/performance.md has the figures).
+/// Most items in a chunk by default. Python's rule alone makes a chunk of 2,500,000 items
+/// out of 20,000,000 items for 2 workers: each worker then waits for a whole chunk to
+/// arrive before it starts, and every buffer on the way is fresh memory. Smaller chunks
+/// stream, and their buffers are reused (docs/performance.md has the figures).
 pub const MAX_DEFAULT_CHUNK: usize = 1 << 16;
 
 /// A pool of worker processes, in the manner of Python's `multiprocessing.Pool`.

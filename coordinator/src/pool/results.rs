@@ -23,7 +23,8 @@ use crate::Items;
 type Callback<R> = Box<dyn FnOnce(Result<&R, &PoolError>) + Send>;
 
 /// What to run when an asynchronous call finishes: on success, on failure, both or
-/// neither (Python's `callback` and `error_callback`).
+/// neither (Python's `callback` and `error_callback`). A callback that panics has its
+/// message printed by the panic hook; its call's result still becomes ready.
 pub struct Callbacks<R> {
     /// Both in one box, so that a call's result slot stays small: `apply_async` makes one
     /// per call, in fresh memory.
@@ -118,11 +119,12 @@ impl<R> Slot<R> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs the matching callback, then makes the result available.
+    /// Runs the matching callback, then makes the result available, even if the callback
+    /// panics (the panic hook has printed its message by then).
     fn complete(&self, result: Result<R, PoolError>) {
         let callback = self.lock().callback.take();
         if let Some(callback) = callback {
-            callback(result.as_ref());
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(result.as_ref())));
         }
         let mut state = self.lock();
         state.value = Some(result.map_err(Box::new));

@@ -313,12 +313,6 @@ impl Pool {
     }
 }
 
-/// Peak resident memory of this process so far, in bytes (`VmHWM`); 0 where the platform
-/// cannot say.
-pub fn own_peak_rss() -> u64 {
-    super::platform::process_usage(std::process::id()).map_or(0, |usage| usage.peak_rss)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;

@@ -5,8 +5,10 @@
 //!
 //! `FORGETS_INIT_WORKER_SETUP_MS`: a worker first spends that long in set-up of its own,
 //! as a program that loads data before its pool would (no corepool code runs meanwhile).
+//! `FORGETS_INIT_RUNS`: a file to which each run of `main` adds a line, `coordinator` or
+//! `worker`.
 
-use std::{process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode, time::Duration};
 
 use corepool::{Pool, PoolError};
 
@@ -15,6 +17,11 @@ fn square(x: i64) -> i64 {
 }
 
 fn main() -> ExitCode {
+    if let Some(runs) = std::env::var_os("FORGETS_INIT_RUNS") {
+        let role = if corepool_worker::started_as_worker() { "worker\n" } else { "coordinator\n" };
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(runs).expect("the runs file opens");
+        file.write_all(role.as_bytes()).expect("the run is recorded");
+    }
     if corepool_worker::started_as_worker()
         && let Some(millis) = std::env::var("FORGETS_INIT_WORKER_SETUP_MS").ok().and_then(|text| text.parse().ok())
     {

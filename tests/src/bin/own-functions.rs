@@ -7,6 +7,14 @@
 //! `own-functions init-fails`: the initializer fails; the pool must not start.
 //! `own-functions replace-self`: replaces its own executable file with another program
 //! before it starts its pool, as a rebuild during a run would.
+//! `own-functions nested`: a function that builds a pool prints what its call returned.
+//! `own-functions callback-panics`: an `apply_async` callback panics; the result must still
+//! come, and the next call's callback run.
+//! `own-functions too-large`: calls whose results are over the frame limit fail alone,
+//! and the pool goes on with the same worker.
+//! `own-functions replace-often ROUNDS ITEMS`: a pool that replaces each worker after one
+//! chunk maps one-item chunks, ROUNDS times; after each round it prints the number of its
+//! own memory mappings (`maps<TAB>round<TAB>count`).
 
 use std::{
     process::ExitCode,
@@ -50,6 +58,27 @@ fn unlucky(x: i64) -> i64 {
         panic!("unlucky {x}");
     }
     x
+}
+
+/// `n` zero bytes once encoded, though it holds none: the worker's answer is the only copy.
+#[derive(Debug)]
+struct Zeros(usize);
+
+impl Serialize for Zeros {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Memory never written maps no page.
+        serializer.serialize_bytes(&vec![0u8; self.0])
+    }
+}
+
+impl<'de> Deserialize<'de> for Zeros {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<u8>::deserialize(deserializer).map(|bytes| Zeros(bytes.len()))
+    }
+}
+
+fn zeros(n: usize) -> Zeros {
+    Zeros(n)
 }
 
 fn points() -> Vec<Point> {
@@ -113,6 +142,13 @@ fn greeting(_: u32) -> String {
     GREETING.get().cloned().unwrap_or_else(|| "not set up".to_owned())
 }
 
+fn build_a_pool(_: u8) -> String {
+    match Pool::builder().workers(1).build() {
+        Ok(_) => "a pool was built inside a task".to_owned(),
+        Err(error) => error.to_string(),
+    }
+}
+
 fn no_model(path: String) -> Result<(), String> {
     Err(format!("no model file at {path}"))
 }
@@ -158,7 +194,47 @@ fn main() -> ExitCode {
                 print_all("after-replace", &pool.map(norm, points())?);
                 Ok(())
             }
-            _ => panic!("usage: own-functions [init DIR | init-fails | replace-self]"),
+            ["nested"] => {
+                println!("nested\t0\t{}", Pool::builder().workers(1).build()?.apply(build_a_pool, 0)?);
+                Ok(())
+            }
+            ["callback-panics"] => {
+                let pool = Pool::builder().workers(1).build()?;
+                let panics = Callbacks::on_success(|value: &i64| panic!("callback refuses {value}"));
+                println!("after-panic\t0\t{}", pool.apply_async(|x: i64| x + 1, 41, panics)?.get(None)?);
+                static CALLED_BACK: AtomicUsize = AtomicUsize::new(0);
+                let counts = Callbacks::on_success(|_: &i64| {
+                    CALLED_BACK.fetch_add(1, Ordering::SeqCst);
+                });
+                println!("next\t0\t{}", pool.apply_async(|x: i64| x * 2, 21, counts)?.get(None)?);
+                println!("called-back\t0\t{}", CALLED_BACK.load(Ordering::SeqCst));
+                Ok(())
+            }
+            ["too-large"] => {
+                let pool = Pool::builder().workers(1).build()?;
+                let pids = pool.worker_pids();
+                println!("apply-too-large\t0\t{}", pool.apply(zeros, (1 << 30) + 1000).expect_err("too large"));
+                // Two items that fit a frame each, but not together.
+                let halves = [600 << 20, 600 << 20];
+                println!("map-too-large\t0\t{}", pool.chunksize(2).map(zeros, halves).expect_err("too large"));
+                println!("after\t0\t{}", pool.apply(|x: i64| x + 1, 1)?);
+                println!("same-worker\t0\t{}", pool.worker_pids() == pids);
+                Ok(())
+            }
+            ["replace-often", rounds, items] => {
+                let (rounds, items): (usize, i64) = (rounds.parse().expect("rounds"), items.parse().expect("items"));
+                let pool = Pool::builder().workers(2).max_tasks_per_worker(Some(1)).build()?;
+                for round in 0..rounds {
+                    let results = pool.chunksize(1).map(|x: i64| x + 1, 0..items)?;
+                    assert_eq!(results, (1..=items).collect::<Vec<_>>());
+                    let maps = std::fs::read_to_string("/proc/self/maps").expect("own mappings");
+                    println!("maps\t{round}\t{}", maps.lines().count());
+                }
+                Ok(())
+            }
+            _ => panic!(
+                "usage: own-functions [init DIR | init-fails | replace-self | nested | callback-panics | too-large | replace-often ROUNDS ITEMS]"
+            ),
         }
     };
     match run() {

@@ -28,6 +28,9 @@ impl Shared {
         loop {
             {
                 let state = self.lock();
+                if state.init_forgotten {
+                    return Err(PoolError::InsideWorker);
+                }
                 if let Some(reason) = &state.broken {
                     return Err(PoolError::Broken(reason.clone()));
                 }

@@ -68,12 +68,12 @@ impl Slot {
 }
 
 impl Shared {
-    /// Starts a thread that serves one worker's connection, joined when the pool stops: by
-    /// then its worker is gone (and its connection closed).
+    /// Starts a thread that serves one worker's connection, joined when the pool stops (by
+    /// then its worker is gone, and its connection closed) or let go once it has finished.
     pub(super) fn start_connection_thread(self: &Arc<Self>, serve: impl FnOnce(&Self) + Send + 'static) {
         let shared = Arc::clone(self);
         match std::thread::Builder::new().name("corepool-recv".into()).spawn(move || serve(&shared)) {
-            Ok(handle) => self.lock().threads.push(handle),
+            Ok(handle) => self.lock().keep_thread(handle),
             // Without its reader a worker's answers would never be heard.
             Err(error) => self.break_pool(with_causes(&PoolError::Thread(error))),
         }
@@ -88,7 +88,7 @@ impl Shared {
         let writer =
             std::thread::Builder::new().name(format!("corepool-send-{index}")).spawn(move || outbox.run_writer());
         match writer {
-            Ok(writer) => self.lock().threads.push(writer),
+            Ok(writer) => self.lock().keep_thread(writer),
             Err(error) => return self.break_pool(with_causes(&PoolError::Thread(error))),
         }
         self.read_loop(index, generation, reader);

@@ -183,7 +183,12 @@ impl CallbackRunner {
             let (sender, receiver) = mpsc::channel::<Job>();
             let started = std::thread::Builder::new()
                 .name("corepool-callbacks".into())
-                .spawn(move || receiver.into_iter().for_each(|callback| callback()));
+                // A job that panics must not take the callbacks queued after it down with it.
+                .spawn(move || {
+                    receiver.into_iter().for_each(|callback| {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+                    })
+                });
             match started {
                 Ok(thread) => (self.sender, self.thread) = (Some(sender), Some(thread)),
                 Err(error) => return Err((job, error)),

@@ -135,6 +135,7 @@ impl Shared {
             }
             let mut to_start = Vec::new();
             let mut give_up = None;
+            let mut init_forgotten = false;
             for (index, slot) in state.slots.iter_mut().enumerate() {
                 match slot.state {
                     SlotState::Waiting => to_start.push(index),
@@ -155,7 +156,13 @@ impl Shared {
                         }
                         slot.start_failures += 1;
                         slot.stats.restarts += 1;
-                        if let Some(message) = exited.and_then(|status| self.initializer_failure(index, status)) {
+                        if exited.is_some_and(|status| self.init_forgotten(index, status)) {
+                            // Its program would do the same again in a replacement.
+                            slot.state = SlotState::Gone;
+                            init_forgotten = true;
+                            give_up = Some(PoolError::InsideWorker.to_string());
+                        } else if let Some(message) = exited.and_then(|status| self.initializer_failure(index, status))
+                        {
                             // It would fail again in a replacement: the pool cannot start.
                             slot.state = SlotState::Gone;
                             give_up = Some(format!("worker {index}'s initializer failed: {message}"));
@@ -192,6 +199,8 @@ impl Shared {
                     SlotState::Gone => {}
                 }
             }
+            // For the pool's start, which then fails with the error its own program would get.
+            state.init_forgotten |= init_forgotten;
             drop(state);
             if let Some(reason) = give_up {
                 self.break_pool(reason);
@@ -209,6 +218,17 @@ impl Shared {
                 state = self.watch.wait_timeout(state, tick);
             }
         }
+    }
+
+    /// Whether worker `index` exited because its program built a pool instead of serving
+    /// (its `main` does not call `corepool::init()`).
+    fn init_forgotten(&self, index: usize, status: std::process::ExitStatus) -> bool {
+        if status.code() != Some(i32::from(corepool_worker::EXIT_INIT_FORGOTTEN)) {
+            return false;
+        }
+        // The note tells this exit from a program's own exit with the same code.
+        let Some(folder) = self.socket_dir() else { return false };
+        std::fs::remove_file(corepool_worker::initializer_failure_file(&folder, index as u32)).is_ok()
     }
 
     /// The message of worker `index`'s failed initializer, if that is how it exited.

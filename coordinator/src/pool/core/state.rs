@@ -126,6 +126,7 @@ pub(crate) struct State {
     pub(super) closed: bool,
     pub(super) stopping: bool,
     pub(super) rejected_peers: u64,
+    /// Connection threads still running, joined when the pool stops (see [`State::keep_thread`]).
     pub(super) threads: Vec<JoinHandle<()>>,
     /// Dispatches so far, to order [`InFlight`] entries.
     pub(super) dispatched: u64,
@@ -140,6 +141,9 @@ pub(crate) struct State {
     pub(super) batch_buffers: Vec<Arc<Vec<u8>>>,
     /// Why the pool cannot go on, once it cannot.
     pub(super) broken: Option<String>,
+    /// A worker's program built a pool instead of serving: the start fails with
+    /// [`PoolError::InsideWorker`](crate::pool::PoolError::InsideWorker).
+    pub(super) init_forgotten: bool,
     /// Chunks a worker is sent before it retires (see [`quota_spent`](super::dispatch::quota_spent)).
     pub(super) max_tasks_per_worker: Option<u64>,
 }
@@ -174,6 +178,7 @@ impl State {
             gathering: 0,
             batch_buffers: Vec::new(),
             broken: None,
+            init_forgotten: false,
             max_tasks_per_worker,
         }
     }
@@ -227,6 +232,15 @@ impl Slot {
 }
 
 impl State {
+    /// Keeps `thread` to join when the pool stops, and lets go of the threads that have
+    /// finished: a finished thread never joined nor detached keeps its stack mapped, and a
+    /// pool that replaces its workers starts two threads per worker, for ever.
+    pub(super) fn keep_thread(&mut self, thread: JoinHandle<()>) {
+        // Dropping the handle of a finished thread detaches it, which frees its stack.
+        self.threads.retain(|kept| !kept.is_finished());
+        self.threads.push(thread);
+    }
+
     /// Where an outcome of `job` goes: a batch is taken out (its one outcome ends the job);
     /// any other delivery is shared.
     pub(super) fn take_delivery(&mut self, job: u64) -> Option<Arc<dyn Delivery>> {
