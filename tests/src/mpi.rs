@@ -74,7 +74,7 @@ pub fn mpi_example(name: &str) -> PathBuf {
 }
 
 /// The `corepool` command built with the `mpi` and `test-knobs` features (in the same
-/// target folder as the MPI examples), built on first use.
+/// target folder as the MPI examples), built on first use, with the `mpi-user` program.
 pub fn mpi_corepool() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -83,7 +83,9 @@ pub fn mpi_corepool() -> PathBuf {
             let target = probe_target_dir();
             let output = Command::new(cargo)
                 .current_dir(workspace_root())
-                .args(["build", "--quiet", "--release", "-p", "corepool-cli", "--features", "mpi,test-knobs"])
+                .args(["build", "--quiet", "--release", "-p", "corepool-cli", "-p", "corepool-tests"])
+                .args(["--features", "corepool-cli/mpi,corepool-cli/test-knobs,corepool-tests/mpi"])
+                .args(["--bin", "corepool", "--bin", "mpi-user"])
                 .arg("--target-dir")
                 .arg(&target)
                 .stdin(Stdio::null())

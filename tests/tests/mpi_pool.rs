@@ -237,3 +237,25 @@ fn workers_must_match_the_ranks_and_retries_are_refused() {
     assert_eq!(local.status.code(), Some(2), "{}", local.stderr);
     assert!(local.stderr.contains("--transport mpi: "), "{}", local.stderr);
 }
+
+#[test]
+fn a_library_users_program_runs_its_own_task_on_the_ranks() {
+    if !mpi_available("a_library_users_program_runs_its_own_task_on_the_ranks") {
+        return;
+    }
+    let _turn = one_job_at_a_time();
+    let program = mpi_corepool().with_file_name("mpi-user");
+    let mut command = mpirun_command();
+    command.args(["-np", "4"]).arg(&program);
+    let mut job = Job::start(command);
+    let succeeded = job.finish(Duration::from_secs(60));
+    let output = job.output();
+    assert_eq!(succeeded, Some(true), "{output}");
+    let expected: i64 = (0..10_000i64).map(|x| x * x + 3).sum();
+    assert!(output.lines().any(|line| line == format!("sum {expected}")), "{output}");
+    assert!(output.lines().any(|line| line == "workers 3"), "{output}");
+    let pids = output.lines().find_map(|line| line.strip_prefix("pids ")).expect("the workers' pids");
+    let pids: std::collections::HashSet<&str> = pids.split(' ').filter(|pid| *pid != "0").collect();
+    assert_eq!(pids.len(), 3, "one process per worker rank: {output}");
+    assert!(wait_until_gone(&program, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
+}
