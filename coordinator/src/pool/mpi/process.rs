@@ -87,7 +87,7 @@ fn finish() {
         hub.abort(code);
     }
     // A worker already told to stop has stopped reading: one more stop frame is never read.
-    let stop = codec::encode_frame(&ToWorker::Shutdown, 0, |_| Ok(())).expect("a message with no payload fits");
+    let stop = codec::encode(&ToWorker::Shutdown).expect("a message with no payload encodes");
     for sender in senders {
         let _ = sender.send(Kind::Data, stop.clone());
     }
@@ -170,19 +170,20 @@ fn link_failed(error: LinkError) -> WorkerError {
 impl CoordinatorConnection for MpiConnection {
     fn receive(&mut self, frame: &mut Vec<u8>) -> Result<bool, FrameError> {
         match self.receiver.receive(None) {
-            Ok(Some((_, bytes))) if bytes.len() >= 4 => {
+            // Each message is a frame's body: its length is the message's.
+            Ok(Some((_, bytes))) => {
                 *frame = bytes;
-                frame.drain(..4);
                 Ok(true)
             }
-            Ok(Some(_)) => Err(FrameError::Io(std::io::Error::other("a message too short for a frame"))),
             Ok(None) | Err(LinkError::Stopped) => Ok(false),
             Err(error) => Err(FrameError::Io(std::io::Error::other(error))),
         }
     }
 
     fn send(&mut self, frame: &[u8]) -> Result<(), FrameError> {
-        self.sender.send(Kind::Data, frame.to_vec()).map_err(|error| FrameError::Io(std::io::Error::other(error)))
+        // The frame's length stays behind: the message carries it.
+        let body = frame.get(4..).unwrap_or_default().to_vec();
+        self.sender.send(Kind::Data, body).map_err(|error| FrameError::Io(std::io::Error::other(error)))
     }
 
     fn flush(&mut self) -> Result<(), FrameError> {

@@ -22,7 +22,7 @@ use crate::{
     outgoing::Outgoing,
     pool::{
         PoolError,
-        mpi::{self as process, Kind, LinkError, Options, Peer, RankReceiver, RankSender},
+        mpi::{self as process, Kind, LinkError, Options, OutgoingFrame, Peer, RankReceiver, RankSender},
     },
 };
 
@@ -206,12 +206,8 @@ impl FrameReceiver for MpiReceiver {
             match self.link.receive(Some(WAKE_CHECK)) {
                 Ok(None) => continue,
                 Ok(Some((_, bytes))) => {
-                    // Each message is a whole frame, its length first as on a socket.
-                    if bytes.len() < 4 {
-                        return Err(FrameError::Io(io::Error::other(format!("{} sent a message too short", self.who))));
-                    }
+                    // Each message is a frame's body: its length is the message's.
                     *frame = bytes;
-                    frame.drain(..4);
                     return Ok(true);
                 }
                 Err(LinkError::Stopped) => return Ok(false),
@@ -253,8 +249,17 @@ pub(crate) struct MpiSender {
 impl FrameSender for MpiSender {
     fn send(&mut self, frames: &[Arc<Outgoing>]) -> io::Result<()> {
         for frame in frames {
-            self.link.send(Kind::Data, Arc::clone(frame)).map_err(io::Error::other)?;
+            self.link.send(Kind::Data, Body(Arc::clone(frame))).map_err(io::Error::other)?;
         }
         Ok(())
+    }
+}
+
+/// A frame without its four-byte length, which its message carries already.
+struct Body(Arc<Outgoing>);
+
+impl OutgoingFrame for Body {
+    fn pieces(&self) -> [&[u8]; 2] {
+        [self.0.head().get(4..).unwrap_or_default(), self.0.tail()]
     }
 }
