@@ -210,6 +210,7 @@ fn workers_must_match_the_ranks_and_retries_are_refused() {
     for (flag, said) in [
         (["--max-retries", "2"], "--max-retries is not available with --transport mpi"),
         (["--max-tasks-per-worker", "5"], "--max-tasks-per-worker is not available with --transport mpi"),
+        (["--mode", "serial"], "--mode serial starts no pool, and --transport mpi needs one"),
     ] {
         let output = Command::new(&corepool)
             .current_dir(dir.path())

@@ -114,9 +114,14 @@ fn check_transport(
     workers: Option<usize>,
     max_retries: Option<u32>,
     max_tasks_per_worker: Option<u64>,
+    serial: bool,
 ) -> anyhow::Result<(corepool::Transport, usize)> {
     if transport == super::args::TransportArg::Local {
         return Ok((corepool::Transport::Local, check_workers(workers)?));
+    }
+    // The worker ranks wait for rank 0's pool: without one, the job would never end.
+    if serial {
+        bail!("--mode serial starts no pool, and --transport mpi needs one for its worker ranks");
     }
     if max_retries.is_some() {
         bail!("--max-retries is not available with --transport mpi: a lost rank's chunks cannot be sent again");
@@ -257,8 +262,13 @@ impl CountArgs {
                 corepool_tutorial::values::Readable(seconds)
             ),
         };
-        let (transport, workers) =
-            check_transport(self.transport, self.workers, self.max_retries, self.max_tasks_per_worker)?;
+        let (transport, workers) = check_transport(
+            self.transport,
+            self.workers,
+            self.max_retries,
+            self.max_tasks_per_worker,
+            self.mode == Mode::Serial,
+        )?;
         let pool = PoolOptions {
             workers,
             chunk_size: self.chunk_size,
