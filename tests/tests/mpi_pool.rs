@@ -12,6 +12,7 @@ use std::{
 use corepool_tests::{
     POOL_MODES, expected_counts,
     mpi::{Job, mpi_available, mpi_corepool, mpirun_command, one_job_at_a_time, wait_until_gone},
+    netns::{self, Hosts},
     read_counts, run_corepool, test_matrix, write_matrix,
 };
 use serde_json::Value;
@@ -259,4 +260,75 @@ fn a_library_users_program_runs_its_own_task_on_the_ranks() {
     let pids: std::collections::HashSet<&str> = pids.split(' ').filter(|pid| *pid != "0").collect();
     assert_eq!(pids.len(), 3, "one process per worker rank: {output}");
     assert!(wait_until_gone(&program, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
+}
+
+/// Three hosts made of network namespaces, or `None` after one line saying why not.
+fn three_hosts(test: &str) -> Option<Hosts> {
+    if !mpi_available(test) {
+        return None;
+    }
+    match Hosts::make(3) {
+        Ok(hosts) => Some(hosts),
+        Err(reason) => {
+            eprintln!("{test}: skipped, network namespaces cannot be made here: {reason}");
+            None
+        }
+    }
+}
+
+#[test]
+fn three_namespace_hosts_count_like_the_local_transport_over_tcp() {
+    let test = "three_namespace_hosts_count_like_the_local_transport_over_tcp";
+    let _turn = one_job_at_a_time();
+    let Some(hosts) = three_hosts(test) else { return };
+    let tag = hosts.tag().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let corepool = mpi_corepool();
+    let report = dir.path().join("mpi.json");
+    for mode in ["map", "imap-unordered", "apply-async"] {
+        let mut command = hosts.mpirun_command(60);
+        command.arg(&corepool).args(["count", "--transport", "mpi", "--rows", "20000", "--chunk-size", "500"]);
+        command.args(["--mode", mode, "--verify", "--report-file"]).arg(&report);
+        let mut job = Job::start(command);
+        let succeeded = job.finish(Duration::from_secs(90));
+        let output = job.output();
+        assert_eq!(succeeded, Some(true), "mode {mode} failed across hosts:\n{output}");
+        let local = ["count", "--rows", "20000", "--chunk-size", "500", "--mode", mode, "--report-file", "local.json"];
+        run_corepool(dir.path(), &local, &[]).assert_success();
+        assert_eq!(checksum_in(&report), checksum_in(&dir.path().join("local.json")), "mode {mode}:\n{output}");
+    }
+    assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind");
+    drop(hosts);
+    assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
+}
+
+#[test]
+fn a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host() {
+    let test = "a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host";
+    let _turn = one_job_at_a_time();
+    let Some(hosts) = three_hosts(test) else { return };
+    let tag = hosts.tag().to_owned();
+    let corepool = mpi_corepool();
+    let mut command = hosts.mpirun_command(60);
+    command.env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-x", "COREPOOL_TEST_SLOW_WORKER"]).arg(&corepool);
+    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
+    command.args(["--task-timeout", "2"]);
+    let mut job = Job::start(command);
+    let rank_2 = wait_for_rank(&corepool, 2, Duration::from_secs(30));
+    assert!(rank_2.is_some(), "no rank 2 running:\n{}", job.output());
+    std::thread::sleep(Duration::from_secs(1));
+    hosts.cut(2).expect("the link goes down");
+    let cut = Instant::now();
+    let named = job.wait_for_line(Duration::from_secs(20), |line| line.starts_with("corepool: rows "));
+    let waited = cut.elapsed();
+    let named = named.unwrap_or_else(|| panic!("rank 0 never gave up on the cut host:\n{}", job.output()));
+    assert!(named.contains(&format!("rank 2 on host {} ", netns::host_name(2))), "{named}");
+    assert!(named.contains("did not answer within 2s"), "{named}");
+    assert!(waited < Duration::from_secs(10), "rank 0 took {waited:?} to give up");
+    // mpirun cannot reach the cut host to end its rank; removing the hosts ends it all.
+    let _ = job.finish(Duration::from_secs(5));
+    drop(job);
+    drop(hosts);
+    assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
+    assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind");
 }
