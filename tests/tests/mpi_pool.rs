@@ -332,3 +332,32 @@ fn a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host() {
     assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
     assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind");
 }
+
+#[test]
+fn a_run_under_mpirun_without_the_mpi_transport_ends_and_releases_the_other_ranks() {
+    if !mpi_available("a_run_under_mpirun_without_the_mpi_transport_ends_and_releases_the_other_ranks") {
+        return;
+    }
+    let _turn = one_job_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--workers", "2"][..], &["--mode", "serial"][..]] {
+        let started = Instant::now();
+        let output = count_over_mpi_plain(dir.path(), &[&["count", "--rows", "1000"][..], args].concat());
+        assert!(output.contains("checksum: "), "{output}");
+        assert!(started.elapsed() < Duration::from_secs(30), "took {:?}:\n{output}", started.elapsed());
+    }
+}
+
+/// Runs `corepool args` (the local transport) on 3 ranks in `dir`; panics with its output
+/// unless it succeeds, and unless every process is gone afterwards.
+fn count_over_mpi_plain(dir: &Path, args: &[&str]) -> String {
+    let corepool = mpi_corepool();
+    let mut command = mpirun_command();
+    command.current_dir(dir).args(["-np", "3"]).arg(&corepool).args(args);
+    let mut job = Job::start(command);
+    let succeeded = job.finish(Duration::from_secs(60));
+    let output = job.output();
+    assert_eq!(succeeded, Some(true), "{args:?}:\n{output}");
+    assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
+    output
+}

@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Mutex,
-        atomic::{AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, Ordering},
     },
     time::Duration,
 };
@@ -44,12 +44,16 @@ pub fn size_from_env() -> Option<usize> {
 
 /// Rank 0's hub, and a sender to each worker rank, kept until the process exits.
 static HUB: Mutex<Option<(Hub, Vec<RankSender>)>> = Mutex::new(None);
+/// MPI was started in this process (it starts once per process).
+static MPI_STARTED: AtomicBool = AtomicBool::new(false);
+/// What rank 0 tells the worker ranks when it ran no MPI pool: they end without a word.
+const NO_POOL: &[u8] = b"no pool";
 /// Not 0: the job must end at exit, with this code, rather than wait for its ranks.
 static END_JOB: AtomicI32 = AtomicI32::new(0);
 
 /// Starts MPI on rank 0 for a pool.
 pub(crate) fn start_coordinator(options: Options) -> Result<Hub, PoolError> {
-    if HUB.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+    if MPI_STARTED.swap(true, Ordering::SeqCst) {
         return Err(PoolError::Settings("MPI runs one pool per process, and this process has one".into()));
     }
     let hub = Hub::start(options).map_err(|error| PoolError::Settings(format!("MPI: {error}")))?;
@@ -113,8 +117,32 @@ pub fn init_with(registry: impl FnOnce() -> Registry) {
         Some(rank) if rank != COORDINATOR && !corepool_worker::started_as_worker() => {
             std::process::exit(serve_rank(rank, registry()))
         }
+        Some(COORDINATOR) if size_from_env().is_some_and(|size| size > 1) && !corepool_worker::started_as_worker() => {
+            extern "C" fn at_exit() {
+                release_unused_ranks();
+            }
+            // SAFETY: registers a plain function, which runs once, at the process's exit.
+            unsafe {
+                libc::atexit(at_exit);
+            }
+        }
+        // A local worker of rank 0's own pool inherits its rank from rank 0's environment.
         _ => corepool_worker::init_with(registry),
     }
+}
+
+/// On rank 0 at exit, if it ran no MPI pool (a local pool, or none): the worker ranks
+/// wait for one, so they are told there is none, and MPI ends with them.
+fn release_unused_ranks() {
+    if MPI_STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let options = Options { hello_timeout: Duration::from_secs(10), ..Options::default() };
+    let Ok(hub) = Hub::start(options) else { return };
+    for sender in (1..hub.size()).filter_map(|rank| hub.sender(rank)) {
+        let _ = sender.send(Kind::Control, NO_POOL.to_vec());
+    }
+    drop(hub);
 }
 
 /// A worker rank's whole life, as its exit code.
@@ -129,7 +157,8 @@ fn serve_rank(rank: usize, registry: Registry) -> i32 {
     let served = MpiConnection::join(&mut hub)
         .and_then(|mut connection| corepool_worker::serve::serve_joined(&mut connection, (rank - 1) as u32, &registry));
     let code = match served {
-        Ok(()) => 0,
+        // Rank 0 ran no MPI pool: nothing to serve, nothing to report.
+        Ok(()) | Err(WorkerError::CoordinatorGone) => 0,
         Err(error) => {
             eprintln!("corepool rank {rank} on host {}: {error}", hub.me().host);
             i32::from(corepool_worker::EXIT_CONNECTION_FAILED)
@@ -157,6 +186,7 @@ impl MpiConnection {
         sender.send(Kind::Control, hello).map_err(link_failed)?;
         match receiver.receive(None).map_err(link_failed)? {
             Some((_, answer)) if answer == crate::pool::transport::mpi::WELCOME => Ok(Self { sender, receiver }),
+            Some((_, answer)) if answer == NO_POOL => Err(WorkerError::CoordinatorGone),
             Some((_, refusal)) => Err(WorkerError::Config(String::from_utf8_lossy(&refusal).into_owned())),
             None => Err(WorkerError::CoordinatorGone),
         }
