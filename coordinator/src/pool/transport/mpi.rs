@@ -53,9 +53,11 @@ impl MpiEngine {
         let ranks = hub.size();
         if ranks < 2 || (workers != 0 && workers != ranks - 1) {
             let asked = if workers == 0 { String::from("at least one") } else { workers.to_string() };
-            // The worker ranks wait to be welcomed: the job ends, at exit, rather than wait.
+            // Worker ranks, if any, wait to be welcomed: the job ends, at exit, rather than wait.
             process::keep_until_exit(hub);
-            process::end_job_at_exit(process::EXIT_SETTINGS);
+            if ranks > 1 {
+                process::end_job_at_exit(process::EXIT_SETTINGS);
+            }
             return Err(PoolError::Settings(format!(
                 "the MPI job has {ranks} ranks, which gives {} workers (rank 0 is the coordinator); {asked} asked for",
                 ranks - 1
