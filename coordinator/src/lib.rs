@@ -83,12 +83,16 @@ mod outgoing;
 mod pool;
 
 pub use corepool_protocol::{FailureKind, TaskFailure};
-pub use corepool_worker::{function::InitOutcome, init};
+pub use corepool_worker::function::InitOutcome;
+#[cfg(not(feature = "mpi"))]
+pub use corepool_worker::init;
 #[cfg(feature = "mpi")]
 pub use pool::mpi;
+#[cfg(feature = "mpi")]
+pub use pool::mpi::process::init;
 pub use pool::{
     AsyncResult, Balance, Callbacks, Chunked, DEFAULT_WORKER_NAME_PREFIX, IntoItem, MAX_WORKER_NAME_PREFIX, Pool,
-    PoolBuilder, PoolError, PoolObserver, Wire, WorkerState, WorkerStats, logical_cpus, terminate_all,
+    PoolBuilder, PoolError, PoolObserver, Transport, Wire, WorkerState, WorkerStats, logical_cpus, terminate_all,
 };
 
 pub mod task {
@@ -102,12 +106,16 @@ pub mod task {
 
     pub use crate::items::{Items, whole_frame};
     pub use crate::outgoing::{AsBytes, Outgoing, SharedBytes};
+    #[cfg(feature = "mpi")]
+    pub use crate::pool::mpi::process::init_with;
     pub use crate::pool::{
         ChunkLen, ChunkOutputs, CodecTime, IMap, IMapIter, IMapUnordered, IMapUnorderedIter, MAX_DEFAULT_CHUNK,
         OneChunk, default_chunk_size,
     };
     pub use corepool_protocol::{codec, frame::MAX_FRAME_LEN};
-    pub use corepool_worker::{Registry, Task, WorkerError, encode_payload, init_with};
+    #[cfg(not(feature = "mpi"))]
+    pub use corepool_worker::init_with;
+    pub use corepool_worker::{Registry, Task, WorkerError, encode_payload};
 }
 
 /// The README's examples, compiled and run as doctests.

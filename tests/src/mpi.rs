@@ -73,6 +73,34 @@ pub fn mpi_example(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The `corepool` command built with the `mpi` and `test-knobs` features (in the same
+/// target folder as the MPI examples), built on first use, with the `mpi-user` program.
+pub fn mpi_corepool() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let target = probe_target_dir();
+            let output = Command::new(cargo)
+                .current_dir(workspace_root())
+                .args(["build", "--quiet", "--release", "-p", "corepool-cli", "-p", "corepool-tests"])
+                .args(["--features", "corepool-cli/mpi,corepool-cli/test-knobs,corepool-tests/mpi"])
+                .args(["--bin", "corepool", "--bin", "mpi-user"])
+                .arg("--target-dir")
+                .arg(&target)
+                .stdin(Stdio::null())
+                .output()
+                .expect("cargo runs");
+            assert!(
+                output.status.success(),
+                "building corepool with MPI failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            target.join("release").join("corepool")
+        })
+        .clone()
+}
+
 /// One MPI job at a time in this process: a 2-core machine runs them in turn, not at once.
 pub fn one_job_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());

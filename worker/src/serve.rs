@@ -157,6 +157,31 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
     serve_on(&mut connection, config, registry)
 }
 
+/// Serves tasks from `registry` as worker `index` on `connection`, a connection another
+/// engine has joined already (MPI: a rank of the job, vouched for by the MPI runtime, with
+/// no socket and no secret), until the coordinator says stop or ends it.
+pub fn serve_joined(
+    connection: &mut impl CoordinatorConnection,
+    index: u32,
+    registry: &Registry,
+) -> Result<(), WorkerError> {
+    let secret = "0".repeat(2 * corepool_protocol::handshake::NONCE_LEN);
+    let credentials = Credentials::from_line(&format!("{secret} {secret}\n")).expect("a well-formed line");
+    let config = WorkerConfig {
+        endpoint: PathBuf::new(),
+        index,
+        name: std::env::var(NAME_ENV).unwrap_or_else(|_| format!("corepool-w{index}")),
+        parent: None,
+        credentials,
+        knobs: TestKnobs::from_env(index),
+        functions: Functions::from_env(),
+    };
+    crate::panics::record_panic_locations();
+    config.functions.run_initializer_from_env().map_err(WorkerError::Initializer)?;
+    config.knobs.before_connect();
+    serve_on(connection, &config, registry)
+}
+
 /// Runs the tasks that come on `connection` until the coordinator says stop or ends it.
 pub(crate) fn serve_on(
     connection: &mut impl CoordinatorConnection,

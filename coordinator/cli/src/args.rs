@@ -161,14 +161,19 @@ pub struct CountArgs {
     /// again [default: no limit].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, help_heading = HEADING_POOL)]
     pub task_timeout: Option<f64>,
-    /// How many workers a chunk may take down before the run fails.
-    #[arg(long, value_name = "N", default_value_t = 3, help_heading = HEADING_POOL)]
-    pub max_retries: u32,
+    /// How many workers a chunk may take down before the run fails [default: 3].
+    #[arg(long, value_name = "N", help_heading = HEADING_POOL)]
+    pub max_retries: Option<u32>,
     /// Replace each worker with a fresh one once it has run N chunks (Python's
     /// `maxtasksperchild`; `--maxtasksperchild` works too). Not a fault: nothing is sent
     /// again [default: workers live as long as the run].
     #[arg(long, value_name = "N", alias = "maxtasksperchild", help_heading = HEADING_POOL)]
     pub max_tasks_per_worker: Option<u64>,
+    /// How the pool reaches its workers: local worker processes, or the other ranks of the
+    /// MPI job this process is rank 0 of (`mpirun -np N+1 corepool count --transport mpi`;
+    /// needs a build with the `mpi` feature).
+    #[arg(long, value_enum, default_value_t = TransportArg::Local, help_heading = HEADING_POOL)]
+    pub transport: TransportArg,
     #[command(flatten, next_help_heading = HEADING_INPUT)]
     pub data: DataArgs,
 }
@@ -248,6 +253,15 @@ pub struct DemoArgs {
     /// the number of logical CPUs].
     #[arg(long, short = 'j', alias = "processes", help_heading = HEADING_POOL)]
     pub workers: Option<usize>,
+}
+
+/// How the pool reaches its workers (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    /// Worker processes on this machine, over Unix sockets.
+    Local,
+    /// The other ranks of an MPI job, on any of its hosts.
+    Mpi,
 }
 
 /// How `count` runs.

@@ -161,11 +161,7 @@ pub struct StartedPool {
 /// Starts the pool for a count; [`count_in_pool`] runs the count in it.
 pub fn start_pool(settings: &PoolOptions, monitor: bool) -> anyhow::Result<StartedPool> {
     let started = Instant::now();
-    let pool = Pool::builder()
-        .workers(settings.workers)
-        .task_timeout(settings.task_timeout)
-        .max_retries(settings.max_retries)
-        .max_tasks_per_worker(settings.max_tasks_per_worker);
+    let pool = settings.builder();
     let pool = crate::monitor::shown_if(pool, monitor);
     let pool = super::signals::while_starting_or_stopping(|| pool.build()).context("starting the pool")?;
     Ok(StartedPool { pool, start: started.elapsed() })

@@ -78,13 +78,78 @@ pub struct PoolOptions {
     pub max_retries: u32,
     /// Chunks a worker runs before it is replaced.
     pub max_tasks_per_worker: Option<u64>,
+    /// How the pool reaches its workers.
+    pub transport: corepool::Transport,
 }
 
 impl PoolOptions {
     /// The defaults, with `workers` workers.
     pub fn with_workers(workers: usize) -> Self {
-        Self { workers, chunk_size: None, task_timeout: None, max_retries: 3, max_tasks_per_worker: None }
+        Self {
+            workers,
+            chunk_size: None,
+            task_timeout: None,
+            max_retries: 3,
+            max_tasks_per_worker: None,
+            transport: corepool::Transport::Local,
+        }
     }
+
+    /// A builder for a pool with these options.
+    pub fn builder(&self) -> corepool::PoolBuilder {
+        let builder =
+            corepool::Pool::builder().workers(self.workers).task_timeout(self.task_timeout).transport(self.transport);
+        // Neither applies to MPI's ranks, and the builder refuses them there.
+        match self.transport == corepool::Transport::Local {
+            true => builder.max_retries(self.max_retries).max_tasks_per_worker(self.max_tasks_per_worker),
+            false => builder,
+        }
+    }
+}
+
+/// `--transport`, checked against the other pool flags and the MPI job this runs in: the
+/// transport, and the number of workers.
+fn check_transport(
+    transport: super::args::TransportArg,
+    workers: Option<usize>,
+    max_retries: Option<u32>,
+    max_tasks_per_worker: Option<u64>,
+    serial: bool,
+) -> anyhow::Result<(corepool::Transport, usize)> {
+    if transport == super::args::TransportArg::Local {
+        return Ok((corepool::Transport::Local, check_workers(workers)?));
+    }
+    // The worker ranks wait for rank 0's pool: without one, the job would never end.
+    if serial {
+        bail!("--mode serial starts no pool, and --transport mpi needs one for its worker ranks");
+    }
+    if max_retries.is_some() {
+        bail!("--max-retries is not available with --transport mpi: a lost rank's chunks cannot be sent again");
+    }
+    if max_tasks_per_worker.is_some() {
+        bail!("--max-tasks-per-worker is not available with --transport mpi: a rank cannot be replaced");
+    }
+    mpi_transport(workers)
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_transport(workers: Option<usize>) -> anyhow::Result<(corepool::Transport, usize)> {
+    let Some(ranks) = corepool::mpi::size_from_env() else {
+        bail!("--transport mpi: not started by mpirun or srun (no MPI job in the environment)");
+    };
+    match workers {
+        _ if ranks < 2 => bail!("--transport mpi: the MPI job has 1 rank; it needs one per worker besides rank 0"),
+        Some(n) if n != ranks - 1 => bail!(
+            "--workers {n}: the MPI job has {ranks} ranks, which gives {} workers (rank 0 is the coordinator)",
+            ranks - 1
+        ),
+        _ => Ok((corepool::Transport::Mpi, ranks - 1)),
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_transport(_workers: Option<usize>) -> anyhow::Result<(corepool::Transport, usize)> {
+    bail!("--transport mpi: this corepool was built without MPI (cargo build --features mpi)")
 }
 
 /// `corepool count`'s settings, checked.
@@ -181,7 +246,7 @@ impl CountArgs {
         let report_to_stdout = matches!(report, Some(ReportTarget::Stdout));
         let input = self.matrix.input.as_deref();
         super::output::check_distinct(input, self.output.as_deref(), report_file, report_to_stdout)?;
-        if self.max_retries == 0 {
+        if self.max_retries == Some(0) {
             bail!("--max-retries must be at least 1");
         }
         if self.max_tasks_per_worker == Some(0) {
@@ -197,12 +262,20 @@ impl CountArgs {
                 corepool_tutorial::values::Readable(seconds)
             ),
         };
+        let (transport, workers) = check_transport(
+            self.transport,
+            self.workers,
+            self.max_retries,
+            self.max_tasks_per_worker,
+            self.mode == Mode::Serial,
+        )?;
         let pool = PoolOptions {
-            workers: check_workers(self.workers)?,
+            workers,
             chunk_size: self.chunk_size,
             task_timeout,
-            max_retries: self.max_retries,
+            max_retries: self.max_retries.unwrap_or(3),
             max_tasks_per_worker: self.max_tasks_per_worker,
+            transport,
         };
         let source = self.matrix.check()?;
         if let MatrixSource::Random(generator) = &source {

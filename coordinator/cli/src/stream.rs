@@ -155,11 +155,7 @@ pub fn count_stream(settings: &CountSettings, input: Option<&StreamInput>) -> Re
         (None, Duration::ZERO)
     } else {
         let started = Instant::now();
-        let builder = Pool::builder()
-            .workers(settings.pool.workers)
-            .task_timeout(settings.pool.task_timeout)
-            .max_retries(settings.pool.max_retries)
-            .max_tasks_per_worker(settings.pool.max_tasks_per_worker);
+        let builder = settings.pool.builder();
         let builder = crate::monitor::shown_if(builder, settings.monitor);
         let pool = super::signals::while_starting_or_stopping(|| builder.build())
             .map_err(|e| failed(anyhow!("starting the pool: {e}")))?;

@@ -7,10 +7,13 @@ use corepool_worker::function::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+#[cfg(feature = "mpi")]
+use super::transport::mpi::MpiEngine;
 use super::{
     Pool, PoolError, PoolObserver,
     core::{Settings, Shared},
-    platform, transport,
+    platform,
+    transport::{self, socket::SocketEngine},
 };
 
 /// Starts a watcher of a pool: given the pool's observer, returns what lives as long as the pool.
@@ -30,6 +33,23 @@ pub struct PoolBuilder {
     initializer: Option<Result<String, String>>,
     max_tasks_per_worker: Option<u64>,
     worker_name_prefix: String,
+    transport: Transport,
+    max_retries_given: bool,
+}
+
+/// How the pool reaches its workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Worker processes on this machine, started by the pool, over Unix sockets.
+    #[default]
+    Local,
+    /// The other ranks of the MPI job this process is rank 0 of (`mpirun`, `srun`): one
+    /// worker per rank, on whichever hosts they run. Each rank's program calls
+    /// [`crate::init`] first thing, as every worker does. A rank that is lost ends the run:
+    /// workers are not replaced, and a lost rank's chunks are not sent again.
+    #[cfg(feature = "mpi")]
+    Mpi,
 }
 
 impl Default for PoolBuilder {
@@ -46,6 +66,8 @@ impl Default for PoolBuilder {
             initializer: None,
             max_tasks_per_worker: None,
             worker_name_prefix: DEFAULT_WORKER_NAME_PREFIX.into(),
+            transport: Transport::Local,
+            max_retries_given: false,
         }
     }
 }
@@ -62,6 +84,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("task_timeout", &self.task_timeout)
             .field("max_tasks_per_worker", &self.max_tasks_per_worker)
             .field("worker_name_prefix", &self.worker_name_prefix)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +145,7 @@ impl PoolBuilder {
     /// Until then, each chunk a dead worker held is sent again.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries.max(1);
+        self.max_retries_given = true;
         self
     }
 
@@ -165,6 +189,17 @@ impl PoolBuilder {
         self
     }
 
+    /// How the pool reaches its workers: local processes (the default) or, with the `mpi`
+    /// feature, the ranks of an MPI job. Under MPI the number of workers is the job's ranks
+    /// less one (a different [`workers`](Self::workers) is refused), and
+    /// [`max_retries`](Self::max_retries) and
+    /// [`max_tasks_per_worker`](Self::max_tasks_per_worker) are refused: a lost rank cannot
+    /// be replaced.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Starts the workers and waits until every one has joined. Fails with
     /// [`PoolError::InsideWorker`] in a process that a pool started as its worker: inside
     /// a task; a worker whose `main` did not call [`crate::init`] exits instead, and its
@@ -175,7 +210,27 @@ impl PoolBuilder {
             return Err(PoolError::InsideWorker);
         }
         check_worker_name_prefix(&self.worker_name_prefix)?;
-        let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
+        let (engine, workers) = match self.transport {
+            Transport::Local => {
+                let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
+                (transport::Engine::Socket(SocketEngine::open()?), workers)
+            }
+            #[cfg(feature = "mpi")]
+            Transport::Mpi => {
+                let refused = |what: &str| {
+                    PoolError::Settings(format!("{what} is not available with MPI: a lost rank cannot be replaced"))
+                };
+                if self.max_retries_given {
+                    return Err(refused("max_retries"));
+                }
+                if self.max_tasks_per_worker.is_some() {
+                    return Err(refused("max_tasks_per_worker"));
+                }
+                let (engine, workers) = MpiEngine::open(self.workers)?;
+                (transport::Engine::Mpi(engine), workers)
+            }
+        };
+        let local = matches!(engine, transport::Engine::Socket(_));
         let program = match self.program {
             Some(program) => program,
             None => own_program().map_err(|error| PoolError::Settings(format!("cannot find this program: {error}")))?,
@@ -192,17 +247,17 @@ impl PoolBuilder {
             workers,
             program,
             env,
-            max_retries: self.max_retries,
+            // Under MPI a lost rank's chunks are not sent again: its loss ends their jobs.
+            max_retries: if local { self.max_retries } else { 0 },
             chunks_in_flight: self.chunks_in_flight,
             start_timeout: self.start_timeout,
             task_timeout: self.task_timeout,
-            respawn: true,
+            respawn: local,
             max_tasks_per_worker: self.max_tasks_per_worker,
             worker_name_prefix: self.worker_name_prefix,
             // Polling needs a core of its own to be worth it.
             answer_poll: if platform::may_run_on_several_cpus() { ANSWER_POLL } else { Duration::ZERO },
         };
-        let engine = transport::Engine::open()?;
         let shared = Shared::start(settings, engine);
         // From here on, a failed start drops `pool`, which stops whatever did start.
         let pool = Pool { shared };

@@ -22,7 +22,7 @@ use std::{ops::Range, path::PathBuf, sync::Arc};
 use corepool_protocol::{TaskId, TaskRef, ToWorker};
 use corepool_worker::{Task, decode_output};
 
-pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, logical_cpus};
+pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, Transport, logical_cpus};
 pub use self::core::terminate_all;
 pub use error::PoolError;
 pub use function::{Chunked, IntoItem, Wire};

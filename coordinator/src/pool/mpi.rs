@@ -18,11 +18,14 @@
 //! [`RankSender`] and a [`RankReceiver`], so that many threads use MPI while one makes
 //! every MPI call (MPI then needs no thread support).
 //!
-//! The pool does not use this layer yet: docs/mpi.md says what runs on it today.
+//! The pool runs on this layer with [`crate::Transport::Mpi`]: rank 0 builds the pool, and
+//! [`crate::init`] (or [`crate::task::init_with`]) turns every other rank into one of its
+//! workers.
 
 mod endpoint;
 mod hub;
 mod idle;
+pub(crate) mod process;
 mod raw;
 
 use std::time::Duration;
@@ -30,6 +33,8 @@ use std::time::Duration;
 pub use endpoint::{Endpoint, OutgoingFrame, Received, init};
 pub use hub::{Hub, LinkError, RankReceiver, RankSender};
 pub use idle::{Backoff, LONGEST_SLEEP, LONGEST_SLEEP_SENDING, Pause};
+pub(crate) use process::{EXIT_RANK_LOST, EXIT_SETTINGS, end_job_at_exit, keep_until_exit, start_coordinator};
+pub use process::{MpiConnection, rank_from_env, size_from_env};
 
 /// The coordinator's rank.
 pub const COORDINATOR: usize = 0;

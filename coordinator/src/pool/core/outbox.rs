@@ -159,7 +159,7 @@ mod tests {
             }
         });
         let (reader, writer) = listener.accept().unwrap().split();
-        let outbox = Outbox::new(SocketSender::new(writer));
+        let outbox = Outbox::new(SocketSender::new(writer).into());
         let thread = std::thread::spawn({
             let outbox = Arc::clone(&outbox);
             move || outbox.run_writer()
@@ -190,7 +190,7 @@ mod tests {
         let listener = Listener::bind(&path).unwrap();
         let peer = Link::connect(&path).unwrap();
         let (_reader, writer) = listener.accept().unwrap().split();
-        let outbox = Outbox::new(SocketSender::new(writer));
+        let outbox = Outbox::new(SocketSender::new(writer).into());
         let (done, ended) = std::sync::mpsc::channel();
         std::thread::spawn({
             let outbox = Arc::clone(&outbox);

@@ -189,10 +189,12 @@ impl Shared {
                     SlotState::Ready => {
                         let Some(limit) = self.settings.task_timeout else { continue };
                         if slot.in_flight > 0 && slot.kill_reason.is_none() && slot.last_progress.elapsed() > limit {
-                            slot.kill_reason = Some(format!("did not answer within {limit:?}"));
+                            let who = self.engine.describe(index).map_or_else(String::new, |who| who + " ");
+                            slot.kill_reason = Some(format!("{who}did not answer within {limit:?}"));
                             // The reader thread sees the connection close and handles the loss.
-                            if let Some(child) = slot.child.as_mut() {
-                                let _ = child.kill();
+                            match slot.child.as_mut() {
+                                Some(child) => drop(child.kill()),
+                                None => self.engine.cut_off(index),
                             }
                         }
                     }

@@ -110,6 +110,12 @@ impl Hub {
         Some((sender, RankReceiver { inbox, waiting: RefCell::new(None) }))
     }
 
+    /// A further sender to `rank` (not this process's own), beside the one [`Hub::link`]
+    /// gives.
+    pub fn sender(&self, rank: usize) -> Option<RankSender> {
+        (rank < self.size && rank != self.me.rank).then(|| RankSender { rank, commands: self.commands.clone() })
+    }
+
     /// Ends the whole job, every rank on every host, with exit code `code`.
     pub fn abort(&self, code: i32) -> ! {
         let _ = self.commands.send(Command::Abort(code));

@@ -14,19 +14,15 @@ use corepool_protocol::frame::FrameError;
 
 use crate::outgoing::Outgoing;
 
+mod engine;
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 pub(crate) mod socket;
 
-/// The engine the supervisor holds: the one place that names it. A second engine makes
-/// this an enum over the engines, with no change to the supervisor.
-pub(crate) type Engine = socket::SocketEngine;
-/// The receiving side of a worker's connection, as the supervisor holds it.
-pub(crate) type Receiver = <Engine as Transport>::Receiver;
-/// The sending side of a worker's connection, as the supervisor holds it.
-pub(crate) type Sender = <Engine as Transport>::Sender;
-/// A peer that has reached the coordinator and waits to be admitted.
-pub(crate) type Arrival = <Engine as Transport>::Arrival;
-/// What a worker started for a slot holds to prove that it is that worker.
-pub(crate) type Ticket = <Engine as Transport>::Ticket;
+/// The engine the supervisor holds, and the types of its connections: the one place that
+/// names them. An enum over the engines built in; with the socket engine alone, each match
+/// has one arm and costs nothing.
+pub(crate) use engine::{Arrival, Engine, Receiver, Sender, Ticket};
 
 /// How a slot's worker comes to be, as the engine has it.
 pub(crate) enum Launch<T> {
@@ -131,6 +127,16 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Tidies up what dead runs of this engine left behind; called once, while the
     /// first workers load.
     fn sweep_leftovers(&self);
+
+    /// Who slot `index`'s worker is, where the engine can say more than the slot's number
+    /// and process id (MPI: its rank and host).
+    fn describe(&self, _index: usize) -> Option<String> {
+        None
+    }
+
+    /// Gives up on slot `index`'s worker where there is no child process to kill (MPI: a
+    /// rank that stopped answering): its receiver fails, and the pool deals with the loss.
+    fn cut_off(&self, _index: usize) {}
 }
 
 /// The receiving side of one worker's connection, used by one thread at a time.

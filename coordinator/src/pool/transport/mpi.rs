@@ -1,0 +1,267 @@
+//! The MPI engine: the workers are the job's other ranks, which run already when the pool
+//! starts (slot `i` is rank `i + 1`); a frame is one message to or from a rank, carried by
+//! the [`Hub`]'s progress thread. The MPI runtime vouches for each rank, so there is no
+//! socket and no secret; the protocol version is still checked as each rank joins.
+
+use std::{
+    collections::VecDeque,
+    ffi::OsString,
+    io,
+    path::PathBuf,
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use corepool_protocol::{PROTOCOL_VERSION, frame::FrameError, handshake::MAGIC};
+
+use super::{Claim, FrameReceiver, FrameSender, Joined, Launch, Transport, Vouched};
+use crate::{
+    outgoing::Outgoing,
+    pool::{
+        PoolError,
+        mpi::{self as process, Kind, LinkError, Options, OutgoingFrame, Peer, RankReceiver, RankSender},
+    },
+};
+
+/// How long a rank may take to say which protocol it speaks.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a waiting receiver looks whether the pool stopped or gave up on its rank.
+const WAKE_CHECK: Duration = Duration::from_millis(20);
+/// The coordinator's answer that admits a rank.
+pub(crate) const WELCOME: &[u8] = b"welcome";
+
+/// The MPI engine of one pool: a link to each worker rank, and the ranks not yet joined.
+pub(crate) struct MpiEngine {
+    peers: Vec<Peer>,
+    links: Mutex<Vec<Option<(RankSender, RankReceiver)>>>,
+    /// Ranks readied by `launch` and not yet taken by `next_arrival`.
+    arriving: Mutex<VecDeque<usize>>,
+    arrived: Condvar,
+    stopped: Arc<AtomicBool>,
+    /// Per slot: the pool gave up on its rank (it stopped answering).
+    cut: Vec<Arc<AtomicBool>>,
+}
+
+impl MpiEngine {
+    /// Starts MPI in this process (rank 0), waits for every worker rank's hello, and checks
+    /// that the job has `workers` of them (0: as many as it has).
+    pub(crate) fn open(workers: usize) -> Result<(Self, usize), PoolError> {
+        let mut hub = process::start_coordinator(Options::default())?;
+        let ranks = hub.size();
+        if ranks < 2 || (workers != 0 && workers != ranks - 1) {
+            let asked = if workers == 0 { String::from("at least one") } else { workers.to_string() };
+            // Worker ranks, if any, wait to be welcomed: the job ends, at exit, rather than wait.
+            process::keep_until_exit(hub);
+            if ranks > 1 {
+                process::end_job_at_exit(process::EXIT_SETTINGS);
+            }
+            return Err(PoolError::Settings(format!(
+                "the MPI job has {ranks} ranks, which gives {} workers (rank 0 is the coordinator); {asked} asked for",
+                ranks - 1
+            )));
+        }
+        let links = (1..ranks).map(|rank| hub.link(rank)).collect();
+        let engine = Self {
+            peers: hub.peers().to_vec(),
+            links: Mutex::new(links),
+            arriving: Mutex::new(VecDeque::new()),
+            arrived: Condvar::new(),
+            stopped: Arc::new(AtomicBool::new(false)),
+            cut: (1..ranks).map(|_| Arc::new(AtomicBool::new(false))).collect(),
+        };
+        process::keep_until_exit(hub);
+        Ok((engine, ranks - 1))
+    }
+}
+
+fn describe_rank(peers: &[Peer], rank: usize) -> String {
+    match peers.iter().find(|peer| peer.rank == rank) {
+        Some(peer) => format!("rank {rank} on host {} (pid {})", peer.host, peer.pid),
+        None => format!("rank {rank}"),
+    }
+}
+
+impl Transport for MpiEngine {
+    type Ticket = ();
+    type Arrival = usize;
+    type Receiver = MpiReceiver;
+    type Sender = MpiSender;
+
+    fn launch(&self, index: usize, _env: &mut Vec<(OsString, OsString)>) -> io::Result<Launch<()>> {
+        self.arriving.lock().unwrap_or_else(|e| e.into_inner()).push_back(index + 1);
+        self.arrived.notify_all();
+        Ok(Launch::Running { ticket: () })
+    }
+
+    fn next_arrival(&self, timeout: Option<Duration>) -> io::Result<Option<usize>> {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let mut arriving = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            if let Some(rank) = arriving.pop_front() {
+                return Ok(Some(rank));
+            }
+            let wait = match deadline {
+                None => WAKE_CHECK,
+                Some(end) if Instant::now() >= end => return Ok(None),
+                Some(end) => end.saturating_duration_since(Instant::now()).min(WAKE_CHECK),
+            };
+            arriving = self.arrived.wait_timeout(arriving, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    fn vouch(&self, rank: &usize) -> Vouched {
+        match rank.checked_sub(1) {
+            Some(index) if index < self.cut.len() => Vouched::Slot(index),
+            _ => Vouched::Nothing,
+        }
+    }
+
+    fn refuse(&self, rank: &usize, _reason: &str) {
+        // A rank of this job came before its slot was readied: it is heard once it is.
+        if !self.stopped.load(Ordering::SeqCst) {
+            self.arriving.lock().unwrap_or_else(|e| e.into_inner()).push_back(*rank);
+        }
+    }
+
+    fn admit(
+        &self,
+        rank: usize,
+        ticket_for: impl FnOnce(Claim) -> Option<()>,
+    ) -> Result<Joined<MpiReceiver, MpiSender>, String> {
+        let index = rank - 1;
+        let pid = self.peers.iter().find(|peer| peer.rank == rank).map_or(0, |peer| peer.pid);
+        let taken = self.links.lock().unwrap_or_else(|e| e.into_inner()).get_mut(index).and_then(Option::take);
+        let Some((sender, mut link)) = taken else { return Err(format!("rank {rank} has joined already")) };
+        let who = describe_rank(&self.peers, rank);
+        let hello = link.receive(Some(HANDSHAKE_TIMEOUT)).map_err(|error| format!("{who}: {error}"))?;
+        let Some((_, hello)) = hello else {
+            return Err(format!("{who} did not say hello within {HANDSHAKE_TIMEOUT:?}"));
+        };
+        let theirs =
+            hello.strip_prefix(&MAGIC).and_then(|rest| rest.first_chunk::<4>()).map(|v| u32::from_le_bytes(*v));
+        let refused = match theirs {
+            Some(PROTOCOL_VERSION) => None,
+            Some(theirs) => {
+                Some(format!("coordinator speaks protocol version {PROTOCOL_VERSION}, {who} speaks {theirs}"))
+            }
+            None => Some(format!("{who} is not a corepool worker")),
+        };
+        let refused =
+            refused.or_else(|| ticket_for(Claim { index, pid }).is_none().then(|| format!("{who} is not awaited")));
+        if let Some(reason) = refused {
+            let _ = sender.send(Kind::Control, reason.clone().into_bytes());
+            return Err(reason);
+        }
+        sender.send(Kind::Control, WELCOME.to_vec()).map_err(|error| format!("{who}: {error}"))?;
+        let receiver = MpiReceiver { link, who, stopped: Arc::clone(&self.stopped), cut: Arc::clone(&self.cut[index]) };
+        Ok(Joined { claim: Claim { index, pid }, receiver, sender: MpiSender { link: sender } })
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.arrived.notify_all();
+    }
+
+    fn location(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn sweep_leftovers(&self) {}
+
+    fn describe(&self, index: usize) -> Option<String> {
+        Some(describe_rank(&self.peers, index + 1))
+    }
+
+    fn cut_off(&self, index: usize) {
+        if let Some(cut) = self.cut.get(index) {
+            cut.store(true, Ordering::SeqCst);
+            process::end_job_at_exit(process::EXIT_RANK_LOST);
+        }
+    }
+}
+
+/// A rank's receiving side: whole messages from the hub's queue for that rank.
+pub(crate) struct MpiReceiver {
+    link: RankReceiver,
+    who: String,
+    stopped: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+}
+
+impl FrameReceiver for MpiReceiver {
+    fn receive(&mut self, frame: &mut Vec<u8>) -> Result<bool, FrameError> {
+        loop {
+            if !self.link.holds_input() {
+                if self.cut.load(Ordering::SeqCst) {
+                    return Err(FrameError::Io(io::Error::other(format!("{} stopped answering", self.who))));
+                }
+                if self.stopped.load(Ordering::SeqCst) {
+                    return Ok(false);
+                }
+            }
+            match self.link.receive(Some(WAKE_CHECK)) {
+                Ok(None) => continue,
+                Ok(Some((_, bytes))) => {
+                    // Each message is a frame's body: its length is the message's.
+                    *frame = bytes;
+                    return Ok(true);
+                }
+                Err(LinkError::Stopped) => return Ok(false),
+                Err(error) => {
+                    process::end_job_at_exit(process::EXIT_RANK_LOST);
+                    return Err(FrameError::Io(io::Error::other(format!("{}: {error}", self.who))));
+                }
+            }
+        }
+    }
+
+    fn holds_input(&self) -> bool {
+        self.link.holds_input()
+    }
+
+    fn input_waiting(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        loop {
+            let wait = deadline.map_or(WAKE_CHECK, |end| end.saturating_duration_since(Instant::now()).min(WAKE_CHECK));
+            if self.link.input_waiting(Some(wait))
+                || self.cut.load(Ordering::SeqCst)
+                || self.stopped.load(Ordering::SeqCst)
+            {
+                return true;
+            }
+            if deadline.is_some_and(|end| Instant::now() >= end) {
+                return false;
+            }
+        }
+    }
+}
+
+/// A rank's sending side: each frame goes to the hub as one message, head and shared tail
+/// without a copy.
+pub(crate) struct MpiSender {
+    link: RankSender,
+}
+
+impl FrameSender for MpiSender {
+    fn send(&mut self, frames: &[Arc<Outgoing>]) -> io::Result<()> {
+        for frame in frames {
+            self.link.send(Kind::Data, Body(Arc::clone(frame))).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+/// A frame without its four-byte length, which its message carries already.
+struct Body(Arc<Outgoing>);
+
+impl OutgoingFrame for Body {
+    fn pieces(&self) -> [&[u8]; 2] {
+        [self.0.head().get(4..).unwrap_or_default(), self.0.tail()]
+    }
+}
