@@ -190,7 +190,7 @@ fn a_rank_that_stops_answering_ends_the_run_naming_its_rank_host_and_rows() {
     let output = job.output();
     assert_eq!(succeeded, Some(false), "the job must fail, in bounded time:\n{output}");
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}:\n{output}", started.elapsed());
-    let line = output.lines().find(|line| line.starts_with("corepool: rows ")).unwrap_or_else(|| {
+    let line = output.lines().find(|line| line.starts_with("corepool: items ")).unwrap_or_else(|| {
         panic!("no line names the rows:\n{output}");
     });
     assert!(
@@ -319,7 +319,7 @@ fn a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host() {
     std::thread::sleep(Duration::from_secs(1));
     hosts.cut(2).expect("the link goes down");
     let cut = Instant::now();
-    let named = job.wait_for_line(Duration::from_secs(20), |line| line.starts_with("corepool: rows "));
+    let named = job.wait_for_line(Duration::from_secs(20), |line| line.starts_with("corepool: items "));
     let waited = cut.elapsed();
     let named = named.unwrap_or_else(|| panic!("rank 0 never gave up on the cut host:\n{}", job.output()));
     assert!(named.contains(&format!("rank 2 on host {} ", netns::host_name(2))), "{named}");
