@@ -534,7 +534,7 @@ fn write_summary(
     super::write_mode_line(out, settings, run.chunk_size)?;
     writeln!(out, "first 10 counts: {:?}", totals.first)?;
     writeln!(out, "values in range: {} of {}", totals.in_range, rows as u64 * cols as u64)?;
-    summary::write_times(out, settings, run, "read and compute", summary::Decoding::OnItsOwnThread)?;
+    summary::write_times(out, settings, run, "read and compute", summary::Decoding::AsRead)?;
     writeln!(out, "coordinator peak memory: {:.1} MiB", peak as f64 / (1024.0 * 1024.0))?;
     writeln!(out, "checksum: fnv1a64:{:016x}", totals.checksum)?;
     summary::write_workers(out, &run.workers)?;

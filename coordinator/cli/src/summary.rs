@@ -12,14 +12,14 @@ use super::{
     settings::{CountSettings, ReportTarget},
 };
 
-/// Where a run decoded the answers: in the thread that waited for them, or on a thread of
-/// its own while the caller went on (a streamed run), so not out of the waiting time.
+/// Where a run decoded the answers: in the thread that waited for them, or on the threads
+/// that read them while the caller went on (a streamed run), so not out of the waiting time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoding {
     /// In the waiting thread.
     InLine,
-    /// On its own thread.
-    OnItsOwnThread,
+    /// On the threads that read the answers.
+    AsRead,
 }
 
 /// The time line (`compute` names what the compute time covers), then for a pool run how
@@ -45,7 +45,7 @@ pub fn write_times(
         let decode: Duration = run.repetitions.iter().map(|r| r.decode).sum();
         let (waiting, where_decoded) = match decoding {
             Decoding::InLine => (run.compute.saturating_sub(encode + decode), ""),
-            Decoding::OnItsOwnThread => (run.compute.saturating_sub(encode), ", on its own thread"),
+            Decoding::AsRead => (run.compute.saturating_sub(encode), ", as the answers were read"),
         };
         writeln!(
             out,
