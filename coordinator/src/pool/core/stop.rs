@@ -63,13 +63,14 @@ impl Shared {
         state.closed = true;
         let mut children = Vec::new();
         let mut outboxes = Vec::new();
+        let mut reader_wakes = Vec::new();
         for (index, slot) in state.slots.iter_mut().enumerate() {
             // A worker with nothing in flight has read all it was sent: a small frame to it
             // cannot wait on a full socket.
             outboxes.extend(slot.outbox.take().map(|outbox| (outbox, slot.in_flight == 0)));
             slot.state = SlotState::Gone;
             slot.reader = None;
-            slot.reader_wake.notify_all();
+            reader_wakes.push(Arc::clone(&slot.reader_wake));
             children.extend(slot.child.take().map(|child| (index, child)));
         }
         let threads = std::mem::take(&mut state.threads);
@@ -78,31 +79,37 @@ impl Shared {
         state.queue.clear();
         state.in_flight.clear();
         drop(state);
-        self.changed.notify_all();
-        // To an idle worker, the stop frame is written on this thread (where the connection
-        // is free), which spares the worker a wake-up of its writer thread before it can
-        // start to exit. A busy worker may not be reading: its frame goes to the writer thread, so
-        // that no stop waits on a worker that hangs.
-        for (outbox, idle) in outboxes {
-            if graceful && outbox.push(Arc::new(shutdown_frame()), idle).is_ok() && idle {
+        // The stop frames go out before any thread of the pool is woken: on a machine with
+        // few cores, each thread woken here would run before the workers get to exit.
+        // To an idle worker the frame is written on this thread (where the connection is
+        // free); a busy worker may not be reading, so its frame goes to the writer thread,
+        // so that no stop waits on a worker that hangs.
+        for (outbox, idle) in &outboxes {
+            if graceful && outbox.push(Arc::new(shutdown_frame()), *idle).is_ok() && *idle {
                 outbox.write_here();
             }
-            outbox.close();
         }
+        self.changed.notify_all();
         for delivery in jobs {
             delivery.stop(PoolError::Terminated, self);
         }
         // The last callbacks are queued: the callback thread ends once it has run them.
         let callback_thread = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).stop();
-        // Wakes the acceptor, which sees `stopping` and returns, and frees what the engine
-        // holds while the workers exit.
-        self.engine.stop();
 
         // Workers told to stop exit within a fraction of a millisecond; whatever is left
-        // after the grace period is killed. Reaping them tells their final usage.
+        // after the grace period is killed. Reaping them tells their final usage. The
+        // pool's own threads, which only have to end, are woken once the workers are gone.
         let grace = if graceful { Duration::from_secs(2) } else { Duration::ZERO };
         let (indices, children): (Vec<usize>, Vec<Child>) = children.into_iter().unzip();
         let usages = reap_all(children, grace);
+        for (outbox, _) in outboxes {
+            outbox.close();
+        }
+        for wake in reader_wakes {
+            wake.notify_all();
+        }
+        // Wakes the acceptor, which sees `stopping` and returns, and removes the socket.
+        self.engine.stop();
         // The supervisor goes last: a worker gets SIGKILL when the thread that started it ends.
         self.watch.notify_all();
         for (index, usage) in indices.into_iter().zip(usages) {
