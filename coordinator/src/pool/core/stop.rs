@@ -95,10 +95,15 @@ impl Shared {
         }
         // The last callbacks are queued: the callback thread ends once it has run them.
         let callback_thread = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).stop();
+        // Wakes what the workers' exit will not wake (the acceptor), and frees what the
+        // engine holds (the socket's directory) while the workers exit: an engine may need
+        // its stop before its workers can end.
+        self.engine.stop();
 
         // Workers told to stop exit within a fraction of a millisecond; whatever is left
         // after the grace period is killed. Reaping them tells their final usage. The
-        // pool's own threads, which only have to end, are woken once the workers are gone.
+        // pool's readers and writers, which only have to end, are woken once the workers
+        // are gone.
         let grace = if graceful { Duration::from_secs(2) } else { Duration::ZERO };
         let (indices, children): (Vec<usize>, Vec<Child>) = children.into_iter().unzip();
         let usages = reap_all(children, grace);
@@ -108,8 +113,6 @@ impl Shared {
         for wake in reader_wakes {
             wake.notify_all();
         }
-        // Wakes the acceptor, which sees `stopping` and returns, and removes the socket.
-        self.engine.stop();
         // The supervisor goes last: a worker gets SIGKILL when the thread that started it ends.
         self.watch.notify_all();
         for (index, usage) in indices.into_iter().zip(usages) {
