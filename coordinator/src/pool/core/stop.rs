@@ -80,7 +80,7 @@ impl Shared {
         state.in_flight.clear();
         drop(state);
         // The stop frames go out before any thread of the pool is woken: on a machine with
-        // few cores, each thread woken here would run before the workers get to exit.
+        // few cores, a thread woken first would run before the frames leave.
         // To an idle worker the frame is written on this thread (where the connection is
         // free); a busy worker may not be reading, so its frame goes to the writer thread,
         // so that no stop waits on a worker that hangs.
@@ -88,6 +88,14 @@ impl Shared {
             if graceful && outbox.push(Arc::new(shutdown_frame()), *idle).is_ok() && *idle {
                 outbox.write_here();
             }
+        }
+        // Then the pool's own threads are woken to end, on a core of their own if one is
+        // free, while the workers exit.
+        for (outbox, _) in &outboxes {
+            outbox.close();
+        }
+        for wake in reader_wakes {
+            wake.notify_all();
         }
         self.changed.notify_all();
         for delivery in jobs {
@@ -101,18 +109,10 @@ impl Shared {
         self.engine.stop();
 
         // Workers told to stop exit within a fraction of a millisecond; whatever is left
-        // after the grace period is killed. Reaping them tells their final usage. The
-        // pool's readers and writers, which only have to end, are woken once the workers
-        // are gone.
+        // after the grace period is killed. Reaping them tells their final usage.
         let grace = if graceful { Duration::from_secs(2) } else { Duration::ZERO };
         let (indices, children): (Vec<usize>, Vec<Child>) = children.into_iter().unzip();
         let usages = reap_all(children, grace);
-        for (outbox, _) in outboxes {
-            outbox.close();
-        }
-        for wake in reader_wakes {
-            wake.notify_all();
-        }
         // The supervisor goes last: a worker gets SIGKILL when the thread that started it ends.
         self.watch.notify_all();
         for (index, usage) in indices.into_iter().zip(usages) {
