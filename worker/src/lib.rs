@@ -90,7 +90,7 @@ pub fn init_with(registry: impl FnOnce() -> Registry) {
             code if code == ExitCode::from(EXIT_INITIALIZER_FAILED) => i32::from(EXIT_INITIALIZER_FAILED),
             _ => i32::from(EXIT_CONNECTION_FAILED),
         };
-        std::process::exit(code);
+        platform::exit_at_once(code);
     }
 }
 
