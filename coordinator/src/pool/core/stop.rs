@@ -63,14 +63,13 @@ impl Shared {
         state.closed = true;
         let mut children = Vec::new();
         let mut outboxes = Vec::new();
-        let mut reader_wakes = Vec::new();
         for (index, slot) in state.slots.iter_mut().enumerate() {
             // A worker with nothing in flight has read all it was sent: a small frame to it
             // cannot wait on a full socket.
             outboxes.extend(slot.outbox.take().map(|outbox| (outbox, slot.in_flight == 0)));
             slot.state = SlotState::Gone;
             slot.reader = None;
-            reader_wakes.push(Arc::clone(&slot.reader_wake));
+            slot.reader_wake.notify_all();
             children.extend(slot.child.take().map(|child| (index, child)));
         }
         let threads = std::mem::take(&mut state.threads);
@@ -79,33 +78,24 @@ impl Shared {
         state.queue.clear();
         state.in_flight.clear();
         drop(state);
-        // The stop frames go out before any thread of the pool is woken: on a machine with
-        // few cores, a thread woken first would run before the frames leave.
-        // To an idle worker the frame is written on this thread (where the connection is
-        // free); a busy worker may not be reading, so its frame goes to the writer thread,
-        // so that no stop waits on a worker that hangs.
-        for (outbox, idle) in &outboxes {
-            if graceful && outbox.push(Arc::new(shutdown_frame()), *idle).is_ok() && *idle {
+        self.changed.notify_all();
+        // To an idle worker, the stop frame is written on this thread (where the connection
+        // is free), which spares the worker a wake-up of its writer thread before it can
+        // start to exit. A busy worker may not be reading: its frame goes to the writer thread, so
+        // that no stop waits on a worker that hangs.
+        for (outbox, idle) in outboxes {
+            if graceful && outbox.push(Arc::new(shutdown_frame()), idle).is_ok() && idle {
                 outbox.write_here();
             }
-        }
-        // Then the pool's own threads are woken to end, on a core of their own if one is
-        // free, while the workers exit.
-        for (outbox, _) in &outboxes {
             outbox.close();
         }
-        for wake in reader_wakes {
-            wake.notify_all();
-        }
-        self.changed.notify_all();
         for delivery in jobs {
             delivery.stop(PoolError::Terminated, self);
         }
         // The last callbacks are queued: the callback thread ends once it has run them.
         let callback_thread = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).stop();
-        // Wakes what the workers' exit will not wake (the acceptor), and frees what the
-        // engine holds (the socket's directory) while the workers exit: an engine may need
-        // its stop before its workers can end.
+        // Wakes the acceptor, which sees `stopping` and returns, and frees what the engine
+        // holds while the workers exit.
         self.engine.stop();
 
         // Workers told to stop exit within a fraction of a millisecond; whatever is left
