@@ -62,9 +62,8 @@ pub fn keep_freed_memory_for_reuse() {
 }
 
 /// Touches `bytes` of fresh heap memory and frees it again, so that the buffers of the
-/// first tasks come from pages already mapped. Each first touch of a page costs a page
-/// fault, about 3.5 us on a virtual machine: a tutorial chunk's buffers (its frame, its
-/// counts, the answer) fault about 150 times in a worker's first task otherwise. Worth
+/// first tasks come from pages already mapped, sparing a worker's first task its page
+/// faults (docs/performance.md). Worth
 /// it only with [`keep_freed_memory_for_reuse`], which keeps the freed memory in the heap,
 /// and only while the worker would otherwise wait for its first task.
 pub fn warm_heap(bytes: usize) {
