@@ -244,3 +244,17 @@ pub fn wait_until_gone(program: &Path, limit: Duration) -> Vec<u32> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Three hosts made of network namespaces, or `None` after one line saying why not.
+pub fn three_hosts(test: &str) -> Option<crate::netns::Hosts> {
+    if !mpi_available(test) {
+        return None;
+    }
+    match crate::netns::Hosts::make(3) {
+        Ok(hosts) => Some(hosts),
+        Err(reason) => {
+            eprintln!("{test}: skipped, network namespaces cannot be made here: {reason}");
+            None
+        }
+    }
+}

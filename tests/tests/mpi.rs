@@ -9,9 +9,10 @@ use std::{
 
 use corepool_tests::{
     mpi::{
-        Job, mpi_available, mpi_example, mpirun_command, one_job_at_a_time, probe_binary, rank_lines, wait_until_gone,
+        Job, mpi_available, mpi_example, mpirun_command, one_job_at_a_time, probe_binary, rank_lines, three_hosts,
+        wait_until_gone,
     },
-    netns::{self, Hosts},
+    netns,
 };
 
 #[test]
@@ -156,20 +157,6 @@ fn a_killed_rank_ends_the_job_in_bounded_time_naming_it() {
     assert!(took < Duration::from_secs(15), "the job took {took:?} to end");
     assert!(output.contains("rank 2") && output.contains("signal 9"), "mpirun names the rank:\n{output}");
     assert!(wait_until_gone(&probe, Duration::from_secs(10)).is_empty(), "probe processes left behind");
-}
-
-/// Three hosts made of network namespaces, or `None` after one line saying why not.
-fn three_hosts(test: &str) -> Option<Hosts> {
-    if !mpi_available(test) {
-        return None;
-    }
-    match Hosts::make(3) {
-        Ok(hosts) => Some(hosts),
-        Err(reason) => {
-            eprintln!("{test}: skipped, network namespaces cannot be made here: {reason}");
-            None
-        }
-    }
 }
 
 #[test]

@@ -11,9 +11,8 @@ use std::{
 
 use corepool_tests::{
     POOL_MODES, expected_counts,
-    mpi::{Job, mpi_available, mpi_corepool, mpirun_command, one_job_at_a_time, wait_until_gone},
-    netns::{self, Hosts},
-    read_counts, run_corepool, test_matrix, write_matrix,
+    mpi::{Job, mpi_available, mpi_corepool, mpirun_command, one_job_at_a_time, three_hosts, wait_until_gone},
+    netns, read_counts, run_corepool, test_matrix, write_matrix,
 };
 use serde_json::Value;
 
@@ -260,20 +259,6 @@ fn a_library_users_program_runs_its_own_task_on_the_ranks() {
     let pids: std::collections::HashSet<&str> = pids.split(' ').filter(|pid| *pid != "0").collect();
     assert_eq!(pids.len(), 3, "one process per worker rank: {output}");
     assert!(wait_until_gone(&program, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
-}
-
-/// Three hosts made of network namespaces, or `None` after one line saying why not.
-fn three_hosts(test: &str) -> Option<Hosts> {
-    if !mpi_available(test) {
-        return None;
-    }
-    match Hosts::make(3) {
-        Ok(hosts) => Some(hosts),
-        Err(reason) => {
-            eprintln!("{test}: skipped, network namespaces cannot be made here: {reason}");
-            None
-        }
-    }
 }
 
 #[test]
