@@ -53,22 +53,7 @@ pub fn mpi_example(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let target = probe_target_dir();
-            let output = Command::new(cargo)
-                .current_dir(workspace_root())
-                .args(["build", "--quiet", "--release", "-p", "corepool", "--features", "mpi"])
-                .args(["--examples", "--target-dir"])
-                .arg(&target)
-                .stdin(Stdio::null())
-                .output()
-                .expect("cargo runs");
-            assert!(
-                output.status.success(),
-                "building the MPI examples failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            target.join("release").join("examples")
+            release_build("the MPI examples", &["-p", "corepool", "--features", "mpi", "--examples"]).join("examples")
         })
         .join(name)
 }
@@ -79,26 +64,28 @@ pub fn mpi_corepool() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let target = probe_target_dir();
-            let output = Command::new(cargo)
-                .current_dir(workspace_root())
-                .args(["build", "--quiet", "--release", "-p", "corepool-cli", "-p", "corepool-tests"])
-                .args(["--features", "corepool-cli/mpi,corepool-cli/test-knobs,corepool-tests/mpi"])
-                .args(["--bin", "corepool", "--bin", "mpi-user"])
-                .arg("--target-dir")
-                .arg(&target)
-                .stdin(Stdio::null())
-                .output()
-                .expect("cargo runs");
-            assert!(
-                output.status.success(),
-                "building corepool with MPI failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            target.join("release").join("corepool")
+            let args = ["-p", "corepool-cli", "-p", "corepool-tests", "--bin", "corepool", "--bin", "mpi-user"];
+            let features = ["--features", "corepool-cli/mpi,corepool-cli/test-knobs,corepool-tests/mpi"];
+            release_build("corepool with MPI", &[&args[..], &features[..]].concat()).join("corepool")
         })
         .clone()
+}
+
+/// Runs a release `cargo build` with `args` into the MPI tests' own target folder, and
+/// returns its `release` folder; fails the test, naming `what`, if the build fails.
+fn release_build(what: &str, args: &[&str]) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = probe_target_dir();
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--release", "--target-dir"])
+        .arg(&target)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "building {what} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    target.join("release")
 }
 
 /// One MPI job at a time in this process: a 2-core machine runs them in turn, not at once.
