@@ -39,7 +39,7 @@ pub mod handshake;
 pub mod message;
 pub mod transport;
 
-pub use message::{FailureKind, TaskFailure, TaskId, TaskRef, ToCoordinator, ToWorker};
+pub use message::{FailureKind, ResourceUsage, TaskFailure, TaskId, TaskRef, ToCoordinator, ToWorker};
 
 /// Version of this protocol; a peer that speaks another one is refused at the handshake.
 pub const PROTOCOL_VERSION: u32 = 4;

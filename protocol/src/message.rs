@@ -93,6 +93,22 @@ pub enum ToCoordinator {
         /// What went wrong, and where.
         failure: TaskFailure,
     },
+    /// What the worker has used so far, sent just before an answer by a worker whose
+    /// coordinator cannot read its process table (another host, under MPI).
+    Usage(ResourceUsage),
+}
+
+/// What a worker process has used since it started, as it measures it itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    /// CPU time in user mode, in microseconds.
+    pub cpu_user_micros: u64,
+    /// CPU time in the kernel on its behalf, in microseconds.
+    pub cpu_system_micros: u64,
+    /// Resident memory now, in bytes.
+    pub rss_bytes: u64,
+    /// Peak resident memory, in bytes.
+    pub peak_rss_bytes: u64,
 }
 
 /// How a task failed inside a worker, sent back as data.
@@ -193,6 +209,9 @@ mod tests {
         prop_oneof![
             task_id().prop_map(|id| ToCoordinator::Done { id }),
             (task_id(), failure()).prop_map(|(id, failure)| ToCoordinator::Failed { id, failure }),
+            any::<[u64; 4]>().prop_map(|[cpu_user_micros, cpu_system_micros, rss_bytes, peak_rss_bytes]| {
+                ToCoordinator::Usage(ResourceUsage { cpu_user_micros, cpu_system_micros, rss_bytes, peak_rss_bytes })
+            }),
         ]
     }
 

@@ -261,6 +261,51 @@ fn a_library_users_program_runs_its_own_task_on_the_ranks() {
     assert!(wait_until_gone(&program, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
 }
 
+/// This machine's name, as MPI and `hostname` give it.
+fn this_host() -> String {
+    let output = Command::new("hostname").output().expect("hostname runs");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn each_rank_is_shown_with_its_host_pid_cpu_and_memory() {
+    let _turn = one_job_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--rows", "2000000", "--mode", "map", "--monitor", "--report-file", "mpi.json"];
+    let output = count_over_mpi(dir.path(), 3, &args);
+    let host = this_host();
+    let text = std::fs::read_to_string(dir.path().join("mpi.json")).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["parameters"]["transport"], "mpi", "{text}");
+    let workers = report["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2, "{text}");
+    let mut rows = 0;
+    for (index, worker) in workers.iter().enumerate() {
+        let rank = index + 1;
+        assert_eq!(worker["rank"], rank, "{worker}");
+        assert_eq!(worker["host"], host.as_str(), "{worker}");
+        let pid = worker["pid"].as_u64().expect("a pid");
+        let cpu = worker["cpu_user_s"].as_f64().unwrap() + worker["cpu_system_s"].as_f64().unwrap();
+        assert!(cpu > 0.0, "rank {rank} reported its CPU time: {worker}");
+        assert!(worker["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "rank {rank} reported its memory: {worker}");
+        rows += worker["rows"].as_u64().unwrap();
+        // The summary and the monitor name the rank, its host and its pid.
+        let summary = format!("rank {rank}");
+        assert!(
+            output
+                .lines()
+                .any(|line| line.starts_with(&summary) && line.contains(&host) && line.contains(&pid.to_string())),
+            "the summary's line for rank {rank}:\n{output}"
+        );
+        let monitor = format!("] rank {rank} host={host} pid={pid} ");
+        let last = output.lines().rfind(|line| line.contains(&monitor));
+        let last = last.unwrap_or_else(|| panic!("the monitor's line for rank {rank}:\n{output}"));
+        assert!(!last.contains("cpu=- rss=-"), "the monitor shows what rank {rank} reported: {last}");
+    }
+    assert_eq!(rows, 2_000_000, "{text}");
+    assert!(output.lines().any(|line| line.contains(&format!("] corepool host={host} "))), "{output}");
+}
+
 #[test]
 fn three_namespace_hosts_count_like_the_local_transport_over_tcp() {
     let test = "three_namespace_hosts_count_like_the_local_transport_over_tcp";
@@ -273,11 +318,20 @@ fn three_namespace_hosts_count_like_the_local_transport_over_tcp() {
     for mode in ["map", "imap-unordered", "apply-async"] {
         let mut command = hosts.mpirun_command(60);
         command.arg(&corepool).args(["count", "--transport", "mpi", "--rows", "20000", "--chunk-size", "500"]);
-        command.args(["--mode", mode, "--verify", "--report-file"]).arg(&report);
+        command.args(["--mode", mode, "--verify", "--monitor", "--report-file"]).arg(&report);
         let mut job = Job::start(command);
         let succeeded = job.finish(Duration::from_secs(90));
         let output = job.output();
         assert_eq!(succeeded, Some(true), "mode {mode} failed across hosts:\n{output}");
+        // Each process on its own host: the coordinator on node0, rank N on nodeN.
+        for (name, host) in [("corepool", "node0"), ("rank 1", "node1"), ("rank 2", "node2")] {
+            let shown = format!("] {name} host={host} ");
+            assert!(output.lines().any(|line| line.contains(&shown)), "{name} on {host}:\n{output}");
+        }
+        let text = std::fs::read_to_string(&report).unwrap();
+        let workers: Value = serde_json::from_str::<Value>(&text).unwrap()["workers"].clone();
+        let hosts: Vec<&str> = workers.as_array().unwrap().iter().map(|w| w["host"].as_str().unwrap()).collect();
+        assert_eq!(hosts, ["node1", "node2"], "{text}");
         let local = ["count", "--rows", "20000", "--chunk-size", "500", "--mode", mode, "--report-file", "local.json"];
         run_corepool(dir.path(), &local, &[]).assert_success();
         assert_eq!(checksum_in(&report), checksum_in(&dir.path().join("local.json")), "mode {mode}:\n{output}");

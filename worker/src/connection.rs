@@ -33,6 +33,13 @@ pub trait CoordinatorConnection {
 
     /// Sends whatever frames still wait in a buffer.
     fn flush(&mut self) -> Result<(), FrameError>;
+
+    /// Whether the worker tells the coordinator its own CPU time and memory before each
+    /// answer: where the coordinator cannot read them from its process table (a worker on
+    /// another host).
+    fn reports_usage(&self) -> bool {
+        false
+    }
 }
 
 /// The connection over the coordinator's Unix socket, read and written through buffers.
@@ -117,6 +124,7 @@ mod tests {
         incoming: VecDeque<Vec<u8>>,
         sent: Vec<Vec<u8>>,
         flushed: usize,
+        reports_usage: bool,
     }
 
     impl CoordinatorConnection for InMemory {
@@ -135,6 +143,10 @@ mod tests {
         fn flush(&mut self) -> Result<(), FrameError> {
             self.flushed = self.sent.len();
             Ok(())
+        }
+
+        fn reports_usage(&self) -> bool {
+            self.reports_usage
         }
     }
 
@@ -197,5 +209,20 @@ mod tests {
         serve_on(&mut connection, &config(), &Registry::new().register::<Double>()).unwrap();
         assert_eq!(connection.sent.len(), 1);
         assert_eq!(connection.flushed, 1, "the answer went out before the wait for more");
+    }
+
+    #[test]
+    fn a_worker_that_reports_its_usage_sends_it_before_each_answer() {
+        let incoming = [task(0, "double", &[1, 2, 3]), task(1, "nothing", &[])];
+        let mut connection = InMemory { incoming: incoming.into(), reports_usage: true, ..InMemory::default() };
+        serve_on(&mut connection, &config(), &Registry::new().register::<Double>()).unwrap();
+        let messages: Vec<ToCoordinator> =
+            connection.sent.iter().map(|frame| codec::decode_prefix(&frame[4..]).unwrap().0).collect();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        for (usage, answer) in messages.iter().step_by(2).zip(messages.iter().skip(1).step_by(2)) {
+            let ToCoordinator::Usage(usage) = usage else { panic!("usage first: {messages:?}") };
+            assert!(usage.peak_rss_bytes > 0 && usage.rss_bytes > 0, "{usage:?}");
+            assert!(matches!(answer, ToCoordinator::Done { .. } | ToCoordinator::Failed { .. }), "{messages:?}");
+        }
     }
 }

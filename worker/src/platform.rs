@@ -86,3 +86,36 @@ pub fn exit_at_once(code: i32) -> ! {
     #[cfg(not(unix))]
     std::process::exit(code)
 }
+
+/// What this process has used so far: CPU times and peak memory from `getrusage`, and its
+/// resident memory now from `/proc/self/statm` (0 where the platform cannot say).
+pub fn own_usage() -> corepool_protocol::ResourceUsage {
+    let micros = |time: libc::timeval| (time.tv_sec.max(0) as u64) * 1_000_000 + time.tv_usec.max(0) as u64;
+    // SAFETY: getrusage writes one `rusage` into the zeroed value it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    corepool_protocol::ResourceUsage {
+        cpu_user_micros: micros(usage.ru_utime),
+        cpu_system_micros: micros(usage.ru_stime),
+        rss_bytes: resident_bytes().unwrap_or(0),
+        // Linux counts it in KiB.
+        peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
+    }
+}
+
+/// Resident memory now: the second field of `/proc/self/statm`, in pages.
+fn resident_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf reads a system constant.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * u64::try_from(page_size).ok()?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}

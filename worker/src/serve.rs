@@ -190,6 +190,7 @@ pub(crate) fn serve_on(
 ) -> Result<(), WorkerError> {
     let mut frame = Vec::new();
     let mut answer = Vec::new();
+    let mut usage_report = Vec::new();
     loop {
         if !connection.receive(&mut frame)? {
             return Ok(());
@@ -215,6 +216,7 @@ pub(crate) fn serve_on(
                     answer.truncate(4);
                     codec::encode_into(&ToCoordinator::Failed { id, failure }, &mut answer)?;
                 }
+                report_usage(connection, &mut usage_report)?;
                 send_answer(connection, &mut answer)?;
             }
             ToWorker::Batch { id, tasks } => {
@@ -240,6 +242,7 @@ pub(crate) fn serve_on(
                 if ran != tasks {
                     return Err(WorkerError::Batch(format!("announced {tasks} tasks, held {ran}")));
                 }
+                report_usage(connection, &mut usage_report)?;
                 send_answer(connection, &mut answer)?;
             }
         }
@@ -254,6 +257,18 @@ fn fits_a_frame(answer: &[u8], outputs_start: usize) -> Result<(), TaskFailure> 
         return Ok(());
     }
     Err(TaskFailure::result_too_large(answer.len() - outputs_start))
+}
+
+/// Sends this worker's usage so far, measured after the task it is about to answer, where
+/// the connection asks for it: the answer that follows then finds its usage counted.
+fn report_usage(connection: &mut impl CoordinatorConnection, report: &mut Vec<u8>) -> Result<(), WorkerError> {
+    if !connection.reports_usage() {
+        return Ok(());
+    }
+    report.clear();
+    report.extend_from_slice(&[0; 4]);
+    codec::encode_into(&ToCoordinator::Usage(platform::own_usage()), report)?;
+    send_answer(connection, report)
 }
 
 /// Fills in the length of the whole frame in `answer` and sends it.

@@ -279,7 +279,7 @@ fn write_human(
     writeln!(out, "values in range: {} of {}", result.values_in_range, rows as u64 * cols as u64)?;
     summary::write_times(out, settings, run, "compute", summary::Decoding::InLine)?;
     writeln!(out, "checksum: {}", result.checksum)?;
-    summary::write_workers(out, &run.workers)?;
+    summary::write_workers(out, &run.workers, settings.pool.transport != corepool::Transport::Local)?;
     summary::write_files_written(out, settings)?;
     out.flush()
 }

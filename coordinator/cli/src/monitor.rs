@@ -24,7 +24,7 @@ use std::{
 use indicatif::{HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use corepool::{PoolBuilder, PoolObserver};
+use corepool::{PoolBuilder, PoolObserver, WorkerStats};
 
 mod terminal;
 
@@ -54,7 +54,7 @@ impl Monitor {
         let style = if std::io::stderr().is_terminal() { Style::Live } else { Style::Plain };
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("corepool-monitor".into()).spawn(move || {
-            let mut view = View::new(style);
+            let mut view = View::new(style, observer.transport() != corepool::Transport::Local);
             loop {
                 view.refresh(&observer);
                 match stopped.recv_timeout(interval) {
@@ -116,6 +116,8 @@ enum Style {
 #[derive(Debug, Clone, PartialEq)]
 struct Line {
     name: String,
+    /// Shown when the workers are MPI ranks, which may run on other hosts.
+    host: Option<String>,
     pid: u32,
     state: &'static str,
     /// `None` until the process has been sampled twice (CPU % is a difference).
@@ -151,9 +153,14 @@ impl Rate {
 
 /// Key of the coordinator's rows in [`View::rows`] (workers are keyed by slot).
 const COORDINATOR_KEY: u64 = u64::MAX;
+/// Ranks' CPU readings in [`View::cpu`] are keyed from here on, past any process id.
+const RANK_KEYS: u64 = 1 << 32;
 
 struct View {
     style: Style,
+    /// The workers are MPI ranks: their hosts are shown, and their CPU and memory are
+    /// what they report (this host's process table may not hold them).
+    ranks: bool,
     system: System,
     started: Instant,
     /// CPU seconds of each process, by PID.
@@ -165,9 +172,10 @@ struct View {
 }
 
 impl View {
-    fn new(style: Style) -> Self {
+    fn new(style: Style, ranks: bool) -> Self {
         Self {
             style,
+            ranks,
             system: System::new(),
             started: Instant::now(),
             cpu: HashMap::new(),
@@ -222,8 +230,9 @@ impl View {
     fn sample(&mut self, observer: &PoolObserver) -> Vec<Line> {
         let workers = observer.worker_states();
         let me = std::process::id();
+        let local_workers = if self.ranks { &[][..] } else { &workers[..] };
         let pids: Vec<Pid> = std::iter::once(me)
-            .chain(workers.iter().map(|w| w.pid).filter(|&pid| pid != 0))
+            .chain(local_workers.iter().map(|w| w.pid).filter(|&pid| pid != 0))
             .map(Pid::from_u32)
             .collect();
         self.system.refresh_processes_specifics(
@@ -236,6 +245,7 @@ impl View {
         let rows: u64 = workers.iter().map(|w| w.rows).sum();
         let mut lines = vec![Line {
             name: coordinator_name(),
+            host: self.ranks.then(host_name),
             pid: me,
             state: "running",
             cpu,
@@ -245,9 +255,14 @@ impl View {
             rows_per_sec: Rate::update(&mut self.rows, COORDINATOR_KEY, rows as f64, now),
         }];
         for (index, worker) in workers.iter().enumerate() {
-            let (cpu, rss) = if worker.pid == 0 { (None, None) } else { self.usage(worker.pid) };
+            let (cpu, rss) = match worker.pid {
+                0 => (None, None),
+                _ if self.ranks => self.reported_usage(index, worker, now),
+                pid => self.usage(pid),
+            };
             lines.push(Line {
-                name: format!("corepool-w{index}"),
+                name: if self.ranks { format!("rank {}", index + 1) } else { format!("corepool-w{index}") },
+                host: self.ranks.then(|| worker.host.clone()),
                 pid: worker.pid,
                 state: worker.state.name(),
                 cpu,
@@ -266,6 +281,14 @@ impl View {
     fn usage(&mut self, pid: u32) -> (Option<f64>, Option<u64>) {
         let rss = self.system.process(Pid::from_u32(pid)).map(sysinfo::Process::memory);
         (self.cpu_percent(pid), rss)
+    }
+
+    /// A rank's CPU % and resident memory, from what it reported with its last answer.
+    fn reported_usage(&mut self, index: usize, worker: &WorkerStats, now: Instant) -> (Option<f64>, Option<u64>) {
+        let seconds = (worker.cpu_user + worker.cpu_system).as_secs_f64();
+        // Keyed apart from process ids: a rank's pid is on its own host.
+        let cpu = Rate::update(&mut self.cpu, RANK_KEYS + index as u64, seconds, now).map(|per_sec| per_sec * 100.0);
+        (cpu, (worker.rss > 0).then_some(worker.rss))
     }
 
     /// Process `pid`'s CPU use since the last reading at least [`MIN_RATE_WINDOW`] ago, in
@@ -307,6 +330,16 @@ fn cpu_time(pid: u32, _system: &System) -> Option<(f64, Instant)> {
     }
 }
 
+/// A host name, or `-` for one not known yet (a rank that has not joined).
+fn or_dash(host: &str) -> &str {
+    if host.is_empty() { "-" } else { host }
+}
+
+/// This machine's name, as `hostname` prints it.
+fn host_name() -> String {
+    sysinfo::System::host_name().unwrap_or_default()
+}
+
 /// The coordinator's process name, as `top` shows it.
 fn coordinator_name() -> String {
     std::env::current_exe()
@@ -320,9 +353,10 @@ fn plain(lines: &[Line], elapsed: Duration) -> String {
     for line in lines {
         let _ = writeln!(
             text,
-            "[corepool monitor {:.1}s] {} pid={} state={} cpu={} rss={} chunks={} rows={} rows_per_s={}",
+            "[corepool monitor {:.1}s] {}{} pid={} state={} cpu={} rss={} chunks={} rows={} rows_per_s={}",
             elapsed.as_secs_f64(),
             line.name,
+            line.host.as_deref().map_or_else(String::new, |host| format!(" host={}", or_dash(host))),
             if line.pid == 0 { "-".to_owned() } else { line.pid.to_string() },
             line.state,
             line.cpu.map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.1}%")),
@@ -338,17 +372,32 @@ fn plain(lines: &[Line], elapsed: Duration) -> String {
 /// The table a terminal shows, one string a line, each cut to `width` characters.
 fn table(lines: &[Line], elapsed: Duration, width: usize) -> Vec<String> {
     let rows_done = lines.first().map_or(0, |coordinator| coordinator.rows);
+    // A host column only for ranks, as wide as their longest host name.
+    let host_width = lines.iter().filter_map(|line| line.host.as_ref()).map(|host| host.chars().count().max(4)).max();
+    let host_cell = |host: Option<&str>| match host_width {
+        Some(host_width) => format!(" {:<host_width$}", or_dash(host.unwrap_or_default())),
+        None => String::new(),
+    };
     let mut table = vec![
         format!("corepool monitor, {:.1} s, {} rows done", elapsed.as_secs_f64(), HumanCount(rows_done)),
         format!(
-            "{:<14} {:>8}  {:<10} {:>7} {:>11} {:>7} {:>13} {:>12}",
-            "process", "pid", "state", "cpu", "rss", "chunks", "rows", "rows/s"
+            "{:<14}{} {:>8}  {:<10} {:>7} {:>11} {:>7} {:>13} {:>12}",
+            "process",
+            host_cell(Some("host")),
+            "pid",
+            "state",
+            "cpu",
+            "rss",
+            "chunks",
+            "rows",
+            "rows/s"
         ),
     ];
     for line in lines {
         table.push(format!(
-            "{:<14} {:>8}  {:<10} {:>7} {:>11} {:>7} {:>13} {:>12}",
+            "{:<14}{} {:>8}  {:<10} {:>7} {:>11} {:>7} {:>13} {:>12}",
             line.name,
+            host_cell(line.host.as_deref()),
             if line.pid == 0 { "-".to_owned() } else { line.pid.to_string() },
             line.state,
             line.cpu.map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.1}%")),
@@ -374,6 +423,7 @@ mod tests {
         vec![
             Line {
                 name: "corepool".into(),
+                host: None,
                 pid: 100,
                 state: "running",
                 cpu: Some(3.25),
@@ -384,6 +434,7 @@ mod tests {
             },
             Line {
                 name: "corepool-w0".into(),
+                host: None,
                 pid: 0,
                 state: "starting",
                 cpu: None,
@@ -417,6 +468,31 @@ mod tests {
     }
 
     #[test]
+    fn ranks_show_their_hosts() {
+        let mut ranks = lines();
+        ranks[0].host = Some("node0".into());
+        ranks[1] = Line { name: "rank 1".into(), host: Some("compute-17".into()), pid: 4711, ..ranks[1].clone() };
+        let text = plain(&ranks, Duration::from_millis(1500));
+        assert!(text.contains("] corepool host=node0 pid=100 "), "{text}");
+        assert!(text.contains("] rank 1 host=compute-17 pid=4711 "), "{text}");
+        let wide = table(&ranks, Duration::from_secs(2), usize::MAX);
+        assert!(wide[1].starts_with("process        host       "), "{}", wide[1]);
+        assert!(wide[3].starts_with("rank 1         compute-17     4711  starting"), "{}", wide[3]);
+    }
+
+    #[test]
+    fn a_rank_cpu_is_the_rate_of_what_it_reported() {
+        let mut view = View::new(Style::Plain, true);
+        let start = Instant::now();
+        let worker = |cpu_ms, rss| WorkerStats { cpu_user: Duration::from_millis(cpu_ms), rss, ..Default::default() };
+        assert_eq!(view.reported_usage(0, &worker(100, 0), start), (None, None));
+        let later = start + Duration::from_millis(500);
+        let (cpu, rss) = view.reported_usage(0, &worker(350, 4 << 20), later);
+        assert!(cpu.is_some_and(|cpu| (cpu - 50.0).abs() < 1e-6), "{cpu:?}");
+        assert_eq!(rss, Some(4 << 20));
+    }
+
+    #[test]
     fn a_rate_needs_a_long_enough_window() {
         let mut rates = HashMap::new();
         let start = Instant::now();
@@ -437,7 +513,7 @@ mod tests {
                 std::hint::black_box(0);
             }
         };
-        let mut view = View::new(Style::Plain);
+        let mut view = View::new(Style::Plain, false);
         let me = std::process::id();
         assert_eq!(view.cpu_percent(me), None);
         // Clock ticks of 10 ms over these 5 ms would read as 0% or 200% and more.

@@ -64,6 +64,9 @@ pub struct Parameters {
     pub chunk_size: Option<usize>,
     /// Runs of the job in the same pool.
     pub repeat: u32,
+    /// How the pool reached its workers: `local` (child processes over Unix sockets) or
+    /// `mpi` (the other ranks of an MPI job).
+    pub transport: &'static str,
     /// Where the matrix came from.
     pub input: Input,
 }
@@ -127,7 +130,11 @@ pub struct RepetitionReport {
 pub struct WorkerReport {
     /// Slot index: the worker is named `corepool-w{index}`.
     pub index: usize,
-    /// Process id of the slot's last worker.
+    /// The MPI rank of the slot's worker (`index + 1`); `null` for a local pool.
+    pub rank: Option<usize>,
+    /// The host the slot's worker ran on.
+    pub host: String,
+    /// Process id of the slot's last worker, on its host.
     pub pid: u32,
     /// Rows answered.
     pub rows: u64,
@@ -206,6 +213,7 @@ impl Report {
             mode: settings.mode.name(),
             chunk_size: pooled.then_some(run.chunk_size),
             repeat: settings.repeat,
+            transport: transport_name(settings.pool.transport),
             input: match &settings.source {
                 MatrixSource::File(path) => Input::File { path: path.display().to_string(), header_line: None },
                 &MatrixSource::Random(GeneratorArgs { low, high, seed, .. }) => Input::Random { low, high, seed },
@@ -232,7 +240,8 @@ impl Report {
                 gathering_s: r.decode.as_secs_f64(),
             })
             .collect();
-        let workers = run.workers.iter().enumerate().map(|(index, w)| WorkerReport::new(index, w)).collect();
+        let ranks = settings.pool.transport != corepool::Transport::Local;
+        let workers = run.workers.iter().enumerate().map(|(index, w)| WorkerReport::new(index, w, ranks)).collect();
         let balance = Balance::of(&run.workers).map(|b| BalanceReport {
             min_rows: b.min_rows,
             max_rows: b.max_rows,
@@ -265,9 +274,11 @@ impl Report {
 }
 
 impl WorkerReport {
-    fn new(index: usize, w: &WorkerStats) -> Self {
+    fn new(index: usize, w: &WorkerStats, ranks: bool) -> Self {
         Self {
             index,
+            rank: ranks.then_some(index + 1),
+            host: w.host.clone(),
             pid: w.pid,
             rows: w.rows,
             chunks: w.chunks,
@@ -279,6 +290,14 @@ impl WorkerReport {
             retired: w.retired,
             retried_chunks: w.retried_chunks,
         }
+    }
+}
+
+/// The name `--transport` gives `transport`.
+fn transport_name(transport: corepool::Transport) -> &'static str {
+    match transport {
+        corepool::Transport::Local => "local",
+        _ => "mpi",
     }
 }
 

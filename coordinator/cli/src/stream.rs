@@ -537,7 +537,7 @@ fn write_summary(
     summary::write_times(out, settings, run, "read and compute", summary::Decoding::AsRead)?;
     writeln!(out, "coordinator peak memory: {:.1} MiB", peak as f64 / (1024.0 * 1024.0))?;
     writeln!(out, "checksum: fnv1a64:{:016x}", totals.checksum)?;
-    summary::write_workers(out, &run.workers)?;
+    summary::write_workers(out, &run.workers, settings.pool.transport != corepool::Transport::Local)?;
     summary::write_files_written(out, settings)?;
     out.flush()
 }

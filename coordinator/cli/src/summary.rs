@@ -90,21 +90,34 @@ pub fn write_files_written(out: &mut dyn Write, settings: &CountSettings) -> std
 }
 
 /// One line per worker (rows, chunks, busy time, CPU time, peak memory, restarts), then
-/// the balance across workers.
-pub fn write_workers(out: &mut dyn Write, workers: &[WorkerStats]) -> std::io::Result<()> {
+/// the balance across workers. With `ranks` (an MPI pool) each worker is named by its rank
+/// and shown with its host.
+pub fn write_workers(out: &mut dyn Write, workers: &[WorkerStats], ranks: bool) -> std::io::Result<()> {
     if workers.is_empty() {
         return Ok(());
     }
+    let host_width = workers.iter().map(|worker| worker.host.chars().count()).max().unwrap_or(0).max(4);
+    let host = |name: &str| if ranks { format!(" {name:<host_width$}") } else { String::new() };
     writeln!(
         out,
-        "{:<12} {:>8} {:>12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
-        "worker", "pid", "rows", "chunks", "busy", "cpu user", "cpu sys", "peak rss", "restarts"
+        "{:<12}{} {:>8} {:>12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "worker",
+        host("host"),
+        "pid",
+        "rows",
+        "chunks",
+        "busy",
+        "cpu user",
+        "cpu sys",
+        "peak rss",
+        "restarts"
     )?;
     for (index, worker) in workers.iter().enumerate() {
         writeln!(
             out,
-            "{:<12} {:>8} {:>12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
-            format!("corepool-w{index}"),
+            "{:<12}{} {:>8} {:>12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
+            if ranks { format!("rank {}", index + 1) } else { format!("corepool-w{index}") },
+            host(&worker.host),
             worker.pid,
             HumanCount(worker.rows).to_string(),
             worker.chunks,

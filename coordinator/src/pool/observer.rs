@@ -18,9 +18,9 @@ impl PoolObserver {
         self.shared.rows_done()
     }
 
-    /// Each slot's statistics now, in slot order. CPU times and peak memory are read
-    /// from the kernel for live workers; for workers that died or stopped, they are the
-    /// last values read.
+    /// Each slot's statistics now, in slot order. CPU times and memory are read from the
+    /// kernel for live local workers; for workers that died or stopped, they are the last
+    /// values read; MPI ranks tell their own with each answer.
     pub fn worker_stats(&self) -> Vec<WorkerStats> {
         self.shared.refresh_usage();
         self.shared.snapshot()
@@ -30,6 +30,12 @@ impl PoolObserver {
     /// call many times a second).
     pub fn worker_states(&self) -> Vec<WorkerStats> {
         self.shared.snapshot()
+    }
+
+    /// How the pool reaches its workers: with [`crate::Transport::Local`] they are child
+    /// processes on this machine, whose process table a watcher may read itself.
+    pub fn transport(&self) -> crate::Transport {
+        self.shared.transport()
     }
 
     /// Encoding and decoding time so far.

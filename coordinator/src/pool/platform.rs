@@ -16,6 +16,8 @@ pub(crate) struct ProcessUsage {
     pub cpu_system: Duration,
     /// Peak resident set size in bytes (`VmHWM`); 0 once the process has exited.
     pub peak_rss: u64,
+    /// Resident set size in bytes at the reading (`VmRSS`); 0 once the process has exited.
+    pub rss: u64,
 }
 
 impl ProcessUsage {
@@ -26,16 +28,29 @@ impl ProcessUsage {
             cpu_user: self.cpu_user + later.cpu_user,
             cpu_system: self.cpu_system + later.cpu_system,
             peak_rss: self.peak_rss.max(later.peak_rss),
+            rss: later.rss,
         }
     }
 
-    /// The later of two readings of the same process: counters only grow, so the larger
-    /// one is the newer (a zombie's reading has CPU times but no memory).
-    pub fn latest(self, other: Self) -> Self {
+    /// This reading brought up to date by `newer`, of the same process: counters only
+    /// grow, so each keeps its larger value (a zombie's reading has CPU times but no
+    /// memory); the memory in use now is the newer reading's.
+    pub fn latest(self, newer: Self) -> Self {
         Self {
-            cpu_user: self.cpu_user.max(other.cpu_user),
-            cpu_system: self.cpu_system.max(other.cpu_system),
-            peak_rss: self.peak_rss.max(other.peak_rss),
+            cpu_user: self.cpu_user.max(newer.cpu_user),
+            cpu_system: self.cpu_system.max(newer.cpu_system),
+            peak_rss: self.peak_rss.max(newer.peak_rss),
+            rss: newer.rss,
+        }
+    }
+
+    /// What a worker reported of itself.
+    pub fn reported(usage: corepool_protocol::ResourceUsage) -> Self {
+        Self {
+            cpu_user: Duration::from_micros(usage.cpu_user_micros),
+            cpu_system: Duration::from_micros(usage.cpu_system_micros),
+            peak_rss: usage.peak_rss_bytes,
+            rss: usage.rss_bytes,
         }
     }
 }
@@ -52,6 +67,17 @@ pub(crate) fn process_usage(pid: u32) -> Option<ProcessUsage> {
         let _ = pid;
         None
     }
+}
+
+/// This machine's name, as `hostname` prints it; empty where the platform cannot say.
+pub(crate) fn host_name() -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: gethostname writes at most `name.len()` bytes into `name`.
+    if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } != 0 {
+        return String::new();
+    }
+    let len = name.iter().position(|&byte| byte == 0).unwrap_or(name.len());
+    String::from_utf8_lossy(&name[..len]).into_owned()
 }
 
 /// Waits up to `grace` for `children` to exit, kills those still running, and reaps them
@@ -188,6 +214,7 @@ mod linux {
                 cpu_user: duration(usage.ru_utime),
                 cpu_system: duration(usage.ru_stime),
                 peak_rss: (usage.ru_maxrss.max(0) as u64) * 1024,
+                rss: 0,
             })),
         }
     }
@@ -199,13 +226,14 @@ mod linux {
     pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let (utime, stime) = cpu_ticks(&stat)?;
-        // A zombie has no memory map, hence no VmHWM: its peak is then unknown (0).
-        let peak_rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| peak_rss(&s));
+        // A zombie has no memory map, hence no VmHWM or VmRSS: they are then unknown (0).
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let tick = ticks_per_second();
         Some(ProcessUsage {
             cpu_user: Duration::from_secs_f64(utime as f64 / tick),
             cpu_system: Duration::from_secs_f64(stime as f64 / tick),
-            peak_rss: peak_rss.unwrap_or(0),
+            peak_rss: status_bytes(&status, "VmHWM:").unwrap_or(0),
+            rss: status_bytes(&status, "VmRSS:").unwrap_or(0),
         })
     }
 
@@ -217,10 +245,10 @@ mod linux {
         Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
     }
 
-    /// `VmHWM:  1234 kB` in `/proc/PID/status`, in bytes.
-    pub fn peak_rss(status: &str) -> Option<u64> {
-        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-        let kib: u64 = line["VmHWM:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    /// A line such as `VmHWM:  1234 kB` of `/proc/PID/status`, named by `field`, in bytes.
+    pub fn status_bytes(status: &str, field: &str) -> Option<u64> {
+        let line = status.lines().find(|line| line.starts_with(field))?;
+        let kib: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kib * 1024)
     }
 
@@ -241,10 +269,11 @@ mod linux {
         }
 
         #[test]
-        fn parses_peak_rss() {
+        fn parses_peak_and_current_rss() {
             let status = "Name:\tcorepool-w0\nVmPeak:\t  10 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
-            assert_eq!(peak_rss(status), Some(2048 * 1024));
-            assert_eq!(peak_rss("Name:\tzombie\n"), None);
+            assert_eq!(status_bytes(status, "VmHWM:"), Some(2048 * 1024));
+            assert_eq!(status_bytes(status, "VmRSS:"), Some(1000 * 1024));
+            assert_eq!(status_bytes("Name:\tzombie\n", "VmHWM:"), None);
         }
 
         #[test]
@@ -263,7 +292,7 @@ mod linux {
         #[test]
         fn reads_this_process() {
             let usage = process_usage(std::process::id()).expect("this process is alive");
-            assert!(usage.peak_rss > 0);
+            assert!(usage.peak_rss > 0 && usage.rss > 0 && usage.rss <= usage.peak_rss, "{usage:?}");
         }
     }
 }

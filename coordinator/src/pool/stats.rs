@@ -6,8 +6,11 @@ use std::time::Duration;
 /// What one worker slot has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerStats {
-    /// Process id of the slot's current (or last) worker.
+    /// Process id of the slot's current (or last) worker, on its host.
     pub pid: u32,
+    /// The host the slot's worker runs on: this machine's name for a local pool, the
+    /// rank's host under MPI; empty until its worker joins.
+    pub host: String,
     /// Chunks answered.
     pub chunks: u64,
     /// Items in the chunks answered.
@@ -24,12 +27,17 @@ pub struct WorkerStats {
     pub state: WorkerState,
     /// Time the slot's workers held at least one chunk.
     pub busy: Duration,
-    /// CPU time of the slot's workers in user mode (0 where the platform cannot say).
+    /// CPU time of the slot's workers in user mode (0 where the platform cannot say):
+    /// read from the process table on this host, told by the worker itself on another
+    /// (under MPI, as of its last answer).
     pub cpu_user: Duration,
     /// CPU time of the slot's workers in the kernel.
     pub cpu_system: Duration,
     /// Peak resident memory of any of the slot's workers, in bytes (`VmHWM`).
     pub peak_rss: u64,
+    /// Resident memory of the slot's worker at the last reading, in bytes (0 when unknown,
+    /// or once it has exited).
+    pub rss: u64,
 }
 
 /// What a worker slot is doing now.

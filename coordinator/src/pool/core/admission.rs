@@ -120,6 +120,8 @@ impl Shared {
             generation = Some(slot.generation);
             slot.ticket
         });
+        // Asked before the lock is taken: a local engine asks the kernel.
+        let host = joined.as_ref().map_or_else(|_| String::new(), |joined| self.engine.host(joined.claim.index));
         let mut state = self.lock();
         let admitted = joined.ok().filter(|Joined { claim, .. }| {
             // The slot may have moved on while the proof was checked (its worker timed out).
@@ -135,6 +137,7 @@ impl Shared {
         let slot = &mut state.slots[index];
         slot.state = SlotState::Ready;
         slot.pid = claim.pid;
+        slot.stats.host = host;
         slot.outbox = Some(Arc::clone(&outbox));
         slot.start_failures = 0;
         slot.since = Instant::now();

@@ -25,6 +25,7 @@ use super::{
 use crate::pool::{
     PoolError,
     error::with_causes,
+    platform::ProcessUsage,
     transport::{FrameReceiver, Receiver},
 };
 
@@ -35,8 +36,16 @@ pub(super) const IDLE_READER_CHECK: Duration = Duration::from_millis(50);
 /// A worker's answer: the chunk it is about, and its outputs or why there are none.
 pub(super) type Answer = (TaskId, Result<Payload, corepool_protocol::TaskFailure>);
 
-/// Reads one answer from a worker's connection; the error says why the connection is over.
-pub(super) fn read_answer(reader: &mut Receiver, frame: &mut Vec<u8>) -> Result<Answer, String> {
+/// What a worker said in one frame.
+pub(super) enum Heard {
+    /// An answer to a chunk.
+    Answer(Answer),
+    /// Its own usage so far, which comes just before an answer.
+    Usage(ProcessUsage),
+}
+
+/// Reads one frame from a worker's connection; the error says why the connection is over.
+pub(super) fn read_answer(reader: &mut Receiver, frame: &mut Vec<u8>) -> Result<Heard, String> {
     match reader.receive(frame) {
         Ok(true) => {}
         Ok(false) => return Err("closed its connection".to_owned()),
@@ -50,9 +59,10 @@ pub(super) fn read_answer(reader: &mut Receiver, frame: &mut Vec<u8>) -> Result<
         ToCoordinator::Done { id } => {
             // The frame becomes the payload; the next read gets a new buffer.
             let start = frame.len() - payload_len;
-            (id, Ok(Payload { frame: std::mem::take(frame), start }))
+            Heard::Answer((id, Ok(Payload { frame: std::mem::take(frame), start })))
         }
-        ToCoordinator::Failed { id, failure } => (id, Err(failure)),
+        ToCoordinator::Failed { id, failure } => Heard::Answer((id, Err(failure))),
+        ToCoordinator::Usage(usage) => Heard::Usage(ProcessUsage::reported(usage)),
     })
 }
 
@@ -103,11 +113,12 @@ impl Shared {
                 None => return,
             };
             match read_answer(&mut reader, &mut frame) {
-                Ok(answer) => {
+                Ok(Heard::Answer(answer)) => {
                     if let Some(batch) = self.on_answer(index, answer, true) {
                         self.gather_batch(index, batch);
                     }
                 }
+                Ok(Heard::Usage(usage)) => self.note_reported_usage(index, usage),
                 Err(reason) => break reason,
             }
         };
@@ -174,13 +185,14 @@ impl Shared {
                 }
             }
             match read_answer(&mut borrowed.reader, &mut frame) {
-                Ok(answer) => {
+                Ok(Heard::Answer(answer)) => {
                     let ours = answer.0 == id;
                     self.on_answer(borrowed.index, answer, false);
                     if ours {
                         return self.hand_back(borrowed);
                     }
                 }
+                Ok(Heard::Usage(usage)) => self.note_reported_usage(borrowed.index, usage),
                 Err(reason) => return self.on_worker_lost(borrowed.index, borrowed.generation, &reason),
             }
         }

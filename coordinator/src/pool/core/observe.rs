@@ -103,6 +103,7 @@ impl Shared {
                     cpu_user: usage.cpu_user,
                     cpu_system: usage.cpu_system,
                     peak_rss: slot.watch.past.peak_rss.max(slot.watch.last.peak_rss),
+                    rss: slot.watch.last.rss,
                     ..slot.stats.clone()
                 }
             })
@@ -140,6 +141,14 @@ impl Shared {
         }
     }
 
+    /// Keeps the usage a worker reported of itself (a worker whose process table this
+    /// host cannot read), as the kernel's reading of a local one would be kept.
+    pub(super) fn note_reported_usage(&self, index: usize, usage: ProcessUsage) {
+        let mut state = self.lock();
+        let watch = &mut state.slots[index].watch;
+        watch.last = watch.last.latest(usage);
+    }
+
     /// Moves a gone worker's usage into its slot's past, with `reading` its last usage:
     /// read just before it is reaped (a worker that died is a zombie until then, and still
     /// has its CPU times), or told by reaping it.
@@ -162,6 +171,11 @@ impl Shared {
         let state = self.lock();
         let stats = state.slots.iter().map(|slot| WorkerStats { pid: slot.pid, ..slot.stats.clone() }).collect();
         (stats, state.rejected_peers)
+    }
+
+    /// The transport the pool's engine is.
+    pub(crate) fn transport(&self) -> crate::Transport {
+        self.engine.transport()
     }
 
     /// Where the engine lives on the file system (the socket's private directory), until

@@ -219,4 +219,9 @@ impl CoordinatorConnection for MpiConnection {
     fn flush(&mut self) -> Result<(), FrameError> {
         Ok(())
     }
+
+    fn reports_usage(&self) -> bool {
+        // Rank 0 cannot read the process table of another host.
+        true
+    }
 }

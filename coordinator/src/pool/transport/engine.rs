@@ -22,6 +22,17 @@ pub(crate) enum Engine {
     Mpi(MpiEngine),
 }
 
+impl Engine {
+    /// The transport a user chose, which this engine is.
+    pub(crate) fn transport(&self) -> crate::Transport {
+        match self {
+            Engine::Socket(_) => crate::Transport::Local,
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(_) => crate::Transport::Mpi,
+        }
+    }
+}
+
 /// The receiving side of a worker's connection, as the supervisor holds it.
 pub(crate) enum Receiver {
     /// Over a Unix socket.
@@ -171,6 +182,10 @@ impl Transport for Engine {
 
     fn describe(&self, index: usize) -> Option<String> {
         each!(self, engine => engine.describe(index))
+    }
+
+    fn host(&self, index: usize) -> String {
+        each!(self, engine => engine.host(index))
     }
 
     fn cut_off(&self, index: usize) {

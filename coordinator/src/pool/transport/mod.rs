@@ -134,6 +134,12 @@ pub(crate) trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// The host slot `index`'s worker runs on (MPI: its rank's); this machine, where the
+    /// engine starts its workers itself.
+    fn host(&self, _index: usize) -> String {
+        crate::pool::platform::host_name()
+    }
+
     /// Gives up on slot `index`'s worker where there is no child process to kill (MPI: a
     /// rank that stopped answering): its receiver fails, and the pool deals with the loss.
     fn cut_off(&self, _index: usize) {}

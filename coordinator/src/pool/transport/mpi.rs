@@ -178,6 +178,10 @@ impl Transport for MpiEngine {
         Some(describe_rank(&self.peers, index + 1))
     }
 
+    fn host(&self, index: usize) -> String {
+        self.peers.iter().find(|peer| peer.rank == index + 1).map_or_else(String::new, |peer| peer.host.clone())
+    }
+
     fn cut_off(&self, index: usize) {
         if let Some(cut) = self.cut.get(index) {
             cut.store(true, Ordering::SeqCst);
