@@ -181,21 +181,19 @@ impl RankReceiver {
     pub fn input_waiting(&self, timeout: Option<Duration>) -> bool {
         let mut waiting = self.waiting.borrow_mut();
         if waiting.is_none() {
+            // Only a closed inbox is an error: a closed one that still holds frames gives
+            // them first, and nothing taken from it is ever dropped.
             let next = match timeout {
-                None => self.inbox.recv().map_err(|_| ()),
-                Some(timeout) => self.inbox.recv_timeout(timeout).map_err(|_| ()),
+                None => self.inbox.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(timeout) => self.inbox.recv_timeout(timeout),
             };
             *waiting = match next {
                 Ok(item) => Some(item),
-                Err(()) if self.inbox_closed() => Some(Err(LinkError::Stopped)),
-                Err(()) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err(LinkError::Stopped)),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
             };
         }
         waiting.is_some()
-    }
-
-    fn inbox_closed(&self) -> bool {
-        matches!(self.inbox.try_recv(), Err(mpsc::TryRecvError::Disconnected))
     }
 }
 
@@ -263,4 +261,45 @@ fn progress(endpoint: &mut Endpoint, commands: &mpsc::Receiver<Command>, outboxe
 /// Whether the progress thread has been idle long enough to wait on its command queue.
 fn idle_long(idle: &Backoff) -> bool {
     idle.sleeping()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_that_arrive_while_a_receiver_polls_are_never_dropped() {
+        let (deliveries, inbox) = mpsc::channel::<Delivery>();
+        let receiver = RankReceiver { inbox, waiting: RefCell::new(None) };
+        const FRAMES: u32 = 50_000;
+        let sender = std::thread::spawn(move || {
+            for number in 0..FRAMES {
+                // Frames a little apart, so that most come while the receiver finds none.
+                let sent = std::time::Instant::now();
+                while sent.elapsed() < Duration::from_micros(2) {
+                    std::hint::spin_loop();
+                }
+                deliveries.send(Ok((Kind::Data, number.to_le_bytes().to_vec()))).unwrap();
+            }
+        });
+        let mut receiver = receiver;
+        let mut expected = 0u32;
+        loop {
+            // Polling without waiting, as a caller that spins for its answer does.
+            if !receiver.input_waiting(Some(Duration::ZERO)) {
+                continue;
+            }
+            match receiver.receive(Some(Duration::ZERO)) {
+                Ok(Some((_, bytes))) => {
+                    assert_eq!(bytes, expected.to_le_bytes(), "frame {expected} was dropped");
+                    expected += 1;
+                }
+                Ok(None) => unreachable!("input was waiting"),
+                Err(LinkError::Stopped) => break,
+                Err(error) => panic!("{error}"),
+            }
+        }
+        sender.join().unwrap();
+        assert_eq!(expected, FRAMES, "every frame arrived, then the end of the link");
+    }
 }
