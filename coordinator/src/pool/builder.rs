@@ -46,8 +46,11 @@ pub enum Transport {
     Local,
     /// The other ranks of the MPI job this process is rank 0 of (`mpirun`, `srun`): one
     /// worker per rank, on whichever hosts they run. Each rank's program calls
-    /// [`crate::init`] first thing, as every worker does. A rank that is lost ends the run:
-    /// workers are not replaced, and a lost rank's chunks are not sent again.
+    /// [`crate::init`] first thing, as every worker does. Functions, closures and the
+    /// initializer work as with local workers: a rank runs them only if it runs the same
+    /// build as rank 0, known by its content (the executable's GNU build-id). A rank that
+    /// is lost ends the run: workers are not replaced, and a lost rank's chunks are not
+    /// sent again.
     #[cfg(feature = "mpi")]
     Mpi,
 }
