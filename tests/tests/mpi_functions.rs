@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use corepool_tests::mpi::{Job, mpi_available, mpi_test_program, mpirun_command, one_job_at_a_time, wait_until_gone};
+use corepool_tests::{
+    mpi::{Job, mpi_available, mpi_test_program, mpirun_command, one_job_at_a_time, three_hosts, wait_until_gone},
+    netns::{self, host_name},
+};
 
 /// The user's program, built with MPI.
 fn program() -> PathBuf {
@@ -51,28 +54,76 @@ fn plain_functions_closures_and_an_initializer_run_on_three_ranks() {
     let path = program.to_str().unwrap();
     let (succeeded, _, output) = run(&["-np", "3", path, "map"], Duration::from_secs(60));
     assert_eq!(succeeded, Some(true), "{output}");
-    assert_eq!(numbers(&output, "workers"), [2], "{output}");
-    // The initializer set the offset 1000 on each worker rank; the function adds it.
-    let squares = numbers(&output, "squares");
-    assert_eq!(squares.len(), 2000, "{output}");
-    for (x, square) in (0..2000i64).zip(&squares) {
-        assert_eq!(*square, x * x + 1000, "item {x}");
-    }
-    let tripled = numbers(&output, "tripled");
-    assert_eq!(tripled.len(), 2000, "{output}");
-    for (x, value) in (0..2000i64).zip(&tripled) {
-        assert_eq!(*value, 3 * x - 7, "item {x}");
-    }
-    let products = numbers(&output, "products");
-    assert_eq!(products.len(), 500, "{output}");
-    for (i, product) in (0..500i64).zip(&products) {
-        assert_eq!(*product, i * (i % 7), "item {i}");
-    }
-    assert_eq!(numbers(&output, "apply"), [12 * 12 + 1000], "{output}");
+    assert_map_results(&output);
     // Each rank took the name the pool gave it, as a local worker does.
-    let names = output.lines().find_map(|line| line.strip_prefix("names ")).expect("a names line");
-    assert_eq!(names, "fnrank-w0 fnrank-w1", "{output}");
+    assert_eq!(names_and_hosts(&output).0, ["fnrank-w0", "fnrank-w1"], "{output}");
     assert_none_left(&program, &output);
+}
+
+/// The results of `mpi-functions map`, checked item by item against the test's own
+/// computation.
+fn assert_map_results(output: &str) {
+    assert_eq!(numbers(output, "workers"), [2], "{output}");
+    // The initializer set the offset 1000 on each worker rank; the function adds it.
+    let squares = numbers(output, "squares");
+    assert_eq!(squares, (0..2000i64).map(|x| x * x + 1000).collect::<Vec<_>>(), "{output}");
+    let tripled = numbers(output, "tripled");
+    assert_eq!(tripled, (0..2000i64).map(|x| 3 * x - 7).collect::<Vec<_>>(), "{output}");
+    let products = numbers(output, "products");
+    assert_eq!(products, (0..500i64).map(|i| i * (i % 7)).collect::<Vec<_>>(), "{output}");
+    assert_eq!(numbers(output, "apply"), [12 * 12 + 1000], "{output}");
+}
+
+/// The process names and the host names on the `names` line of `mpi-functions map`.
+fn names_and_hosts(output: &str) -> (Vec<String>, Vec<String>) {
+    let names = output.lines().find_map(|line| line.strip_prefix("names ")).expect("a names line");
+    names
+        .split(' ')
+        .map(|pair| pair.split_once('@').expect("NAME@HOST"))
+        .map(|(n, h)| (n.to_owned(), h.to_owned()))
+        .unzip()
+}
+
+#[test]
+fn a_copy_of_the_same_build_at_another_path_runs_functions() {
+    if !mpi_available("a_copy_of_the_same_build_at_another_path_runs_functions") {
+        return;
+    }
+    let program = program();
+    // Another file (as on another host): another inode and time, the same build-id.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mpi-functions-copy");
+    std::fs::copy(&program, &copy).unwrap();
+    let _turn = one_job_at_a_time();
+    let (path, copy_path) = (program.to_str().unwrap(), copy.to_str().unwrap());
+    let args = ["-np", "1", path, "map", ":", "-np", "2", copy_path, "map"];
+    let (succeeded, _, output) = run(&args, Duration::from_secs(60));
+    assert_eq!(succeeded, Some(true), "{output}");
+    assert_map_results(&output);
+    assert_none_left(&program, &output);
+    assert_none_left(&copy, &output);
+}
+
+#[test]
+fn functions_and_an_initializer_run_across_three_namespace_hosts() {
+    let test = "functions_and_an_initializer_run_across_three_namespace_hosts";
+    let _turn = one_job_at_a_time();
+    let Some(hosts) = three_hosts(test) else { return };
+    let program = program();
+    let mut command = hosts.mpirun_command(60);
+    command.arg(&program).arg("map");
+    let mut job = Job::start(command);
+    let succeeded = job.finish(Duration::from_secs(90));
+    let output = job.output();
+    assert_eq!(succeeded, Some(true), "{output}");
+    assert_map_results(&output);
+    let (names, ranks_hosts) = names_and_hosts(&output);
+    assert_eq!(names, ["fnrank-w0", "fnrank-w1"], "{output}");
+    assert_eq!(ranks_hosts, [host_name(1), host_name(2)], "{output}");
+    assert_none_left(&program, &output);
+    let tag = hosts.tag().to_owned();
+    drop(hosts);
+    assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
 }
 
 #[test]

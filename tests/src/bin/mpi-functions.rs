@@ -2,7 +2,7 @@
 //! functions and closures over the other ranks, with an initializer whose effect they see.
 //!
 //! `mpi-functions map`: prints `squares`, `tripled`, `products` (the results, in item
-//! order) and `names` (the process names of the ranks that ran a chunk).
+//! order) and `names` (`NAME@HOST` of each rank that ran a chunk).
 //! `mpi-functions foreign`: maps a closure with no initializer; run with ranks of another
 //! program (`mpirun -np 2 mpi-functions foreign : -np 1 mpi-user`), whose refusal it prints.
 //! `mpi-functions failing-initializer`: its initializer fails on every worker rank.
@@ -23,9 +23,10 @@ fn shifted_square(x: i64) -> i64 {
     x * x + OFFSET.get().copied().expect("the initializer ran on this rank")
 }
 
-/// This process's name, as `top` shows it.
+/// This process's name, as `top` shows it, and its host's: `NAME@HOST`.
 fn process_name(_: u32) -> String {
-    std::fs::read_to_string("/proc/self/comm").unwrap_or_default().trim().to_owned()
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default().trim().to_owned();
+    format!("{}@{}", read("/proc/self/comm"), read("/proc/sys/kernel/hostname"))
 }
 
 fn joined<T: ToString>(values: &[T]) -> String {
