@@ -82,7 +82,9 @@ pub(crate) fn refuse_pool_on_worker_rank() -> PoolError {
 /// every worker rank is told to stop and MPI ends, or, once a rank was lost, the whole job
 /// is ended.
 pub(crate) fn keep_until_exit(hub: Hub) {
-    let senders = (1..hub.size()).filter_map(|rank| hub.sender(rank)).collect();
+    // A worker rank (one whose program forgot `init`) has no workers to stop.
+    let workers = if hub.me().rank == COORDINATOR { 1..hub.size() } else { 0..0 };
+    let senders = workers.filter_map(|rank| hub.sender(rank)).collect();
     *HUB.lock().unwrap_or_else(|e| e.into_inner()) = Some((hub, senders));
     extern "C" fn at_exit() {
         finish();
