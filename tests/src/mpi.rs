@@ -71,6 +71,22 @@ pub fn mpi_corepool() -> PathBuf {
         .clone()
 }
 
+/// The test program `name` (in `tests/src/bin/`) built with MPI, with the same features
+/// and in the same target folder as [`mpi_corepool`] (which it builds too), on first use.
+pub fn mpi_test_program(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let release = mpi_corepool().with_file_name("");
+    if !built.iter().any(|done| done == name) {
+        let args =
+            ["-p", "corepool-cli", "-p", "corepool-tests", "--bin", "corepool", "--bin", "mpi-user", "--bin", name];
+        let features = ["--features", "corepool-cli/mpi,corepool-cli/test-knobs,corepool-tests/mpi"];
+        release_build(name, &[&args[..], &features[..]].concat());
+        built.push(name.to_owned());
+    }
+    release.join(name)
+}
+
 /// Runs a release `cargo build` with `args` into the MPI tests' own target folder, and
 /// returns its `release` folder; fails the test, naming `what`, if the build fails.
 fn release_build(what: &str, args: &[&str]) -> PathBuf {

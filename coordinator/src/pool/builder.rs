@@ -8,7 +8,7 @@ use corepool_worker::function::{
 use serde::{Serialize, de::DeserializeOwned};
 
 #[cfg(feature = "mpi")]
-use super::transport::mpi::MpiEngine;
+use super::transport::mpi::{MpiEngine, RankSettings};
 use super::{
     Pool, PoolError, PoolObserver,
     core::{Settings, Shared},
@@ -46,8 +46,11 @@ pub enum Transport {
     Local,
     /// The other ranks of the MPI job this process is rank 0 of (`mpirun`, `srun`): one
     /// worker per rank, on whichever hosts they run. Each rank's program calls
-    /// [`crate::init`] first thing, as every worker does. A rank that is lost ends the run:
-    /// workers are not replaced, and a lost rank's chunks are not sent again.
+    /// [`crate::init`] first thing, as every worker does. Functions, closures and the
+    /// initializer work as with local workers: a rank runs them only if it runs the same
+    /// build as rank 0, known by its content (the executable's GNU build-id). A rank that
+    /// is lost ends the run: workers are not replaced, and a lost rank's chunks are not
+    /// sent again.
     #[cfg(feature = "mpi")]
     Mpi,
 }
@@ -210,6 +213,7 @@ impl PoolBuilder {
             return Err(PoolError::InsideWorker);
         }
         check_worker_name_prefix(&self.worker_name_prefix)?;
+        let initializer = self.initializer.transpose().map_err(PoolError::Settings)?;
         let (engine, workers) = match self.transport {
             Transport::Local => {
                 let workers = if self.workers == 0 { logical_cpus() } else { self.workers };
@@ -217,6 +221,10 @@ impl PoolBuilder {
             }
             #[cfg(feature = "mpi")]
             Transport::Mpi => {
+                // A rank other than 0 that builds a pool runs `main` without `init`.
+                if crate::mpi::rank_from_env().is_some_and(|rank| rank != crate::mpi::COORDINATOR) {
+                    return Err(crate::pool::mpi::process::refuse_pool_on_worker_rank());
+                }
                 let refused = |what: &str| {
                     PoolError::Settings(format!("{what} is not available with MPI: a lost rank cannot be replaced"))
                 };
@@ -226,7 +234,13 @@ impl PoolBuilder {
                 if self.max_tasks_per_worker.is_some() {
                     return Err(refused("max_tasks_per_worker"));
                 }
-                let (engine, workers) = MpiEngine::open(self.workers)?;
+                // Ranks on other hosts hold other files: the same build is known by its content.
+                let settings = RankSettings {
+                    identity: corepool_worker::function::content_identity().ok(),
+                    initializer: initializer.clone(),
+                    name_prefix: self.worker_name_prefix.clone(),
+                };
+                let (engine, workers) = MpiEngine::open(self.workers, settings)?;
                 (transport::Engine::Mpi(engine), workers)
             }
         };
@@ -240,8 +254,8 @@ impl PoolBuilder {
         if let Ok(identity) = program_identity() {
             env.push((IMAGE_ENV.to_owned(), identity));
         }
-        if let Some(initializer) = self.initializer {
-            env.push((INITIALIZER_ENV.to_owned(), initializer.map_err(PoolError::Settings)?));
+        if let Some(initializer) = initializer {
+            env.push((INITIALIZER_ENV.to_owned(), initializer));
         }
         let settings = Settings {
             workers,

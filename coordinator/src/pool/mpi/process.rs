@@ -11,10 +11,10 @@ use std::{
 };
 
 use corepool_protocol::{PROTOCOL_VERSION, ToWorker, codec, frame::FrameError, handshake::MAGIC};
-use corepool_worker::{CoordinatorConnection, Registry, WorkerError};
+use corepool_worker::{CoordinatorConnection, Registry, WorkerError, function::JoinSettings};
 
 use super::{COORDINATOR, Hub, Kind, LinkError, Options, RankReceiver, RankSender};
-use crate::pool::PoolError;
+use crate::pool::{PoolError, transport::mpi::WELCOME};
 
 /// Environment variables in which the MPI launchers tell a process its rank: Open MPI's
 /// `mpirun`, PMIx (`srun --mpi=pmix`), then PMI (MPICH, `srun --mpi=pmi2`).
@@ -63,10 +63,28 @@ pub(crate) fn start_coordinator(options: Options) -> Result<Hub, PoolError> {
     Ok(hub)
 }
 
-/// Keeps rank 0's `hub` until the process exits, then ends MPI there: every worker rank
-/// is told to stop and MPI ends, or, once a rank was lost, the whole job is ended.
+/// On a rank other than 0 whose program builds an MPI pool rather than serve (its `main`
+/// does not call [`init`] first): tells rank 0 so, in place of the hello a worker sends,
+/// so that rank 0's pool fails at once, naming this rank; MPI ends at this process's exit.
+pub(crate) fn refuse_pool_on_worker_rank() -> PoolError {
+    if !MPI_STARTED.swap(true, Ordering::SeqCst)
+        && let Ok(mut hub) = Hub::start(Options::default())
+    {
+        if let Some((sender, _)) = hub.link(COORDINATOR) {
+            let _ = sender.send(Kind::Control, crate::pool::transport::mpi::INIT_FORGOTTEN.to_vec());
+        }
+        keep_until_exit(hub);
+    }
+    PoolError::InsideWorker
+}
+
+/// Keeps this process's `hub` until the process exits, then ends MPI there: on rank 0,
+/// every worker rank is told to stop and MPI ends, or, once a rank was lost, the whole job
+/// is ended.
 pub(crate) fn keep_until_exit(hub: Hub) {
-    let senders = (1..hub.size()).filter_map(|rank| hub.sender(rank)).collect();
+    // A worker rank (one whose program forgot `init`) has no workers to stop.
+    let workers = if hub.me().rank == COORDINATOR { 1..hub.size() } else { 0..0 };
+    let senders = workers.filter_map(|rank| hub.sender(rank)).collect();
     *HUB.lock().unwrap_or_else(|e| e.into_inner()) = Some((hub, senders));
     extern "C" fn at_exit() {
         finish();
@@ -159,6 +177,13 @@ fn serve_rank(rank: usize, registry: Registry) -> i32 {
     let code = match served {
         // Rank 0 ran no MPI pool: nothing to serve, nothing to report.
         Ok(()) | Err(WorkerError::CoordinatorGone) => 0,
+        Err(WorkerError::Initializer(message)) => {
+            // One write, so that the lines of several ranks do not mix.
+            let line = format!("corepool rank {rank} on host {}: the initializer failed: {message}\n", hub.me().host);
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            // Rank 0 counts this rank as joined, and would wait for its answers for ever.
+            hub.abort(i32::from(corepool_worker::EXIT_INITIALIZER_FAILED));
+        }
         Err(error) => {
             eprintln!("corepool rank {rank} on host {}: {error}", hub.me().host);
             i32::from(corepool_worker::EXIT_CONNECTION_FAILED)
@@ -177,7 +202,8 @@ pub struct MpiConnection {
 
 impl MpiConnection {
     /// Says which protocol this worker speaks, and waits (for as long as rank 0 takes to
-    /// build its pool) to be welcomed.
+    /// build its pool) to be welcomed, with the settings a local worker finds in its
+    /// environment (see [`corepool_worker::function::adopt_join_settings`]).
     pub fn join(hub: &mut Hub) -> Result<Self, WorkerError> {
         let (sender, mut receiver) =
             hub.link(COORDINATOR).ok_or_else(|| WorkerError::Config("this rank is rank 0".into()))?;
@@ -185,10 +211,15 @@ impl MpiConnection {
         hello.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
         sender.send(Kind::Control, hello).map_err(link_failed)?;
         match receiver.receive(None).map_err(link_failed)? {
-            Some((_, answer)) if answer == crate::pool::transport::mpi::WELCOME => Ok(Self { sender, receiver }),
-            Some((_, answer)) if answer == NO_POOL => Err(WorkerError::CoordinatorGone),
-            Some((_, refusal)) => Err(WorkerError::Config(String::from_utf8_lossy(&refusal).into_owned())),
-            None => Err(WorkerError::CoordinatorGone),
+            Some((Kind::Control, answer)) if answer.starts_with(WELCOME) => {
+                let settings = codec::decode::<JoinSettings>(&answer[WELCOME.len()..])?;
+                corepool_worker::function::adopt_join_settings(settings);
+                Ok(Self { sender, receiver })
+            }
+            Some((Kind::Control, answer)) if answer == NO_POOL => Err(WorkerError::CoordinatorGone),
+            Some((Kind::Control, refusal)) => Err(WorkerError::Config(String::from_utf8_lossy(&refusal).into_owned())),
+            // Rank 0's stop at its exit: its pool did not start.
+            Some((Kind::Data, _)) | None => Err(WorkerError::CoordinatorGone),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The MPI engine: the workers are the job's other ranks, which run already when the pool
 //! starts (slot `i` is rank `i + 1`); a frame is one message to or from a rank, carried by
 //! the [`Hub`]'s progress thread. The MPI runtime vouches for each rank, so there is no
-//! socket and no secret; the protocol version is still checked as each rank joins.
+//! socket and no secret; the protocol version is still checked as each rank joins, and the
+//! welcome carries what a local worker finds in its environment ([`JoinSettings`]): the
+//! program's identity by content, the initializer, the worker's name.
 
 use std::{
     collections::VecDeque,
@@ -15,7 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use corepool_protocol::{PROTOCOL_VERSION, frame::FrameError, handshake::MAGIC};
+use corepool_protocol::{PROTOCOL_VERSION, codec, frame::FrameError, handshake::MAGIC};
+use corepool_worker::function::JoinSettings;
 
 use super::{Claim, FrameReceiver, FrameSender, Joined, Launch, Transport, Vouched};
 use crate::{
@@ -30,13 +33,31 @@ use crate::{
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a waiting receiver looks whether the pool stopped or gave up on its rank.
 const WAKE_CHECK: Duration = Duration::from_millis(20);
-/// The coordinator's answer that admits a rank.
+/// The start of the coordinator's answer that admits a rank; the encoded [`JoinSettings`]
+/// follow.
 pub(crate) const WELCOME: &[u8] = b"welcome";
+/// What a rank other than 0 sends in place of its hello when its program builds a pool
+/// instead of serving: its `main` does not call `corepool::init()` first.
+pub(crate) const INIT_FORGOTTEN: &[u8] = b"corepool::init() not called";
+
+/// What every rank is told as it is admitted, as a local worker is through its environment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RankSettings {
+    /// The coordinator's program by its content, if it could tell.
+    pub identity: Option<String>,
+    /// The pool's initializer setting, if any.
+    pub initializer: Option<String>,
+    /// The workers' name prefix: rank `i + 1` is `{prefix}-w{i}`.
+    pub name_prefix: String,
+}
 
 /// The MPI engine of one pool: a link to each worker rank, and the ranks not yet joined.
 pub(crate) struct MpiEngine {
     peers: Vec<Peer>,
     links: Mutex<Vec<Option<(RankSender, RankReceiver)>>>,
+    /// Per slot: its rank's hello, if it came while the pool opened.
+    hellos: Mutex<Vec<Option<Vec<u8>>>>,
+    settings: RankSettings,
     /// Ranks readied by `launch` and not yet taken by `next_arrival`.
     arriving: Mutex<VecDeque<usize>>,
     arrived: Condvar,
@@ -47,8 +68,9 @@ pub(crate) struct MpiEngine {
 
 impl MpiEngine {
     /// Starts MPI in this process (rank 0), waits for every worker rank's hello, and checks
-    /// that the job has `workers` of them (0: as many as it has).
-    pub(crate) fn open(workers: usize) -> Result<(Self, usize), PoolError> {
+    /// that the job has `workers` of them (0: as many as it has), and that every one serves
+    /// (its program calls `corepool::init()`). Each rank is told `settings` as it joins.
+    pub(crate) fn open(workers: usize, settings: RankSettings) -> Result<(Self, usize), PoolError> {
         let mut hub = process::start_coordinator(Options::default())?;
         let ranks = hub.size();
         if ranks < 2 || (workers != 0 && workers != ranks - 1) {
@@ -63,10 +85,26 @@ impl MpiEngine {
                 ranks - 1
             )));
         }
-        let links = (1..ranks).map(|rank| hub.link(rank)).collect();
+        let mut links: Vec<_> = (1..ranks).map(|rank| hub.link(rank)).collect();
+        let hellos = first_hellos(&mut links);
+        let forgotten: Vec<String> = (1..ranks)
+            .filter(|rank| hellos[rank - 1].as_deref() == Some(INIT_FORGOTTEN))
+            .map(|rank| describe_rank(hub.peers(), rank))
+            .collect();
+        if !forgotten.is_empty() {
+            // The ranks that do serve are told at exit that there is no pool, and end.
+            process::keep_until_exit(hub);
+            return Err(PoolError::Broken(format!(
+                "{} built a pool of its own instead of serving as a worker: the program must call \
+                 corepool::init() first thing in main, on every rank",
+                forgotten.join(", ")
+            )));
+        }
         let engine = Self {
             peers: hub.peers().to_vec(),
             links: Mutex::new(links),
+            hellos: Mutex::new(hellos),
+            settings,
             arriving: Mutex::new(VecDeque::new()),
             arrived: Condvar::new(),
             stopped: Arc::new(AtomicBool::new(false)),
@@ -75,6 +113,20 @@ impl MpiEngine {
         process::keep_until_exit(hub);
         Ok((engine, ranks - 1))
     }
+}
+
+/// Each worker rank's first message, which comes as soon as it has started MPI; `None`
+/// for one not heard within the handshake's time, whose hello `admit` waits for again.
+fn first_hellos(links: &mut [Option<(RankSender, RankReceiver)>]) -> Vec<Option<Vec<u8>>> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    links
+        .iter_mut()
+        .map(|link| {
+            let (_, receiver) = link.as_mut()?;
+            let wait = deadline.saturating_duration_since(Instant::now());
+            receiver.receive(Some(wait)).ok().flatten().map(|(_, hello)| hello)
+        })
+        .collect()
 }
 
 fn describe_rank(peers: &[Peer], rank: usize) -> String {
@@ -139,9 +191,13 @@ impl Transport for MpiEngine {
         let taken = self.links.lock().unwrap_or_else(|e| e.into_inner()).get_mut(index).and_then(Option::take);
         let Some((sender, mut link)) = taken else { return Err(format!("rank {rank} has joined already")) };
         let who = describe_rank(&self.peers, rank);
-        let hello = link.receive(Some(HANDSHAKE_TIMEOUT)).map_err(|error| format!("{who}: {error}"))?;
-        let Some((_, hello)) = hello else {
-            return Err(format!("{who} did not say hello within {HANDSHAKE_TIMEOUT:?}"));
+        let heard = self.hellos.lock().unwrap_or_else(|e| e.into_inner()).get_mut(index).and_then(Option::take);
+        let hello = match heard {
+            Some(hello) => hello,
+            None => match link.receive(Some(HANDSHAKE_TIMEOUT)).map_err(|error| format!("{who}: {error}"))? {
+                Some((_, hello)) => hello,
+                None => return Err(format!("{who} did not say hello within {HANDSHAKE_TIMEOUT:?}")),
+            },
         };
         let theirs =
             hello.strip_prefix(&MAGIC).and_then(|rest| rest.first_chunk::<4>()).map(|v| u32::from_le_bytes(*v));
@@ -158,7 +214,14 @@ impl Transport for MpiEngine {
             let _ = sender.send(Kind::Control, reason.clone().into_bytes());
             return Err(reason);
         }
-        sender.send(Kind::Control, WELCOME.to_vec()).map_err(|error| format!("{who}: {error}"))?;
+        let settings = JoinSettings {
+            identity: self.settings.identity.clone(),
+            initializer: self.settings.initializer.clone(),
+            name: format!("{}-w{index}", self.settings.name_prefix),
+        };
+        let mut welcome = WELCOME.to_vec();
+        welcome.extend(codec::encode(&settings).map_err(|error| format!("{who}: the welcome: {error}"))?);
+        sender.send(Kind::Control, welcome).map_err(|error| format!("{who}: {error}"))?;
         let receiver = MpiReceiver { link, who, stopped: Arc::clone(&self.stopped), cut: Arc::clone(&self.cut[index]) };
         Ok(Joined { claim: Claim { index, pid }, receiver, sender: MpiSender { link: sender } })
     }
