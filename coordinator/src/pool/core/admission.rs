@@ -9,7 +9,7 @@ use std::{
 use super::{Shared, dispatch::dispatch, outbox::Outbox, state::SlotState};
 use crate::pool::{
     PoolError,
-    transport::{Arrival, Joined, Receiver, Transport},
+    transport::{Arrival, Joined, Receiver, Transport, Vouched},
 };
 
 /// A worker just admitted: its slot, its generation, the reading half of its connection
@@ -120,6 +120,12 @@ impl Shared {
             generation = Some(slot.generation);
             slot.ticket
         });
+        if let (Err(reason), Vouched::Slot(_)) = (&joined, peer) {
+            // A member of the job the engine vouched for, which no replacement can follow
+            // (an MPI rank of another protocol version): the pool cannot start, and says why.
+            self.break_pool(format!("cannot admit {reason}"));
+            return None;
+        }
         // Asked before the lock is taken: a local engine asks the kernel.
         let host = joined.as_ref().map_or_else(|_| String::new(), |joined| self.engine.host(joined.claim.index));
         let mut state = self.lock();
