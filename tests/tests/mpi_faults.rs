@@ -48,7 +48,8 @@ fn host_name() -> String {
 
 /// The item ranges of a lost rank's line (`... was lost holding items 0..10, 20..30: why`).
 fn items_named(line: &str) -> Vec<Range<u64>> {
-    let list = line.split_once(" was lost holding items ").map_or("", |(_, rest)| rest);
+    let list = line.split_once(" holding items ").or_else(|| line.split_once(" held items "));
+    let list = list.map_or("", |(_, rest)| rest);
     let list = list.split_once(": ").map_or(list, |(items, _)| items);
     list.split(", ")
         .filter_map(|range| {
@@ -157,6 +158,40 @@ fn a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host() {
     assert!(waited < Duration::from_secs(10), "rank 0 took {waited:?} to give up");
     // mpirun cannot reach the cut host to end its rank; removing the hosts ends it all.
     let _ = job.finish(Duration::from_secs(5));
+    drop(job);
+    drop(hosts);
+    assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
+    assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind");
+}
+
+#[test]
+fn a_rank_killed_on_another_host_ends_the_run_saying_what_each_rank_held() {
+    let test = "a_rank_killed_on_another_host_ends_the_run_saying_what_each_rank_held";
+    let _turn = one_job_at_a_time();
+    let Some(hosts) = three_hosts(test) else { return };
+    let tag = hosts.tag().to_owned();
+    let corepool = mpi_corepool();
+    let mut command = hosts.mpirun_command(60);
+    command.env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-x", "COREPOOL_TEST_SLOW_WORKER"]).arg(&corepool);
+    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
+    let mut job = Job::start(command);
+    let rank_2 = wait_for_rank(&corepool, 2, Duration::from_secs(30));
+    let rank_2 = rank_2.unwrap_or_else(|| panic!("no rank 2 running:\n{}", job.output()));
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    // SAFETY: sends a signal to a process this test started.
+    unsafe { libc::kill(rank_2 as i32, libc::SIGKILL) };
+    let succeeded = job.finish(Duration::from_secs(30));
+    let waited = killed.elapsed();
+    let output = job.output();
+    assert_eq!(succeeded, Some(false), "the job must fail, in bounded time:\n{output}");
+    assert!(waited < Duration::from_secs(10), "took {waited:?}:\n{output}");
+    // Rank 0 cannot see a process of another host: it says what each rank held when the
+    // launcher ended the job, and the slow rank 2 always holds some.
+    let held = format!("corepool: rank 2 on host {} (pid {rank_2}) held items ", netns::host_name(2));
+    let line = output.lines().find(|line| line.starts_with(&held));
+    let line = line.unwrap_or_else(|| panic!("no line says what rank 2 held:\n{output}"));
+    assert!(!line.contains(" was lost "), "{line}");
     drop(job);
     drop(hosts);
     assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
