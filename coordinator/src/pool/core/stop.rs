@@ -68,7 +68,8 @@ impl Shared {
             let mut chunks: Vec<_> = state.in_flight.values().filter(|flight| flight.worker == index).collect();
             chunks.sort_by_key(|flight| flight.order);
             let items: Vec<_> = chunks.iter().map(|flight| row_range(&flight.chunk)).collect();
-            let lost = self.engine.known_gone(index);
+            // Ranks told to stop end as planned.
+            let lost = !state.stopping && slot.state != SlotState::Gone && self.engine.known_gone(index);
             if items.is_empty() && !lost {
                 continue;
             }
