@@ -73,8 +73,7 @@ impl Shared {
                 fate = requeue_or_fail(attempts, max_retries, stopping);
             }
             if fate == Fate::LostWithWorker {
-                // The reason may name the worker already (the task timeout's does).
-                let reason = death.strip_prefix(&worker).map_or(death.as_str(), str::trim_start).to_owned();
+                let reason = reason_apart_from(&worker, &death);
                 let error = PoolError::RankLost {
                     rows: row_range(&chunk),
                     held: held_items.clone(),
@@ -112,6 +111,12 @@ impl Shared {
         }
         self.changed.notify_all();
     }
+}
+
+/// How a worker was lost, without its name in front, which the worker's own line gives
+/// (the task timeout's and the MPI link's reasons begin with it).
+fn reason_apart_from(worker: &str, death: &str) -> String {
+    death.strip_prefix(worker).map_or(death, |rest| rest.trim_start_matches([':', ' '])).to_owned()
 }
 
 /// What the retry decision needs to know of a chunk whose worker died holding it.
@@ -185,6 +190,17 @@ mod tests {
     use super::*;
 
     const CHUNK: LostChunk = LostChunk { attempts: 0, suspect: false, batch_of_several: false, rerunnable: true };
+
+    #[test]
+    fn a_lost_rank_is_named_once() {
+        let rank = "rank 2 on host node1 (pid 4711)";
+        assert_eq!(
+            reason_apart_from(rank, "rank 2 on host node1 (pid 4711) did not answer within 2s"),
+            "did not answer within 2s"
+        );
+        assert_eq!(reason_apart_from(rank, "rank 2 on host node1 (pid 4711): MPI failed: x"), "MPI failed: x");
+        assert_eq!(reason_apart_from(rank, "closed its connection"), "closed its connection");
+    }
 
     #[test]
     fn a_chunk_that_cannot_run_again_is_lost_with_its_worker_however_many_it_held() {
