@@ -94,6 +94,7 @@ pub use pool::{
     AsyncResult, Balance, Callbacks, Chunked, DEFAULT_WORKER_NAME_PREFIX, IntoItem, MAX_WORKER_NAME_PREFIX, Pool,
     PoolBuilder, PoolError, PoolObserver, Transport, Wire, WorkerState, WorkerStats, logical_cpus, terminate_all,
 };
+pub use pool::{HeldWork, work_held_by_ranks};
 
 pub mod task {
     //! The advanced path: tasks that choose the wire form of their chunks, and worker programs

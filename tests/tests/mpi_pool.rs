@@ -1,7 +1,7 @@
 //! The pool over MPI under a real `mpirun`: `corepool count --transport mpi` in every mode
-//! gives the local transport's checksum and the test's own count, and a rank that is
-//! lost ends the run in bounded time, named. Skipped (with one line) where Open MPI is not
-//! installed, except under CI.
+//! gives the local transport's checksum and the test's own count (a rank that is lost:
+//! `mpi_faults.rs`). Skipped (with one line) where Open MPI is not installed, except
+//! under CI.
 
 use std::{
     path::Path,
@@ -122,81 +122,6 @@ fn every_mode_on_four_ranks_counts_a_csv_file_exactly() {
     if mpi_available("every_mode_on_four_ranks_counts_a_csv_file_exactly") {
         every_mode_on_a_csv_file(4);
     }
-}
-
-/// The MPI rank of process `pid`, from the environment its launcher gave it.
-fn rank_of(pid: u32) -> Option<usize> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    environ
-        .split(|&byte| byte == 0)
-        .find_map(|var| std::str::from_utf8(var.strip_prefix(b"OMPI_COMM_WORLD_RANK=")?).ok()?.parse().ok())
-}
-
-/// Waits (at most `limit`) for the process of `rank` running `program`.
-fn wait_for_rank(program: &Path, rank: usize, limit: Duration) -> Option<u32> {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        let found = corepool_tests::mpi::processes_of(program).into_iter().find(|&pid| rank_of(pid) == Some(rank));
-        if found.is_some() {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-#[test]
-fn a_rank_killed_mid_run_ends_the_job_in_bounded_time_named() {
-    if !mpi_available("a_rank_killed_mid_run_ends_the_job_in_bounded_time_named") {
-        return;
-    }
-    let _turn = one_job_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let corepool = mpi_corepool();
-    let mut command = mpirun_command();
-    command.current_dir(dir.path()).env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-np", "4"]).arg(&corepool);
-    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
-    let mut job = Job::start(command);
-    // The run is under way once the ranks run (rank 0's own output waits in its buffer).
-    let rank_2 = wait_for_rank(&corepool, 2, Duration::from_secs(30));
-    let rank_2 = rank_2.unwrap_or_else(|| panic!("no rank 2 running:\n{}", job.output()));
-    std::thread::sleep(Duration::from_secs(1));
-    let killed = Instant::now();
-    // SAFETY: sends a signal to a process this test started.
-    unsafe { libc::kill(rank_2 as i32, libc::SIGKILL) };
-    let succeeded = job.finish(Duration::from_secs(30));
-    let output = job.output();
-    assert_eq!(succeeded, Some(false), "the job must fail, in bounded time:\n{output}");
-    assert!(killed.elapsed() < Duration::from_secs(20), "took {:?}:\n{output}", killed.elapsed());
-    assert!(output.contains("rank 2"), "the lost rank is named:\n{output}");
-    assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
-}
-
-#[test]
-fn a_rank_that_stops_answering_ends_the_run_naming_its_rank_host_and_rows() {
-    if !mpi_available("a_rank_that_stops_answering_ends_the_run_naming_its_rank_host_and_rows") {
-        return;
-    }
-    let _turn = one_job_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let corepool = mpi_corepool();
-    let mut command = mpirun_command();
-    command.current_dir(dir.path()).env("COREPOOL_TEST_FAULT", "hang@5000").args(["-np", "3"]).arg(&corepool);
-    command.args(["count", "--transport", "mpi", "--rows", "20000", "--chunk-size", "1000", "--task-timeout", "2"]);
-    let started = Instant::now();
-    let mut job = Job::start(command);
-    let succeeded = job.finish(Duration::from_secs(40));
-    let output = job.output();
-    assert_eq!(succeeded, Some(false), "the job must fail, in bounded time:\n{output}");
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}:\n{output}", started.elapsed());
-    let line = output.lines().find(|line| line.starts_with("corepool: items ")).unwrap_or_else(|| {
-        panic!("no line names the rows:\n{output}");
-    });
-    assert!(
-        line.contains("rank ") && line.contains(" on host ") && line.contains("did not answer within 2s"),
-        "{line}"
-    );
-    assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
 }
 
 #[test]
@@ -339,37 +264,6 @@ fn three_namespace_hosts_count_like_the_local_transport_over_tcp() {
     assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind");
     drop(hosts);
     assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
-}
-
-#[test]
-fn a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host() {
-    let test = "a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host";
-    let _turn = one_job_at_a_time();
-    let Some(hosts) = three_hosts(test) else { return };
-    let tag = hosts.tag().to_owned();
-    let corepool = mpi_corepool();
-    let mut command = hosts.mpirun_command(60);
-    command.env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-x", "COREPOOL_TEST_SLOW_WORKER"]).arg(&corepool);
-    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
-    command.args(["--task-timeout", "2"]);
-    let mut job = Job::start(command);
-    let rank_2 = wait_for_rank(&corepool, 2, Duration::from_secs(30));
-    assert!(rank_2.is_some(), "no rank 2 running:\n{}", job.output());
-    std::thread::sleep(Duration::from_secs(1));
-    hosts.cut(2).expect("the link goes down");
-    let cut = Instant::now();
-    let named = job.wait_for_line(Duration::from_secs(20), |line| line.starts_with("corepool: items "));
-    let waited = cut.elapsed();
-    let named = named.unwrap_or_else(|| panic!("rank 0 never gave up on the cut host:\n{}", job.output()));
-    assert!(named.contains(&format!("rank 2 on host {} ", netns::host_name(2))), "{named}");
-    assert!(named.contains("did not answer within 2s"), "{named}");
-    assert!(waited < Duration::from_secs(10), "rank 0 took {waited:?} to give up");
-    // mpirun cannot reach the cut host to end its rank; removing the hosts ends it all.
-    let _ = job.finish(Duration::from_secs(5));
-    drop(job);
-    drop(hosts);
-    assert_eq!(netns::namespaces_tagged(&tag), Vec::<String>::new(), "namespaces left behind");
-    assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind");
 }
 
 #[test]

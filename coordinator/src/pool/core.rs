@@ -35,6 +35,7 @@ mod submission;
 
 #[cfg(test)]
 pub(crate) use self::delivery::{Payload, testing};
+pub use self::stop::{HeldWork, work_held_by_ranks};
 use self::{delivery::CallbackRunner, signal::Signal, state::State};
 pub(crate) use self::{
     delivery::{Delivery, ItemCall, ItemError, Outcome, PoolSide},

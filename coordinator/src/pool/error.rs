@@ -72,6 +72,21 @@ pub enum PoolError {
         /// How the last one died.
         death: String,
     },
+    /// A worker was lost (it died, or stopped answering and was given up on) holding
+    /// chunks that cannot be run again: under MPI without fault tolerance, a lost rank
+    /// takes its chunks with it. Every chunk it held fails with this error, which names
+    /// them all.
+    #[error("{worker} was lost holding items {}: {reason}", ItemRanges(held))]
+    RankLost {
+        /// The items of this chunk.
+        rows: Range<u64>,
+        /// The items of every chunk the worker held, this one's among them, in order.
+        held: Vec<Range<u64>>,
+        /// Who it was (under MPI: its rank, host and process id).
+        worker: String,
+        /// How it was lost.
+        reason: String,
+    },
     /// A worker answered with something that does not fit what it was sent.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -116,6 +131,12 @@ impl PoolError {
             PoolError::WorkerDied { rows, attempts, death } => {
                 PoolError::WorkerDied { rows: rows.clone(), attempts: *attempts, death: death.clone() }
             }
+            PoolError::RankLost { rows, held, worker, reason } => PoolError::RankLost {
+                rows: rows.clone(),
+                held: held.clone(),
+                worker: worker.clone(),
+                reason: reason.clone(),
+            },
             PoolError::StartFailed { index, reason } => {
                 PoolError::StartFailed { index: *index, reason: reason.clone() }
             }
@@ -127,6 +148,32 @@ impl PoolError {
             PoolError::Timeout => PoolError::Timeout,
             other => PoolError::Broken(with_causes(other)),
         }
+    }
+}
+
+/// Ranges of items as one list (`0..10, 20..30`), each run of touching ranges as one;
+/// `no items` for none.
+pub(crate) struct ItemRanges<'a>(pub(crate) &'a [Range<u64>]);
+
+impl std::fmt::Display for ItemRanges<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sorted = self.0.to_vec();
+        sorted.sort_by_key(|range| (range.start, range.end));
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+        for range in sorted {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
+        }
+        if merged.is_empty() {
+            return f.write_str("no items");
+        }
+        for (at, range) in merged.iter().enumerate() {
+            let comma = if at == 0 { "" } else { ", " };
+            write!(f, "{comma}{}..{}", range.start, range.end)?;
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +192,22 @@ pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_rank_names_every_item_it_held_in_one_line() {
+        let error = PoolError::RankLost {
+            rows: 7000..8000,
+            held: vec![7000..8000, 5000..6000, 6000..7000, 9000..9500],
+            worker: "rank 2 on host node1 (pid 4711)".into(),
+            reason: "did not answer within 2s".into(),
+        };
+        let line =
+            "rank 2 on host node1 (pid 4711) was lost holding items 5000..8000, 9000..9500: did not answer within 2s";
+        assert_eq!(error.to_string(), line);
+        assert_eq!(error.share().to_string(), line);
+        assert_eq!(ItemRanges(&[]).to_string(), "no items");
+        assert_eq!(ItemRanges(std::slice::from_ref(&(3..4))).to_string(), "3..4");
+    }
 
     /// Every cause once, whether printed alone (`{}`) or with its chain (`{:#}` of anyhow).
     #[test]

@@ -23,7 +23,7 @@ use corepool_protocol::{TaskId, TaskRef, ToWorker};
 use corepool_worker::{Task, decode_output};
 
 pub use self::builder::{DEFAULT_WORKER_NAME_PREFIX, MAX_WORKER_NAME_PREFIX, PoolBuilder, Transport, logical_cpus};
-pub use self::core::terminate_all;
+pub use self::core::{HeldWork, terminate_all, work_held_by_ranks};
 pub use error::PoolError;
 pub use function::{Chunked, IntoItem, Wire};
 pub use observer::PoolObserver;

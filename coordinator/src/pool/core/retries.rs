@@ -1,5 +1,6 @@
 //! A worker lost: its chunks go to other workers, alone if any may have killed it, or
-//! fail once they have used up their retries.
+//! fail once they have used up their retries, or, where the transport cannot run them
+//! again (MPI without fault tolerance), fail at once with the worker, named.
 
 use corepool_protocol::TaskId;
 
@@ -11,7 +12,7 @@ use super::{
     spawning::reap,
     state::{SlotState, row_range},
 };
-use crate::pool::{PoolError, platform::process_usage};
+use crate::pool::{PoolError, platform::process_usage, transport::Transport};
 
 impl Shared {
     /// Takes note that the worker of slot `index` (of `generation`) is gone, for `reason`:
@@ -49,11 +50,15 @@ impl Shared {
         lost.sort_unstable_by(|a, b| b.cmp(a));
         let held = lost.len();
         let max_retries = self.settings.max_retries;
+        let rerunnable = self.engine.reruns_lost_work();
+        // Every item the worker held, oldest first: a chunk lost with its worker names them all.
+        let held_items: Vec<_> = lost.iter().rev().map(|(_, id)| row_range(&state.in_flight[id].chunk)).collect();
+        let worker = self.engine.describe(index).unwrap_or_else(|| format!("worker {index}"));
         let mut failed = Vec::new();
         for (_, id) in lost {
             let mut chunk = state.in_flight.remove(&id).expect("listed above").chunk;
             let batch_of_several = chunk.rows >= 2 && state.is_batch(id.job);
-            let facts = LostChunk { attempts: chunk.attempts, suspect: chunk.suspect, batch_of_several };
+            let facts = LostChunk { attempts: chunk.attempts, suspect: chunk.suspect, batch_of_several, rerunnable };
             let Retry { attempts, suspect, mut fate } = on_death(facts, held, max_retries, stopping);
             (chunk.attempts, chunk.suspect) = (attempts, suspect);
             if fate == Fate::SplitIntoCalls {
@@ -67,7 +72,16 @@ impl Shared {
                 // Its calls could not be read back: it goes again whole.
                 fate = requeue_or_fail(attempts, max_retries, stopping);
             }
-            if fate == Fate::Fail {
+            if fate == Fate::LostWithWorker {
+                let reason = reason_apart_from(&worker, &death);
+                let error = PoolError::RankLost {
+                    rows: row_range(&chunk),
+                    held: held_items.clone(),
+                    worker: worker.clone(),
+                    reason,
+                };
+                failed.push((state.take_delivery(id.job), Outcome { id, rows: chunk.rows, result: Err(error) }));
+            } else if fate == Fate::Fail {
                 let error =
                     PoolError::WorkerDied { rows: row_range(&chunk), attempts: chunk.attempts, death: death.clone() };
                 failed.push((state.take_delivery(id.job), Outcome { id, rows: chunk.rows, result: Err(error) }));
@@ -99,6 +113,12 @@ impl Shared {
     }
 }
 
+/// How a worker was lost, without its name in front, which the worker's own line gives
+/// (the task timeout's and the MPI link's reasons begin with it).
+fn reason_apart_from(worker: &str, death: &str) -> String {
+    death.strip_prefix(worker).map_or(death, |rest| rest.trim_start_matches([':', ' '])).to_owned()
+}
+
 /// What the retry decision needs to know of a chunk whose worker died holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LostChunk {
@@ -108,6 +128,9 @@ pub(super) struct LostChunk {
     pub(super) suspect: bool,
     /// A batch of two `apply_async` calls or more, which can go out again call by call.
     pub(super) batch_of_several: bool,
+    /// The transport can run a lost worker's chunks again (not MPI without fault
+    /// tolerance, where a lost rank ends the job).
+    pub(super) rerunnable: bool,
 }
 
 /// What becomes of a chunk whose worker died holding it.
@@ -131,20 +154,27 @@ pub(super) enum Fate {
     SplitIntoCalls,
     /// Fails with the worker's death.
     Fail,
+    /// Fails with the worker, as one of the chunks it held: it cannot run again.
+    LostWithWorker,
 }
 
 /// The retry decision for `chunk`, one of `held` chunks its worker died holding
 /// unanswered. A worker buffers answers, so a finished chunk can die unanswered with it:
 /// only a chunk that was the worker's one unanswered chunk is surely the culprit, and it
 /// alone is charged with the death. When it held several, each goes again alone (a
-/// suspect) until the culprit shows itself.
+/// suspect) until the culprit shows itself. Where the transport cannot run it again, it
+/// is lost with its worker, whatever its retries: this is the one place to change when a
+/// fault-tolerant MPI (ULFM) can run a lost rank's chunks on the others.
 pub(super) fn on_death(chunk: LostChunk, held: usize, max_retries: u32, stopping: bool) -> Retry {
     let alone = held == 1;
     let attempts = chunk.attempts + u32::from(alone);
     let suspect = chunk.suspect || !alone;
-    let fate = match alone && chunk.batch_of_several {
-        true => Fate::SplitIntoCalls,
-        false => requeue_or_fail(attempts, max_retries, stopping),
+    let fate = if !chunk.rerunnable {
+        Fate::LostWithWorker
+    } else if alone && chunk.batch_of_several {
+        Fate::SplitIntoCalls
+    } else {
+        requeue_or_fail(attempts, max_retries, stopping)
     };
     Retry { attempts, suspect, fate }
 }
@@ -159,7 +189,30 @@ pub(super) fn requeue_or_fail(attempts: u32, max_retries: u32, stopping: bool) -
 mod tests {
     use super::*;
 
-    const CHUNK: LostChunk = LostChunk { attempts: 0, suspect: false, batch_of_several: false };
+    const CHUNK: LostChunk = LostChunk { attempts: 0, suspect: false, batch_of_several: false, rerunnable: true };
+
+    #[test]
+    fn a_lost_rank_is_named_once() {
+        let rank = "rank 2 on host node1 (pid 4711)";
+        assert_eq!(
+            reason_apart_from(rank, "rank 2 on host node1 (pid 4711) did not answer within 2s"),
+            "did not answer within 2s"
+        );
+        assert_eq!(reason_apart_from(rank, "rank 2 on host node1 (pid 4711): MPI failed: x"), "MPI failed: x");
+        assert_eq!(reason_apart_from(rank, "closed its connection"), "closed its connection");
+    }
+
+    #[test]
+    fn a_chunk_that_cannot_run_again_is_lost_with_its_worker_however_many_it_held() {
+        let fixed = LostChunk { rerunnable: false, ..CHUNK };
+        for held in [1, 2, 5] {
+            for stopping in [false, true] {
+                assert_eq!(on_death(fixed, held, 3, stopping).fate, Fate::LostWithWorker);
+                let batch = LostChunk { batch_of_several: true, ..fixed };
+                assert_eq!(on_death(batch, held, 0, stopping).fate, Fate::LostWithWorker);
+            }
+        }
+    }
 
     #[test]
     fn a_chunk_that_died_alone_is_charged_and_goes_again_until_max_retries() {

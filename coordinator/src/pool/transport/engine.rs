@@ -191,6 +191,14 @@ impl Transport for Engine {
     fn cut_off(&self, index: usize) {
         each!(self, engine => engine.cut_off(index))
     }
+
+    fn reruns_lost_work(&self) -> bool {
+        each!(self, engine => engine.reruns_lost_work())
+    }
+
+    fn known_gone(&self, index: usize) -> bool {
+        each!(self, engine => engine.known_gone(index))
+    }
 }
 
 impl FrameReceiver for Receiver {

@@ -143,6 +143,18 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Gives up on slot `index`'s worker where there is no child process to kill (MPI: a
     /// rank that stopped answering): its receiver fails, and the pool deals with the loss.
     fn cut_off(&self, _index: usize) {}
+
+    /// Whether the chunks of a lost worker can run again on other workers (false under
+    /// MPI without fault tolerance: the job cannot go on past a lost rank).
+    fn reruns_lost_work(&self) -> bool {
+        true
+    }
+
+    /// Whether slot `index`'s worker is surely gone, where the engine can tell without its
+    /// connection (MPI: a rank on this host whose process has ended).
+    fn known_gone(&self, _index: usize) -> bool {
+        false
+    }
 }
 
 /// The receiving side of one worker's connection, used by one thread at a time.

@@ -54,6 +54,8 @@ pub(crate) struct RankSettings {
 /// The MPI engine of one pool: a link to each worker rank, and the ranks not yet joined.
 pub(crate) struct MpiEngine {
     peers: Vec<Peer>,
+    /// Rank 0's host, where a rank's process can be looked up.
+    host: String,
     links: Mutex<Vec<Option<(RankSender, RankReceiver)>>>,
     /// Per slot: its rank's hello, if it came while the pool opened.
     hellos: Mutex<Vec<Option<Vec<u8>>>>,
@@ -102,6 +104,7 @@ impl MpiEngine {
         }
         let engine = Self {
             peers: hub.peers().to_vec(),
+            host: hub.me().host.clone(),
             links: Mutex::new(links),
             hellos: Mutex::new(hellos),
             settings,
@@ -249,6 +252,36 @@ impl Transport for MpiEngine {
         if let Some(cut) = self.cut.get(index) {
             cut.store(true, Ordering::SeqCst);
             process::end_job_at_exit(process::EXIT_RANK_LOST);
+        }
+    }
+
+    fn reruns_lost_work(&self) -> bool {
+        // Without fault tolerance (ULFM), MPI cannot go on past a lost rank.
+        false
+    }
+
+    fn known_gone(&self, index: usize) -> bool {
+        let rank = index + 1;
+        self.peers
+            .iter()
+            .find(|peer| peer.rank == rank)
+            .is_some_and(|peer| peer.host == self.host && process_ended(peer.pid))
+    }
+}
+
+/// Whether process `pid` of this host has ended: it is not there, or it is a zombie that
+/// its launcher has not reaped yet.
+fn process_ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command's closing parenthesis.
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => true,
+        Err(_) => {
+            // SAFETY: signal 0 only asks whether the process exists.
+            let asked = unsafe { libc::kill(pid as libc::pid_t, 0) };
+            asked == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
         }
     }
 }
