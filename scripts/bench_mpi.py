@@ -35,7 +35,9 @@ def netns_address(index):
 def build(repo, no_build, log):
     """The corepool command built with the `mpi` feature (in a target folder of its own, so
     that the ordinary build stays as it is), or (None, why not)."""
-    target = repo / "target" / "bench-mpi"
+    # Two levels down, out of the reach of scripts/bench's search for its own builds
+    # (target/*/release) with --no-build.
+    target = repo / "target" / "bench" / "mpi"
     binary = target / "release" / "corepool"
     if no_build:
         return (binary, None) if binary.exists() else (None, f"--no-build and no MPI build at {binary}")
