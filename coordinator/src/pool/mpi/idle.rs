@@ -1,13 +1,18 @@
-//! Waiting for MPI without a busy core: poll, then yield, then sleep ever longer.
+//! Waiting for MPI without a busy core: poll, then sleep briefly while a message is likely
+//! due, then sleep ever longer.
 
 use std::time::{Duration, Instant};
 
 /// How long after the last progress a rank spins: a reply already on its way comes sooner.
 const SPIN_FOR: Duration = Duration::from_micros(10);
-/// How long after the last progress a rank yields its core between polls, before it sleeps:
-/// about a round trip over TCP, so a rank in a conversation does not oversleep its answer.
-const YIELD_FOR: Duration = Duration::from_micros(200);
-/// The first sleep; each one after it doubles, up to [`LONGEST_SLEEP`].
+/// How long after the last progress a rank polls every [`DUE_SLEEP`]: the gaps within a
+/// conversation (a chunk's work, a round trip) are shorter, so a rank in one does not
+/// oversleep its next message.
+const DUE_FOR: Duration = Duration::from_millis(2);
+/// The sleep between polls while a message is likely due. A sleep, not a yield: a yield on a
+/// core that a busy process shares gives the core away for a whole time slice.
+const DUE_SLEEP: Duration = Duration::from_micros(20);
+/// The first sleep past [`DUE_FOR`]; each one after it doubles, up to [`LONGEST_SLEEP`].
 const FIRST_SLEEP: Duration = Duration::from_micros(20);
 /// The longest sleep: how late an idle rank may notice its next message.
 pub const LONGEST_SLEEP: Duration = Duration::from_millis(1);
@@ -25,9 +30,9 @@ pub enum Pause {
     Sleep(Duration),
 }
 
-/// How a rank waits between polls that found nothing: it spins briefly, then yields, then
-/// sleeps, each sleep twice the last up to [`LONGEST_SLEEP`], so an idle rank costs
-/// almost no CPU and a busy one answers at once. Progress calls [`Backoff::reset`].
+/// How a rank waits between polls that found nothing: it spins briefly, then sleeps
+/// briefly while a message is likely due, then sleeps, each sleep twice the last up to
+/// [`LONGEST_SLEEP`], so an idle rank costs almost no CPU and a busy one answers at once. Progress calls [`Backoff::reset`].
 #[derive(Clone, Debug, Default)]
 pub struct Backoff {
     idle_since: Option<Instant>,
@@ -45,16 +50,17 @@ impl Backoff {
         *self = Self::default();
     }
 
-    /// Whether the next pause would be a sleep: the rank has been idle past its yields.
+    /// Whether the rank has been idle long enough that no message is likely due.
     pub fn sleeping(&self) -> bool {
-        self.idle_since.is_some_and(|since| since.elapsed() >= YIELD_FOR)
+        self.idle_since.is_some_and(|since| since.elapsed() >= DUE_FOR)
     }
 
     /// The pause after one more poll that found nothing.
     pub fn next_pause(&mut self) -> Pause {
         let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
-        let pause = pause_after(idle_since.elapsed(), self.sleeps);
-        if matches!(pause, Pause::Sleep(_)) {
+        let idle = idle_since.elapsed();
+        let pause = pause_after(idle, self.sleeps);
+        if idle >= DUE_FOR {
             self.sleeps = self.sleeps.saturating_add(1);
         }
         pause
@@ -76,12 +82,12 @@ impl Backoff {
     }
 }
 
-/// The pause for a rank idle for `idle` that has slept `sleeps` times since.
+/// The pause for a rank idle for `idle` that has slept `sleeps` times since [`DUE_FOR`].
 fn pause_after(idle: Duration, sleeps: u32) -> Pause {
     if idle < SPIN_FOR {
         Pause::Spin
-    } else if idle < YIELD_FOR {
-        Pause::Yield
+    } else if idle < DUE_FOR {
+        Pause::Sleep(DUE_SLEEP)
     } else {
         Pause::Sleep(FIRST_SLEEP.saturating_mul(1 << sleeps.min(16)).min(LONGEST_SLEEP))
     }
@@ -92,18 +98,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spins_then_yields_then_sleeps_longer_up_to_the_cap() {
+    fn spins_then_sleeps_briefly_while_due_then_longer_up_to_the_cap() {
         assert_eq!(pause_after(Duration::ZERO, 0), Pause::Spin);
-        assert_eq!(pause_after(SPIN_FOR, 0), Pause::Yield);
-        assert_eq!(pause_after(YIELD_FOR, 0), Pause::Sleep(FIRST_SLEEP));
-        let sleeps: Vec<Pause> = (0..20).map(|slept| pause_after(YIELD_FOR, slept)).collect();
+        assert_eq!(pause_after(SPIN_FOR, 0), Pause::Sleep(DUE_SLEEP));
+        assert_eq!(pause_after(DUE_FOR - SPIN_FOR, 0), Pause::Sleep(DUE_SLEEP));
+        assert_eq!(pause_after(DUE_FOR, 0), Pause::Sleep(FIRST_SLEEP));
+        let sleeps: Vec<Pause> = (0..20).map(|slept| pause_after(DUE_FOR, slept)).collect();
         assert!(sleeps.windows(2).all(|w| matches!(w, [Pause::Sleep(a), Pause::Sleep(b)] if b >= a)));
         assert_eq!(sleeps.last(), Some(&Pause::Sleep(LONGEST_SLEEP)));
     }
 
     #[test]
+    fn the_brief_sleeps_while_due_do_not_lengthen_the_later_ones() {
+        let mut backoff = Backoff { idle_since: Some(Instant::now() - DUE_FOR / 2), sleeps: 0 };
+        for _ in 0..100 {
+            backoff.next_pause();
+        }
+        assert_eq!(backoff.sleeps, 0);
+    }
+
+    #[test]
     fn progress_starts_the_wait_over() {
-        let mut backoff = Backoff { idle_since: Some(Instant::now() - YIELD_FOR), sleeps: 9 };
+        let mut backoff = Backoff { idle_since: Some(Instant::now() - DUE_FOR), sleeps: 9 };
         assert!(matches!(backoff.next_pause(), Pause::Sleep(_)));
         backoff.reset();
         assert_eq!(backoff.next_pause(), Pause::Spin);
@@ -111,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_sleep_never_passes_the_deadline() {
-        let mut backoff = Backoff { idle_since: Some(Instant::now() - YIELD_FOR), sleeps: 20 };
+        let mut backoff = Backoff { idle_since: Some(Instant::now() - DUE_FOR), sleeps: 20 };
         let started = Instant::now();
         backoff.wait(Some(started), LONGEST_SLEEP);
         assert!(started.elapsed() < LONGEST_SLEEP * 20);
