@@ -219,7 +219,15 @@ pub fn worker_handshake(
     body.extend_from_slice(&MAGIC);
     body.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     codec::encode_into(&Hello { worker_index, pid, nonce, proof }, &mut body)?;
-    send(writer, &body)?;
+    if let Err(error) = send(writer, &body) {
+        // A coordinator turns a stranger away before it reads a word, and may have hung up
+        // before the hello went out: its reason is still there to read.
+        let refusal = read_handshake_frame(reader, &mut body).ok().and_then(|()| codec::decode(&body).ok());
+        return match refusal {
+            Some(Admission::Refused { reason }) => Err(HandshakeError::Refused(reason)),
+            _ => Err(error),
+        };
+    }
 
     read_handshake_frame(reader, &mut body)?;
     match codec::decode::<Admission>(&body)? {
@@ -320,6 +328,18 @@ mod tests {
         let (worker, coordinator) = run_pair(worker, Secret::generate().unwrap(), Some(challenge));
         assert!(matches!(coordinator, Err(HandshakeError::BadProof)), "{coordinator:?}");
         assert!(matches!(&worker, Err(HandshakeError::Refused(reason)) if reason.contains("proof")), "{worker:?}");
+    }
+
+    #[test]
+    fn a_refusal_sent_before_the_hello_is_read_reaches_the_worker_even_after_a_hang_up() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        refuse(&mut b, "not a worker this pool started");
+        drop(b);
+        let worker = worker_handshake(&mut &a, &mut &a, &credentials(), 3, 42);
+        assert!(
+            matches!(&worker, Err(HandshakeError::Refused(reason)) if reason.contains("not a worker")),
+            "{worker:?}"
+        );
     }
 
     #[test]
