@@ -165,6 +165,8 @@ fn release_unused_ranks() {
 
 /// A worker rank's whole life, as its exit code.
 fn serve_rank(rank: usize, registry: Registry) -> i32 {
+    // Before MPI starts its threads: a rank moves as many large buffers as a local worker.
+    corepool_worker::serve::prepare_joined_worker();
     let mut hub = match Hub::start(Options::default()) {
         Ok(hub) => hub,
         Err(error) => {
