@@ -280,13 +280,13 @@ fn report_usage(connection: &mut impl CoordinatorConnection, report: &mut Vec<u8
 }
 
 /// Fills in the length of the whole frame in `answer` and sends it.
-fn send_answer(connection: &mut impl CoordinatorConnection, answer: &mut [u8]) -> Result<(), WorkerError> {
+fn send_answer(connection: &mut impl CoordinatorConnection, answer: &mut Vec<u8>) -> Result<(), WorkerError> {
     let len = u32::try_from(answer.len() - 4)
         .ok()
         .filter(|&len| len <= MAX_FRAME_LEN)
         .ok_or(codec::CodecError::TooLarge(answer.len() - 4))?;
     answer[..4].copy_from_slice(&len.to_le_bytes());
-    connection.send(answer)?;
+    connection.send_owned(answer)?;
     Ok(())
 }
 
