@@ -31,6 +31,13 @@ pub trait CoordinatorConnection {
     /// that would wait, or [`flush`](Self::flush), so that a burst of answers costs one write.
     fn send(&mut self, frame: &[u8]) -> Result<(), FrameError>;
 
+    /// Sends the frame in `frame`, whole, as [`send`](Self::send) does; an engine that sends
+    /// whole buffers may take `frame`'s rather than copy it, and leave in its place another
+    /// buffer to reuse. Either way, what `frame` holds afterwards is unspecified.
+    fn send_owned(&mut self, frame: &mut Vec<u8>) -> Result<(), FrameError> {
+        self.send(frame)
+    }
+
     /// Sends whatever frames still wait in a buffer.
     fn flush(&mut self) -> Result<(), FrameError>;
 
@@ -201,6 +208,49 @@ mod tests {
         assert_eq!(crate::decode_outputs::<Double>(outputs).unwrap(), [2, 4, 6]);
         let (failed, _) = codec::decode_prefix::<ToCoordinator>(&connection.sent[1][4..]).unwrap();
         assert!(matches!(failed, ToCoordinator::Failed { failure, .. } if failure.kind == FailureKind::UnknownTask));
+    }
+
+    /// Like [`InMemory`], but it takes each answer's buffer, as an engine that sends whole
+    /// buffers does, and leaves a dirty one in its place.
+    #[derive(Default)]
+    struct TakesBuffers(InMemory);
+
+    impl CoordinatorConnection for TakesBuffers {
+        fn receive(&mut self, frame: &mut Vec<u8>) -> Result<bool, FrameError> {
+            self.0.receive(frame)
+        }
+
+        fn send(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+            self.0.send(frame)
+        }
+
+        fn send_owned(&mut self, frame: &mut Vec<u8>) -> Result<(), FrameError> {
+            self.0.sent.push(std::mem::replace(frame, vec![0xee; 64]));
+            Ok(())
+        }
+
+        fn flush(&mut self) -> Result<(), FrameError> {
+            self.0.flush()
+        }
+
+        fn reports_usage(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn answers_sent_as_whole_buffers_are_whole_frames_whatever_buffer_comes_back() {
+        let incoming = [task(0, "double", &[1, 2, 3]), task(1, "double", &[4]), task(2, "nothing", &[])];
+        let mut connection = TakesBuffers(InMemory { incoming: incoming.into(), ..InMemory::default() });
+        serve_on(&mut connection, &config(), &Registry::new().register::<Double>()).unwrap();
+        let sent = &connection.0.sent;
+        assert_eq!(sent.len(), 6, "a usage report and an answer per task");
+        for frame in sent {
+            assert_eq!(u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize, frame.len() - 4);
+            codec::decode_prefix::<ToCoordinator>(&frame[4..]).expect("a whole message, nothing left over before it");
+        }
+        let (_, outputs) = codec::decode_prefix::<ToCoordinator>(&sent[3][4..]).unwrap();
+        assert_eq!(crate::decode_outputs::<Double>(outputs).unwrap(), [8]);
     }
 
     #[test]

@@ -157,6 +157,13 @@ pub fn serve(config: &WorkerConfig, registry: &Registry) -> Result<(), WorkerErr
     serve_on(&mut connection, config, registry)
 }
 
+/// Tunes this process's allocator as a local worker's is (see [`serve`]), for a process
+/// that will serve through [`serve_joined`]: large buffers are then reused rather than
+/// mapped and zeroed afresh for every task. Call it first, before any other thread starts.
+pub fn prepare_joined_worker() {
+    platform::keep_freed_memory_for_reuse();
+}
+
 /// Serves tasks from `registry` as worker `index` on `connection`, a connection another
 /// engine has joined already (MPI: a rank of the job, vouched for by the MPI runtime, with
 /// no socket and no secret), until the coordinator says stop or ends it.
@@ -179,6 +186,7 @@ pub fn serve_joined(
     crate::panics::record_panic_locations();
     config.functions.run_initializer_from_env().map_err(WorkerError::Initializer)?;
     config.knobs.before_connect();
+    platform::warm_heap(WARM_HEAP_BYTES);
     serve_on(connection, &config, registry)
 }
 
@@ -272,13 +280,13 @@ fn report_usage(connection: &mut impl CoordinatorConnection, report: &mut Vec<u8
 }
 
 /// Fills in the length of the whole frame in `answer` and sends it.
-fn send_answer(connection: &mut impl CoordinatorConnection, answer: &mut [u8]) -> Result<(), WorkerError> {
+fn send_answer(connection: &mut impl CoordinatorConnection, answer: &mut Vec<u8>) -> Result<(), WorkerError> {
     let len = u32::try_from(answer.len() - 4)
         .ok()
         .filter(|&len| len <= MAX_FRAME_LEN)
         .ok_or(codec::CodecError::TooLarge(answer.len() - 4))?;
     answer[..4].copy_from_slice(&len.to_le_bytes());
-    connection.send(answer)?;
+    connection.send_owned(answer)?;
     Ok(())
 }
 

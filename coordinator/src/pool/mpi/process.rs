@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicI32, Ordering},
     },
     time::Duration,
@@ -13,7 +13,7 @@ use std::{
 use corepool_protocol::{PROTOCOL_VERSION, ToWorker, codec, frame::FrameError, handshake::MAGIC};
 use corepool_worker::{CoordinatorConnection, Registry, WorkerError, function::JoinSettings};
 
-use super::{COORDINATOR, Hub, Kind, LinkError, Options, RankReceiver, RankSender};
+use super::{COORDINATOR, Hub, Kind, LinkError, Options, OutgoingFrame, RankReceiver, RankSender};
 use crate::pool::{PoolError, transport::mpi::WELCOME};
 
 /// Environment variables in which the MPI launchers tell a process its rank: Open MPI's
@@ -165,6 +165,8 @@ fn release_unused_ranks() {
 
 /// A worker rank's whole life, as its exit code.
 fn serve_rank(rank: usize, registry: Registry) -> i32 {
+    // Before MPI starts its threads: a rank moves as many large buffers as a local worker.
+    corepool_worker::serve::prepare_joined_worker();
     let mut hub = match Hub::start(Options::default()) {
         Ok(hub) => hub,
         Err(error) => {
@@ -198,6 +200,43 @@ fn serve_rank(rank: usize, registry: Registry) -> i32 {
 pub struct MpiConnection {
     sender: RankSender,
     receiver: RankReceiver,
+    /// Buffers of answers sent, back once MPI has sent them, for the next answers.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// How many sent answers' buffers a rank keeps for reuse (a usage report and an answer
+/// go out per task).
+const SPARE_BUFFERS: usize = 4;
+
+/// An answer's buffer on its way: the frame without its length (the message carries
+/// it), handed back to its connection once MPI no longer reads it.
+struct SentAnswer {
+    buffer: Vec<u8>,
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl OutgoingFrame for SentAnswer {
+    fn pieces(&self) -> [&[u8]; 2] {
+        [self.buffer.get(4..).unwrap_or_default(), &[]]
+    }
+}
+
+impl Drop for SentAnswer {
+    fn drop(&mut self) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(std::mem::take(&mut self.buffer));
+        }
+    }
+}
+
+impl MpiConnection {
+    /// The roomiest buffer handed back, or a new one of `capacity` bytes.
+    fn spare_buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let roomiest = (0..spare.len()).max_by_key(|&at| spare[at].capacity());
+        roomiest.map_or_else(|| Vec::with_capacity(capacity), |at| spare.swap_remove(at))
+    }
 }
 
 impl MpiConnection {
@@ -214,7 +253,7 @@ impl MpiConnection {
             Some((Kind::Control, answer)) if answer.starts_with(WELCOME) => {
                 let settings = codec::decode::<JoinSettings>(&answer[WELCOME.len()..])?;
                 corepool_worker::function::adopt_join_settings(settings);
-                Ok(Self { sender, receiver })
+                Ok(Self { sender, receiver, spare: Arc::default() })
             }
             Some((Kind::Control, answer)) if answer == NO_POOL => Err(WorkerError::CoordinatorGone),
             Some((Kind::Control, refusal)) => Err(WorkerError::Config(String::from_utf8_lossy(&refusal).into_owned())),
@@ -247,6 +286,14 @@ impl CoordinatorConnection for MpiConnection {
         self.sender.send(Kind::Data, body).map_err(|error| FrameError::Io(std::io::Error::other(error)))
     }
 
+    fn send_owned(&mut self, frame: &mut Vec<u8>) -> Result<(), FrameError> {
+        // The buffer itself goes out, not a copy: the serve loop builds its next answer in
+        // one handed back.
+        let buffer = std::mem::replace(frame, self.spare_buffer(frame.capacity()));
+        let answer = SentAnswer { buffer, spare: Arc::clone(&self.spare) };
+        self.sender.send(Kind::Data, answer).map_err(|error| FrameError::Io(std::io::Error::other(error)))
+    }
+
     fn flush(&mut self) -> Result<(), FrameError> {
         Ok(())
     }
@@ -254,5 +301,32 @@ impl CoordinatorConnection for MpiConnection {
     fn reports_usage(&self) -> bool {
         // Rank 0 cannot read the process table of another host.
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_goes_out_without_its_length_and_its_buffer_comes_back_once_sent() {
+        let spare = Arc::default();
+        let mut frame = 3u32.to_le_bytes().to_vec();
+        frame.extend_from_slice(b"abc");
+        let (address, capacity) = (frame.as_ptr(), frame.capacity());
+        let answer = SentAnswer { buffer: frame, spare: Arc::clone(&spare) };
+        assert_eq!(answer.pieces(), [&b"abc"[..], &[][..]], "the message carries the length");
+        drop(answer);
+        let returned = spare.lock().unwrap().pop().expect("the buffer came back");
+        assert_eq!((returned.as_ptr(), returned.capacity()), (address, capacity), "the same buffer, not a copy");
+    }
+
+    #[test]
+    fn a_rank_keeps_only_a_few_sent_buffers() {
+        let spare = Arc::default();
+        for _ in 0..2 * SPARE_BUFFERS {
+            drop(SentAnswer { buffer: vec![0; 8], spare: Arc::clone(&spare) });
+        }
+        assert_eq!(spare.lock().unwrap().len(), SPARE_BUFFERS);
     }
 }
