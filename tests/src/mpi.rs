@@ -104,6 +104,15 @@ fn release_build(what: &str, args: &[&str]) -> PathBuf {
     target.join("release")
 }
 
+/// This machine's host name, as MPI names it (`MPI_Get_processor_name`, `hostname`).
+pub fn this_host() -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: the buffer is as long as the length given.
+    assert_eq!(unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) }, 0);
+    let end = name.iter().position(|&byte| byte == 0).unwrap_or(name.len());
+    String::from_utf8_lossy(&name[..end]).into_owned()
+}
+
 /// One MPI job at a time in this process: a 2-core machine runs them in turn, not at once.
 pub fn one_job_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());

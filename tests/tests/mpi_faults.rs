@@ -11,7 +11,8 @@ use std::{
 
 use corepool_tests::{
     mpi::{
-        Job, mpi_available, mpi_corepool, mpirun_command, one_job_at_a_time, processes_of, three_hosts, wait_until_gone,
+        Job, mpi_available, mpi_corepool, mpirun_command, one_job_at_a_time, processes_of, this_host, three_hosts,
+        wait_until_gone,
     },
     netns,
 };
@@ -37,15 +38,6 @@ fn wait_for_rank(program: &Path, rank: usize, limit: Duration) -> Option<u32> {
     None
 }
 
-/// This machine's host name, as MPI names it.
-fn host_name() -> String {
-    let mut name = [0u8; 256];
-    // SAFETY: the buffer is as long as the length given.
-    assert_eq!(unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) }, 0);
-    let end = name.iter().position(|&byte| byte == 0).unwrap_or(name.len());
-    String::from_utf8_lossy(&name[..end]).into_owned()
-}
-
 /// The item ranges of a lost rank's line (`... was lost holding items 0..10, 20..30: why`).
 fn items_named(line: &str) -> Vec<Range<u64>> {
     let list = line.split_once(" holding items ").or_else(|| line.split_once(" held items "));
@@ -68,20 +60,37 @@ fn lost_rank_line(output: &str) -> String {
     lines[0].to_owned()
 }
 
-#[test]
-fn a_rank_killed_mid_run_is_named_with_its_host_and_the_items_it_held() {
-    if !mpi_available("a_rank_killed_mid_run_is_named_with_its_host_and_the_items_it_held") {
-        return;
+/// A count over MPI started with a test knob, writing to `counts.txt` in a folder of its own.
+struct FaultyRun {
+    _turn: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    corepool: std::path::PathBuf,
+    job: Job,
+}
+
+/// Starts `corepool count --transport mpi args --output counts.txt` on 3 ranks, with the
+/// test knob `knob` in every rank's environment; `None` (and one line) without Open MPI.
+fn start_on_three_ranks(test: &str, (knob, value): (&str, &str), args: &[&str]) -> Option<FaultyRun> {
+    if !mpi_available(test) {
+        return None;
     }
     let _turn = one_job_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let corepool = mpi_corepool();
     let mut command = mpirun_command();
+    command.current_dir(dir.path()).env(knob, value).args(["-np", "3"]).arg(&corepool);
+    command.args(["count", "--transport", "mpi"]).args(args).args(["--output", "counts.txt"]);
+    let job = Job::start(command);
+    Some(FaultyRun { _turn, dir, corepool, job })
+}
+
+#[test]
+fn a_rank_killed_mid_run_is_named_with_its_host_and_the_items_it_held() {
+    let test = "a_rank_killed_mid_run_is_named_with_its_host_and_the_items_it_held";
     // Rank 2 (worker 1) sleeps before each chunk, so that it always holds some.
-    command.current_dir(dir.path()).env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-np", "3"]).arg(&corepool);
-    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
-    command.args(["--output", "counts.txt"]);
-    let mut job = Job::start(command);
+    let knob = ("COREPOOL_TEST_SLOW_WORKER", "1:20");
+    let args = ["--rows", "200000", "--chunk-size", "500", "--repeat", "200"];
+    let Some(FaultyRun { _turn, dir, corepool, mut job }) = start_on_three_ranks(test, knob, &args) else { return };
     let rank_2 = wait_for_rank(&corepool, 2, Duration::from_secs(30));
     let rank_2 = rank_2.unwrap_or_else(|| panic!("no rank 2 running:\n{}", job.output()));
     std::thread::sleep(Duration::from_secs(2));
@@ -94,7 +103,7 @@ fn a_rank_killed_mid_run_is_named_with_its_host_and_the_items_it_held() {
     assert_eq!(succeeded, Some(false), "the job must fail, in bounded time:\n{output}");
     assert!(waited < Duration::from_secs(10), "took {waited:?}:\n{output}");
     let line = lost_rank_line(&output);
-    let named = format!("corepool: rank 2 on host {} (pid {rank_2}) was lost holding items ", host_name());
+    let named = format!("corepool: rank 2 on host {} (pid {rank_2}) was lost holding items ", this_host());
     assert!(line.starts_with(&named), "{line}\nnot {named}");
     assert!(!items_named(&line).is_empty(), "{line}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|entry| entry.file_name()).collect();
@@ -104,25 +113,18 @@ fn a_rank_killed_mid_run_is_named_with_its_host_and_the_items_it_held() {
 
 #[test]
 fn a_rank_that_stops_answering_holding_several_chunks_is_named_with_all_of_them() {
-    if !mpi_available("a_rank_that_stops_answering_holding_several_chunks_is_named_with_all_of_them") {
-        return;
-    }
-    let _turn = one_job_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let corepool = mpi_corepool();
-    let mut command = mpirun_command();
+    let test = "a_rank_that_stops_answering_holding_several_chunks_is_named_with_all_of_them";
     // The first chunk hangs: its rank was sent its second chunk with it, before any answer.
-    command.current_dir(dir.path()).env("COREPOOL_TEST_FAULT", "hang@0").args(["-np", "3"]).arg(&corepool);
-    command.args(["count", "--transport", "mpi", "--rows", "20000", "--chunk-size", "1000", "--task-timeout", "2"]);
-    command.args(["--output", "counts.txt"]);
+    let knob = ("COREPOOL_TEST_FAULT", "hang@0");
+    let args = ["--rows", "20000", "--chunk-size", "1000", "--task-timeout", "2"];
     let started = Instant::now();
-    let mut job = Job::start(command);
+    let Some(FaultyRun { _turn, dir, corepool, mut job }) = start_on_three_ranks(test, knob, &args) else { return };
     let succeeded = job.finish(Duration::from_secs(40));
     let output = job.output();
     assert_eq!(succeeded, Some(false), "the job must fail, in bounded time:\n{output}");
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}:\n{output}", started.elapsed());
     let line = lost_rank_line(&output);
-    assert!(line.contains(&format!(" on host {} (pid ", host_name())), "{line}");
+    assert!(line.contains(&format!(" on host {} (pid ", this_host())), "{line}");
     assert!(line.ends_with(": did not answer within 2s"), "{line}");
     // The chunk it hangs in, and the one sent with it (two in flight per worker).
     let items = items_named(&line);

@@ -11,7 +11,9 @@ use std::{
 
 use corepool_tests::{
     POOL_MODES, expected_counts,
-    mpi::{Job, mpi_available, mpi_corepool, mpirun_command, one_job_at_a_time, three_hosts, wait_until_gone},
+    mpi::{
+        Job, mpi_available, mpi_corepool, mpirun_command, one_job_at_a_time, this_host, three_hosts, wait_until_gone,
+    },
     netns, read_counts, run_corepool, test_matrix, write_matrix,
 };
 use serde_json::Value;
@@ -184,12 +186,6 @@ fn a_library_users_program_runs_its_own_task_on_the_ranks() {
     let pids: std::collections::HashSet<&str> = pids.split(' ').filter(|pid| *pid != "0").collect();
     assert_eq!(pids.len(), 3, "one process per worker rank: {output}");
     assert!(wait_until_gone(&program, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
-}
-
-/// This machine's name, as MPI and `hostname` give it.
-fn this_host() -> String {
-    let output = Command::new("hostname").output().expect("hostname runs");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 #[test]
