@@ -135,6 +135,20 @@ fn a_rank_that_stops_answering_holding_several_chunks_is_named_with_all_of_them(
     assert!(wait_until_gone(&corepool, Duration::from_secs(10)).is_empty(), "ranks left behind:\n{output}");
 }
 
+/// Starts a long count over MPI on the namespace hosts, one rank each, whose rank 2 sleeps
+/// before each chunk (so that it always holds some), with `extra` flags; returns the job
+/// once rank 2 runs, and rank 2's process id.
+fn start_across_hosts(hosts: &netns::Hosts, corepool: &Path, extra: &[&str]) -> (Job, u32) {
+    let mut command = hosts.mpirun_command(60);
+    command.env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-x", "COREPOOL_TEST_SLOW_WORKER"]).arg(corepool);
+    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
+    command.args(extra);
+    let job = Job::start(command);
+    let rank_2 = wait_for_rank(corepool, 2, Duration::from_secs(30));
+    let rank_2 = rank_2.unwrap_or_else(|| panic!("no rank 2 running:\n{}", job.output()));
+    (job, rank_2)
+}
+
 #[test]
 fn a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host() {
     let test = "a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host";
@@ -142,13 +156,7 @@ fn a_host_cut_off_mid_run_ends_the_run_naming_its_rank_and_host() {
     let Some(hosts) = three_hosts(test) else { return };
     let tag = hosts.tag().to_owned();
     let corepool = mpi_corepool();
-    let mut command = hosts.mpirun_command(60);
-    command.env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-x", "COREPOOL_TEST_SLOW_WORKER"]).arg(&corepool);
-    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
-    command.args(["--task-timeout", "2"]);
-    let mut job = Job::start(command);
-    let rank_2 = wait_for_rank(&corepool, 2, Duration::from_secs(30));
-    assert!(rank_2.is_some(), "no rank 2 running:\n{}", job.output());
+    let (mut job, _) = start_across_hosts(&hosts, &corepool, &["--task-timeout", "2"]);
     std::thread::sleep(Duration::from_secs(1));
     hosts.cut(2).expect("the link goes down");
     let cut = Instant::now();
@@ -174,12 +182,7 @@ fn a_rank_killed_on_another_host_ends_the_run_saying_what_each_rank_held() {
     let Some(hosts) = three_hosts(test) else { return };
     let tag = hosts.tag().to_owned();
     let corepool = mpi_corepool();
-    let mut command = hosts.mpirun_command(60);
-    command.env("COREPOOL_TEST_SLOW_WORKER", "1:20").args(["-x", "COREPOOL_TEST_SLOW_WORKER"]).arg(&corepool);
-    command.args(["count", "--transport", "mpi", "--rows", "200000", "--chunk-size", "500", "--repeat", "200"]);
-    let mut job = Job::start(command);
-    let rank_2 = wait_for_rank(&corepool, 2, Duration::from_secs(30));
-    let rank_2 = rank_2.unwrap_or_else(|| panic!("no rank 2 running:\n{}", job.output()));
+    let (mut job, rank_2) = start_across_hosts(&hosts, &corepool, &[]);
     std::thread::sleep(Duration::from_secs(2));
     let killed = Instant::now();
     // SAFETY: sends a signal to a process this test started.
