@@ -110,7 +110,13 @@ pub fn own_usage() -> corepool_protocol::ResourceUsage {
 fn resident_bytes() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        use std::os::unix::fs::FileExt;
+        // Opened once: a worker reads it with every answer it sends.
+        static STATM: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+        let file = STATM.get_or_init(|| std::fs::File::open("/proc/self/statm").ok()).as_ref()?;
+        let mut text = [0u8; 128];
+        let len = file.read_at(&mut text, 0).ok()?;
+        let statm = std::str::from_utf8(&text[..len]).ok()?;
         let pages: u64 = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
         // SAFETY: sysconf reads a system constant.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

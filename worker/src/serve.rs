@@ -276,17 +276,26 @@ fn report_usage(connection: &mut impl CoordinatorConnection, report: &mut Vec<u8
     report.clear();
     report.extend_from_slice(&[0; 4]);
     codec::encode_into(&ToCoordinator::Usage(platform::own_usage()), report)?;
-    send_answer(connection, report)
+    fill_in_length(report)?;
+    // A few dozen bytes, copied: the buffers an engine hands back are kept for answers.
+    connection.send(report)?;
+    Ok(())
 }
 
-/// Fills in the length of the whole frame in `answer` and sends it.
+/// Fills in the length of the whole frame in `answer` and sends it, its buffer and all.
 fn send_answer(connection: &mut impl CoordinatorConnection, answer: &mut Vec<u8>) -> Result<(), WorkerError> {
-    let len = u32::try_from(answer.len() - 4)
+    fill_in_length(answer)?;
+    connection.send_owned(answer)?;
+    Ok(())
+}
+
+/// Writes the frame's length, all of it but the four bytes that hold it, into those bytes.
+fn fill_in_length(frame: &mut [u8]) -> Result<(), WorkerError> {
+    let len = u32::try_from(frame.len() - 4)
         .ok()
         .filter(|&len| len <= MAX_FRAME_LEN)
-        .ok_or(codec::CodecError::TooLarge(answer.len() - 4))?;
-    answer[..4].copy_from_slice(&len.to_le_bytes());
-    connection.send_owned(answer)?;
+        .ok_or(codec::CodecError::TooLarge(frame.len() - 4))?;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
     Ok(())
 }
 

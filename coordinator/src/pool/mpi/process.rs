@@ -204,8 +204,8 @@ pub struct MpiConnection {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-/// How many sent answers' buffers a rank keeps for reuse (a usage report and an answer
-/// go out per task).
+/// How many sent answers' buffers a rank keeps for reuse (a few may be on their way at
+/// once).
 const SPARE_BUFFERS: usize = 4;
 
 /// An answer's buffer on its way: the frame without its length (the message carries
@@ -237,9 +237,7 @@ impl MpiConnection {
         let roomiest = (0..spare.len()).max_by_key(|&at| spare[at].capacity());
         roomiest.map_or_else(|| Vec::with_capacity(capacity), |at| spare.swap_remove(at))
     }
-}
 
-impl MpiConnection {
     /// Says which protocol this worker speaks, and waits (for as long as rank 0 takes to
     /// build its pool) to be welcomed, with the settings a local worker finds in its
     /// environment (see [`corepool_worker::function::adopt_join_settings`]).
