@@ -86,9 +86,11 @@ fn without_tmpdir_the_socket_directory_is_made_in_memory_and_removed() {
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
+    // The directory is made a moment before its socket is bound in it: wait for both.
     let during = loop {
         let found = ours();
-        if !found.is_empty() || Instant::now() > deadline {
+        let bound = found.first().is_some_and(|dir| dir.join("pool.sock").exists());
+        if bound || found.len() > 1 || Instant::now() > deadline {
             break found;
         }
         std::thread::sleep(Duration::from_millis(2));
